@@ -1,0 +1,61 @@
+"""Atomic writes and file hashing.
+
+Every file the tool writes (unpacked images, checkpoints, JSON reports, plots, the label map) goes
+through a temporary file in the same directory followed by `os.replace`, so a crash or Ctrl-C leaves
+either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], mode: int = 0o644) -> None:
+    """Call `write(fileobj)` on a temp file next to `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    atomic_write(path, lambda f: f.write(data), mode)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int = 0o644) -> None:
+    data = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+    atomic_write_bytes(path, data, mode)
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any, mode: int = 0o644) -> None:
+    import torch
+
+    atomic_write(path, lambda f: torch.save(obj, f), mode)
+
+
+def atomic_savefig(path: str | os.PathLike, fig) -> None:
+    """Save a matplotlib figure as PNG atomically."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

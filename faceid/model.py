@@ -1,0 +1,169 @@
+"""The recognition network (facenet-pytorch's InceptionResnetV1) and where its weights come from.
+
+Weights sources, in the order `resolve_weights` tries them:
+1. an explicit file (``--weights FILE``), 2. the ``FACEID_WEIGHTS`` environment variable,
+3. the VGGFace2 file already in torch's cache (``$TORCH_HOME/checkpoints``), 4. a download of it.
+Offline with none of these is one clear error that says how to fix it; weights are never faked.
+We download and load the file ourselves (not facenet-pytorch's ``pretrained=``) so that it is opened
+with ``torch.load(weights_only=True)``.
+
+Embeddings: (N, 512) float32, L2-normalised; with ``flip`` the sum of the image's and its mirror's
+outputs, re-normalised.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import FaceIDError
+from .preprocessing import PreprocessSpec, VGGFACE2_SPEC
+
+VGGFACE2_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
+WEIGHTS_ENV = "FACEID_WEIGHTS"
+EMBEDDING_DIM = 512
+DEFAULT_THRESHOLD = 0.6  # the seed's fixed cosine threshold; used only when no calibrated one exists
+
+
+def build_backbone() -> nn.Module:
+    """InceptionResnetV1 without a classifier: input (N, 3, 160, 160) normalised, output (N, 512) L2-normed."""
+    from facenet_pytorch import InceptionResnetV1
+
+    return InceptionResnetV1(pretrained=None, classify=False)
+
+
+def vggface2_cache_path() -> Path:
+    torch_home = Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"))
+    return torch_home.expanduser() / "checkpoints" / Path(VGGFACE2_URL).name
+
+
+def _offline_message(reason: str) -> str:
+    return (f"No face-recognition weights available ({reason}). Download {VGGFACE2_URL} on a machine "
+            f"with internet and pass it with --weights FILE (or set {WEIGHTS_ENV}=FILE), or use --from-scratch.")
+
+
+def download_vggface2() -> Path:
+    """Download the VGGFace2 weights into torch's cache (atomically: torch writes a temp file first)."""
+    dest = vggface2_cache_path()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(VGGFACE2_URL, str(dest), progress=True)
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        raise FaceIDError(_offline_message(f"the VGGFace2 download failed: {err}")) from None
+    return dest
+
+
+def resolve_weights(weights: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """Find the initial weights file: explicit path, then $FACEID_WEIGHTS, then the cache, then download."""
+    for candidate, origin in ((weights, "--weights"), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
+        if candidate:
+            path = Path(candidate).expanduser()
+            if not path.is_file():
+                raise FaceIDError(f"The weights file given by {origin} does not exist: {path}.")
+            return path
+    cached = vggface2_cache_path()
+    if cached.is_file():
+        return cached
+    if not download:
+        raise FaceIDError(_offline_message(f"none given and none cached at {cached}"))
+    return download_vggface2()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a plain state_dict safely (weights_only) and cast it to float32."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file; all mean the same to the user
+        raise FaceIDError(f"Cannot read weights from {path}: {type(err).__name__}: {str(err)[:200]}") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]  # a faceid checkpoint passed as --weights: use its backbone
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FaceIDError(f"{path} is not a state_dict of tensors.")
+    return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
+
+
+def load_backbone_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights") -> None:
+    """Load backbone weights, dropping classifier keys (``logits.*``: VGGFace2's 8631-way head)."""
+    backbone = {k: v for k, v in state_dict.items() if not k.startswith("logits.")}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if missing or unexpected:
+        raise FaceIDError(f"{source} does not fit InceptionResnetV1: {len(missing)} missing keys "
+                          f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}).")
+
+
+def backbone_fingerprint(model: nn.Module, spec: PreprocessSpec) -> str:
+    """A short hash of the weights and the preprocessing: templates from different fingerprints don't compare."""
+    import hashlib
+
+    h = hashlib.sha256(repr(sorted(spec.to_dict().items())).encode())
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def embed(model: nn.Module, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
+    """x: (N, 3, H, W) normalised network input -> (N, 512) float32 L2-normalised embeddings."""
+    out = model(x).float()
+    if flip:
+        out = out + model(torch.flip(x, dims=[3])).float()
+    return F.normalize(out, dim=1)
+
+
+@dataclass
+class Embedder:
+    """A ready-to-use network: eval mode, on its device, with the spec and threshold that belong to it."""
+
+    model: nn.Module
+    spec: PreprocessSpec
+    threshold: float
+    threshold_calibrated: bool
+    fingerprint: str
+    source: str          # human-readable: which file the weights came from
+    device: torch.device
+
+    def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """x: normalised (N, 3, size, size) -> (N, 512) on CPU."""
+        return embed(self.model, x.to(self.device), flip=self.spec.flip).cpu()
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name and name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
+                  crop: str | None = None, device: str | None = None, download: bool = True) -> Embedder:
+    """Load a fine-tuned checkpoint (its spec and calibrated threshold come with it) or backbone weights.
+
+    model_path: a checkpoint written by the trainer. Else `weights` (a state_dict file, $FACEID_WEIGHTS or
+    VGGFace2) with the spec of `crop` ("box", VGGFace2's style, by default) and the seed's fixed threshold.
+    """
+    from .checkpoint import load_checkpoint
+
+    dev = pick_device(device)
+    model = build_backbone()
+    if model_path is not None:
+        ckpt = load_checkpoint(model_path)
+        load_backbone_weights(model, ckpt["model"], str(model_path))
+        spec = PreprocessSpec.from_dict(ckpt["preprocess"])
+        threshold = ckpt.get("threshold")
+        calibrated = threshold is not None
+        source = str(model_path)
+    else:
+        path = resolve_weights(weights, download=download)
+        load_backbone_weights(model, read_state_dict(path), str(path))
+        spec = VGGFACE2_SPEC if crop in (None, "box") else PreprocessSpec(crop=crop)
+        threshold, calibrated, source = None, False, str(path)
+    model.eval().to(dev)
+    return Embedder(model=model, spec=spec, threshold=float(threshold if threshold is not None else DEFAULT_THRESHOLD),
+                    threshold_calibrated=calibrated, fingerprint=backbone_fingerprint(model, spec),
+                    source=source, device=dev)

@@ -1,0 +1,242 @@
+"""Verification metrics and the standard pair formats.
+
+Metrics work on cosine similarity scores (higher = more alike) with boolean labels (True = same person):
+ROC, AUC, EER, TAR at a FAR, the threshold for a target FAR, and k-fold accuracy where each fold's
+threshold is chosen on the other folds (the LFW protocol).
+
+Formats: LFW pair lists (View 1's single count header, View 2's ``folds<TAB>pairs`` header) and
+insightface's verification ``.bin`` (a pickle of (list of JPEG bytes, list of bool)), read with an
+unpickler that allows no globals, so a hostile file cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FaceIDError
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), thresholds descending; a pair is accepted when score >= threshold."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    if labels.all() or not labels.any():
+        raise ValueError("ROC needs both genuine and impostor pairs")
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(y)[distinct]
+    fp = np.cumsum(~y)[distinct]
+    tpr = np.r_[0.0, tp / y.sum()]
+    fpr = np.r_[0.0, fp / (~y).sum()]
+    thresholds = np.r_[np.inf, s[distinct]]
+    return fpr, tpr, thresholds
+
+
+def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    return float(np.trapezoid(tpr, fpr))
+
+
+def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold at the EER), interpolating where FAR crosses FRR."""
+    fnr = 1.0 - tpr
+    i = int(np.nonzero(fpr >= fnr)[0][0])
+    if i == 0:
+        return float(fpr[0]), float(thresholds[0])
+    d0, d1 = fnr[i - 1] - fpr[i - 1], fnr[i] - fpr[i]
+    w = d0 / (d0 - d1) if d0 != d1 else 0.0
+    eer = fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
+    thr = thresholds[i] if not np.isfinite(thresholds[i - 1]) else thresholds[i - 1] + w * (thresholds[i] - thresholds[i - 1])
+    return float(eer), float(thr)
+
+
+def threshold_at_far(scores: np.ndarray, labels: np.ndarray, far: float) -> tuple[float, float]:
+    """(threshold, TAR) for the lowest threshold whose false-accept rate is <= far.
+
+    With too few impostor pairs to resolve `far` (fewer than 1/far), the result is the strictest
+    point measured; `tar_at_far` reports it as such rather than extrapolating.
+    """
+    fpr, tpr, thr = roc_curve(scores, labels)
+    ok = np.nonzero(fpr <= far)[0]
+    i = int(ok[-1])
+    threshold = float(thr[i]) if np.isfinite(thr[i]) else float(np.max(scores)) + 1e-6
+    return threshold, float(tpr[i])
+
+
+def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray | int = 10) -> dict:
+    """LFW protocol: for each fold, pick the accuracy-maximising threshold on the other folds.
+
+    folds: an array giving each pair's fold, or a number k: then the genuine pairs are cut in order into
+    k folds and so are the impostors (for insightface's lfw.bin, in View 2 order, these are the official
+    folds). Returns mean, std, per-fold accuracies and thresholds.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    if np.isscalar(folds):
+        folds = stratified_folds(labels, int(folds))
+    folds = np.asarray(folds)
+    accs, thrs = [], []
+    for f in np.unique(folds):
+        test, train = folds == f, folds != f
+        threshold = best_accuracy_threshold(scores[train], labels[train])
+        thrs.append(threshold)
+        accs.append(float(np.mean((scores[test] >= threshold) == labels[test])))
+    return {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "folds": accs, "thresholds": thrs}
+
+
+def stratified_folds(labels: np.ndarray, k: int) -> np.ndarray:
+    """Fold index per pair: each class's pairs cut in order into k contiguous folds."""
+    labels = np.asarray(labels, dtype=bool)
+    folds = np.empty(len(labels), dtype=np.int64)
+    for cls in (True, False):
+        idx = np.nonzero(labels == cls)[0]
+        folds[idx] = np.arange(len(idx)) * k // max(len(idx), 1)
+    return folds
+
+
+def best_accuracy_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold (midway between neighbouring scores) that maximises accuracy on these pairs."""
+    s = np.sort(np.unique(scores))
+    candidates = np.r_[s[0] - 1e-6, (s[:-1] + s[1:]) / 2, s[-1] + 1e-6]
+    order = np.argsort(scores)
+    ss, yy = scores[order], labels[order]
+    # accepted = score >= c; correct = genuine accepted + impostors rejected
+    idx = np.searchsorted(ss, candidates, side="left")
+    genuine_below = np.r_[0, np.cumsum(yy)][idx]
+    impostor_below = np.r_[0, np.cumsum(~yy)][idx]
+    correct = (yy.sum() - genuine_below) + impostor_below
+    return float(candidates[int(np.argmax(correct))])
+
+
+def verification_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray | int = 10,
+                        fars: tuple[float, ...] = (1e-3, 1e-2)) -> dict:
+    """Everything the field reports for one pair set, as a JSON-ready dict."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    fpr, tpr, thr = roc_curve(scores, labels)
+    eer, eer_thr = equal_error_rate(fpr, tpr, thr)
+    acc = kfold_accuracy(scores, labels, folds)
+    report = {
+        "pairs": int(len(scores)), "genuine": int(labels.sum()), "impostor": int((~labels).sum()),
+        "accuracy": acc["mean"], "accuracy_std": acc["std"], "accuracy_threshold": float(np.mean(acc["thresholds"])),
+        "auc": roc_auc(fpr, tpr), "eer": eer, "eer_threshold": eer_thr,
+    }
+    for far in fars:
+        t, tar = threshold_at_far(scores, labels, far)
+        report[f"tar@far={far:g}"] = tar
+        report[f"threshold@far={far:g}"] = t
+        report[f"far={far:g}_resolved"] = bool((~labels).sum() * far >= 1)
+    return report
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, title: str = "ROC") -> None:
+    """Save a log-FAR ROC plot of one or more (fpr, tpr) curves as PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_savefig
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, (fpr, tpr) in curves.items():
+        keep = fpr > 0
+        ax.plot(fpr[keep], tpr[keep], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("false accept rate (impostors let in)")
+    ax.set_ylabel("true accept rate (genuine accepted)")
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    atomic_savefig(path, fig)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- LFW pair lists
+
+@dataclass(frozen=True)
+class Pair:
+    name1: str
+    num1: int
+    name2: str
+    num2: int
+    same: bool
+    fold: int
+
+    def paths(self, root: str | os.PathLike) -> tuple[Path, Path]:
+        root = Path(root)
+        return (root / self.name1 / f"{self.name1}_{self.num1:04d}.jpg",
+                root / self.name2 / f"{self.name2}_{self.num2:04d}.jpg")
+
+
+def read_pairs(path: str | os.PathLike) -> list[Pair]:
+    """Parse an LFW pairs file: View 1 (header "N") or View 2 (header "folds<TAB>N").
+
+    View 1 files hold N matched then N mismatched pairs (one set: it gets 10 stratified folds, for
+    10-fold accuracy); View 2 holds, per fold, N matched then N mismatched. Pairs carry their fold.
+    """
+    path = Path(path)
+    try:
+        lines = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise FaceIDError(f"Cannot read the pairs file {path}: {err}.") from None
+    try:
+        header = [int(v) for v in lines[0]]
+        folds, per_kind = (1, header[0]) if len(header) == 1 else (header[0], header[1])
+    except (IndexError, ValueError):
+        raise FaceIDError(f"{path} does not start with an LFW pairs header ('N' or 'folds<TAB>N').") from None
+    body = lines[1:]
+    if len(body) != folds * per_kind * 2:
+        raise FaceIDError(f"{path}: the header promises {folds * per_kind * 2} pairs but {len(body)} lines follow.")
+    pairs = []
+    for i, parts in enumerate(body):
+        fold = i // (2 * per_kind) if folds > 1 else (i % per_kind) * 10 // per_kind
+        try:
+            if len(parts) == 3:
+                pairs.append(Pair(parts[0], int(parts[1]), parts[0], int(parts[2]), True, fold))
+            elif len(parts) == 4:
+                pairs.append(Pair(parts[0], int(parts[1]), parts[2], int(parts[3]), False, fold))
+            else:
+                raise ValueError
+        except ValueError:
+            raise FaceIDError(f"{path}, line {i + 2}: expected 'name n1 n2' or 'name1 n1 name2 n2'.") from None
+    return pairs
+
+
+# ----------------------------------------------------------------------------- insightface .bin
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """Refuses every global: only plain containers, bytes, numbers and bools can be built."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+
+
+def load_verification_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
+    """insightface's lfw.bin / cfp_fp.bin / agedb_30.bin -> (image bytes, 2 per pair; is_same per pair).
+
+    Images i*2 and i*2+1 form pair i. Refuses any file that would need code to unpickle.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            obj = _NoGlobalsUnpickler(io.BufferedReader(f), encoding="bytes").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise FaceIDError(f"Cannot read verification file {path}: {err}.") from None
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+        raise FaceIDError(f"{path} is not an insightface verification file (expected (images, is_same)).")
+    images, issame = obj
+    images = [bytes(b) for b in images]
+    issame = np.asarray([bool(v) for v in issame], dtype=bool)
+    if len(images) != 2 * len(issame):
+        raise FaceIDError(f"{path}: {len(images)} images for {len(issame)} pairs (expected two per pair).")
+    return images, issame
