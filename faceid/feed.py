@@ -1,0 +1,211 @@
+"""From a FaceDataset to network-ready batches: reading, decoding, sampling, augmentation.
+
+Two decode paths, one result (uint8 NCHW crops of side ``spec.crop_size`` -> `to_network_input`):
+- ``"gpu"``: DataLoader workers only read encoded bytes; the main process hands the whole batch to nvJPEG
+  (``torchvision.io.decode_jpeg(list, device="cuda")``), so the CPU is no longer the bottleneck.
+- ``"cpu"``: workers decode with OpenCV (libjpeg-turbo, the decoder the app uses) and ship uint8 crops.
+Images whose size differs from ``spec.crop_size`` (loose crops in an arbitrary folder tree) are resized to
+it with area interpolation, as the app's own crop functions do; .rec faces are already 112x112.
+
+`EpochSampler` gives every rank its share of a permutation seeded by (seed, epoch), and can start
+mid-epoch, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .datasets import FaceDataset
+from .errors import FaceIDError
+from .preprocessing import PreprocessSpec, to_network_input
+
+DECODE_MODES = ("auto", "gpu", "cpu")
+
+
+def decode_rgb(data: bytes, size: int, source: str = "image") -> np.ndarray:
+    """Encoded image -> HxWx3 uint8 RGB of side `size` (area-resized if it has another size)."""
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
+    if img is None:
+        raise FaceIDError(f"Cannot decode {source}: it is not a readable image; remove or replace it.")
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.shape[0] != size or img.shape[1] != size:
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+class FaceSamples(Dataset):
+    """Item j -> (image, label, sample index). image: uint8 (3, S, S) when decode_on_cpu, else the encoded
+    bytes as a 1-D uint8 tensor (decoded later, a batch at a time, by `BatchFeed`)."""
+
+    def __init__(self, dataset: FaceDataset, indices=None, decode_on_cpu: bool = True):
+        self.dataset = dataset
+        self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.decode_on_cpu = decode_on_cpu
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int):
+        i = int(self.indices[j])
+        data = self.dataset.read_bytes(i)
+        label = int(self.dataset.labels[i])
+        if self.decode_on_cpu:
+            img = decode_rgb(data, self.dataset.spec.crop_size, self.dataset.describe(i))
+            return torch.from_numpy(img).permute(2, 0, 1).contiguous(), label, i
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), label, i
+
+
+def collate_encoded(batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """[(bytes tensor, label, index)] -> (list of 1-D uint8 tensors, labels (B,) int64, indices (B,) int64)."""
+    data, labels, idx = zip(*batch)
+    return list(data), torch.tensor(labels, dtype=torch.int64), torch.tensor(idx, dtype=torch.int64)
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's indices for one epoch: a permutation seeded by seed + epoch, cut to a whole number of
+    global batches (every rank takes the same number of steps), strided by rank, from `start_batch` on."""
+
+    def __init__(self, n: int, batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 42,
+                 shuffle: bool = True):
+        self.n, self.batch_size, self.world, self.rank = n, batch_size, world_size, rank
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch, self.start_batch = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n // (self.batch_size * self.world)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        order = order[: self.batches_per_epoch * self.batch_size * self.world][self.rank::self.world]
+        return iter(order[self.start_batch * self.batch_size:].tolist())
+
+    def __len__(self) -> int:
+        return max(0, (self.batches_per_epoch - self.start_batch) * self.batch_size)
+
+
+def _worker_init(_worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process (which saves a checkpoint) and decode single-threaded."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+
+
+def make_loader(samples: FaceSamples, batch_size: int, workers: int, sampler: Sampler | None = None,
+                pin_memory: bool = False, persistent: bool = True, drop_last: bool = False) -> DataLoader:
+    """DataLoader with the feed's collate; persistent workers and deeper prefetch when workers > 0."""
+    extra = {}
+    if workers > 0:
+        extra = {"persistent_workers": persistent, "prefetch_factor": 4, "worker_init_fn": _worker_init}
+    # A private generator: creating a loader iterator must not draw from the global RNG, or a run resumed
+    # mid-epoch would see different dropout/flip draws than the uninterrupted run.
+    return DataLoader(samples, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+                      pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator().manual_seed(0),
+                      collate_fn=None if samples.decode_on_cpu else collate_encoded, **extra)
+
+
+def resolve_decode(mode: str, device: torch.device) -> str:
+    """"auto" -> "gpu" on CUDA (nvJPEG), else "cpu"; "gpu" without CUDA is an error."""
+    if mode not in DECODE_MODES:
+        raise FaceIDError(f"Unknown --decode {mode!r}; choose one of {', '.join(DECODE_MODES)}.")
+    if mode == "auto":
+        return "gpu" if device.type == "cuda" else "cpu"
+    if mode == "gpu" and device.type != "cuda":
+        raise FaceIDError("--decode gpu needs a CUDA device; use --decode cpu (or auto) on this machine.")
+    return mode
+
+
+def _fit(img: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (3, H, W) -> (3, size, size): area-average when shrinking (cv2 INTER_AREA), bilinear otherwise."""
+    if img.shape[-1] == size and img.shape[-2] == size:
+        return img
+    mode = "area" if img.shape[-1] >= size and img.shape[-2] >= size else "bilinear"
+    out = F.interpolate(img[None].float(), size=(size, size), mode=mode)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def gpu_decode(data: list[torch.Tensor], size: int, device: torch.device, name_of=None) -> torch.Tensor:
+    """Encoded images (1-D uint8 CPU tensors) -> uint8 (B, 3, size, size) on `device`.
+
+    JPEGs go to nvJPEG in one batched call; anything else (PNG in a folder tree), and any JPEG nvJPEG refuses
+    (e.g. CMYK), is decoded by torchvision on the CPU. A file neither can decode raises FaceIDError naming it
+    (`name_of(i)` when given).
+    """
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    def on_cpu(i: int) -> torch.Tensor:
+        try:
+            return decode_image(data[i], mode=ImageReadMode.RGB).to(device, non_blocking=True)
+        except RuntimeError:
+            name = name_of(i) if name_of is not None else f"batch image {i}"
+            raise FaceIDError(f"Cannot decode {name}: it is not a readable image; remove or replace it.") from None
+
+    is_jpeg = [len(t) > 2 and int(t[0]) == 0xFF and int(t[1]) == 0xD8 for t in data]
+    out: list[torch.Tensor | None] = [None] * len(data)
+    jpeg_idx = [i for i, j in enumerate(is_jpeg) if j]
+    if jpeg_idx:
+        try:
+            for i, img in zip(jpeg_idx, decode_jpeg([data[i] for i in jpeg_idx], mode=ImageReadMode.RGB,
+                                                    device=device)):
+                out[i] = img
+        except RuntimeError:  # one bad file fails the whole batched call: decode one by one instead
+            for i in jpeg_idx:
+                try:
+                    out[i] = decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device)
+                except RuntimeError:
+                    out[i] = on_cpu(i)
+    for i, j in enumerate(is_jpeg):
+        if not j:
+            out[i] = on_cpu(i)
+    return torch.stack([_fit(img, size) for img in out])
+
+
+class BatchFeed:
+    """Turns a loader batch into (x, labels) on `device`: x float32 (B, 3, spec.size, spec.size) in about
+    [-1, 1], channels_last if asked; with `augment`, each image is mirrored with probability 1/2."""
+
+    def __init__(self, spec: PreprocessSpec, device: torch.device, decode: str, channels_last: bool):
+        self.spec, self.device, self.decode, self.channels_last = spec, device, decode, channels_last
+
+    def crops(self, batch, source=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loader batch -> (uint8 (B, 3, crop, crop) on device, labels (B,) int64 on device).
+
+        source: the dataset the batch came from, only to name a file that fails to decode."""
+        images, labels = batch[0], batch[1]
+        if self.decode == "gpu":
+            name_of = (lambda i: source.describe(int(batch[2][i]))) if source is not None else None
+            crops = gpu_decode(images, self.spec.crop_size, self.device, name_of)
+        else:
+            crops = images.to(self.device, non_blocking=True)
+        return crops, labels.to(self.device, non_blocking=True)
+
+    def __call__(self, batch, augment: bool = False, source=None) -> tuple[torch.Tensor, torch.Tensor]:
+        crops, labels = self.crops(batch, source)
+        x = to_network_input(crops, self.spec)
+        if augment:
+            mirror = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(mirror[:, None, None, None], torch.flip(x, dims=[3]), x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, labels
+
+
+def clean_worker_error(err: FaceIDError) -> FaceIDError:
+    """A FaceIDError re-raised by a DataLoader worker carries the worker's traceback; keep its sentence."""
+    text = str(err)
+    if "Traceback" not in text:
+        return err
+    last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+    return FaceIDError(last.split(": ", 1)[1] if "Error: " in last else last, err.exit_code)

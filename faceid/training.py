@@ -1,0 +1,608 @@
+"""The trainer: configuration, state (checkpoints, resume, phases), the loop, and the entry points.
+
+The recipe's parts (precision, optimizer, schedule, process group, Ctrl-C flag) live in `faceid.recipe`.
+
+What a run does (train_model.py -> `train`; continue_training.py -> `continue_training`):
+1. open the data (`faceid.datasets`), hold out whole identities for verification, split the rest 80/20
+   (seed 42) for the seed's closed-set accuracy, train on the 80%;
+2. build InceptionResnetV1 (VGGFace2 weights / --weights / --from-scratch) + a head (`faceid.heads`);
+3. per step: a batch of encoded images -> decode (nvJPEG on CUDA, cv2 in workers on CPU) -> `to_network_input`
+   -> autocast (bf16 on Ampere+, fp16 + GradScaler on older GPUs, fp32 on CPU) -> channels_last -> step;
+4. per epoch (rank 0): `faceid.validation` -> history, curves, last/best checkpoints (best by a verification
+   metric, with the cosine threshold calibrated at the target FAR); final checkpoint at the end.
+
+Distributed: launched by torchrun (WORLD_SIZE > 1) it uses DDP (NCCL on GPUs, gloo on CPU); every rank
+trains on its share of each epoch's permutation, rank 0 alone validates, logs and writes files.
+Ctrl-C / SIGTERM: a handler sets a flag; at the next step boundary the state is saved to
+last_face_model.pth (resumable exactly) and the run exits with code 130.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .datasets import find_verification_bins, open_dataset, split_identities, split_images
+from .errors import EXIT_INTERRUPTED, FaceIDError
+from .feed import BatchFeed, EpochSampler, FaceSamples, clean_worker_error, make_loader, resolve_decode
+from .fileio import atomic_write_json
+from .heads import TrainNet, build_head, head_config
+from .model import build_backbone, load_backbone_weights, read_state_dict, resolve_weights
+from .plots import plot_history
+from .recipe import (Dist, StopFlag, autocast_context, build_optimizer, build_scheduler, default_batch_size,
+                     default_workers, resolve_precision, scaled_lr, setup_distributed)
+from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
+
+DEFAULT_HEAD = "softmax"  # chosen by measurement (weak, CPU-sized): see the README's "Training" section
+BEST, FINAL, LAST = "best_face_model.pth", "final_face_model.pth", "last_face_model.pth"
+LABEL_MAP, HISTORY = "label_map.json", "history.json"
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting; stored in checkpoints as a plain dict. None = decided at run time (see help)."""
+
+    data: str = "./datasets/casia-webface-images"
+    out: str = "./checkpoints"
+    weights: str | None = None
+    from_scratch: bool = False
+    head: str = DEFAULT_HEAD
+    scale: float | None = None
+    margin: float | None = None
+    epochs: int = 20
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str = "adamw"
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    scheduler: str = "cosine"
+    warmup_epochs: float = 1.0
+    step_size: int = 7
+    gamma: float = 0.1
+    plateau_patience: int = 2
+    plateau_factor: float = 0.1
+    min_images: int = 5
+    max_images: int = 100
+    val_fraction: float = 0.2
+    holdout_fraction: float = 0.1
+    pairs: int = 3000
+    bins: bool = True
+    select_metric: str = "tar@far=0.01"
+    select_set: str = "heldout"
+    target_far: float = 1e-3
+    crop_style: str = "aligned5"
+    seed: int = 42
+    augment_flip: bool = True
+    precision: str = "auto"
+    decode: str = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
+    workers: int | None = None
+    device: str = "auto"
+    eval_batch_size: int | None = None
+    limit_steps: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise FaceIDError(f"Unknown training setting(s) {', '.join(unknown)}; see --help for the valid names.")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class Phase:
+    """A stretch of training with one optimizer/schedule: phase 0 from train_model.py, 1.. from --lr."""
+
+    index: int = 0
+    start_epoch: int = 0
+    end_epoch: int = 0
+    lr: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Trainer:
+    """Owns the data, network, optimizer, schedule and bookkeeping of one run (one process of it)."""
+
+    def __init__(self, cfg: TrainConfig, env: Dist):
+        self.cfg, self.env = cfg, env
+        self.precision = resolve_precision(cfg.precision, env.device)
+        self.decode = resolve_decode(cfg.decode, env.device)
+        self.channels_last = env.device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+        self.batch_size = cfg.batch_size or default_batch_size(env.device)
+        self.workers = default_workers(self.decode, env.world) if cfg.workers is None else cfg.workers
+        self.out = Path(cfg.out).expanduser()
+        self._open_data()
+        self.feed = BatchFeed(self.data.spec, env.device, self.decode, self.channels_last)
+        self.epoch = self.step = self.step_in_epoch = 0
+        self.history: list[dict] = []
+        self.best: dict = {}
+        self.metrics: dict = {}
+        self.calibration: dict | None = None
+
+    # --- data -------------------------------------------------------------------------------------
+    def _open_data(self) -> None:
+        cfg = self.cfg
+        full = open_dataset(cfg.data, cfg.min_images, cfg.max_images, cfg.seed, cfg.crop_style)
+        self.data, self.heldout = split_identities(full, cfg.holdout_fraction, cfg.seed)
+        self.train_idx, self.val_idx = split_images(len(self.data), cfg.val_fraction, cfg.seed)
+        self.data_report = full.report
+        world_batch = self.batch_size * self.env.world
+        self.steps_per_epoch = len(self.train_idx) // world_batch
+        if self.steps_per_epoch == 0:
+            raise FaceIDError(f"Only {len(self.train_idx)} training images for a batch of {world_batch}; "
+                              f"lower --batch-size.")
+        if cfg.limit_steps:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.limit_steps)
+        self.sampler = EpochSampler(len(self.train_idx), self.batch_size, self.env.world, self.env.rank, cfg.seed)
+        samples = FaceSamples(self.data, self.train_idx, decode_on_cpu=self.decode == "cpu")
+        self.loader = make_loader(samples, self.batch_size, self.workers, self.sampler,
+                                  pin_memory=self.env.device.type == "cuda")
+
+    def _validator(self) -> Validator:
+        cfg = self.cfg
+        pair_sets = []
+        if self.heldout is not None:
+            pair_sets.append(heldout_pairs(self.heldout, cfg.pairs, cfg.seed))
+        if cfg.bins:
+            pair_sets += [bin_pairs(p, self.data.spec) for p in find_verification_bins(cfg.data)]
+        eval_batch = self.cfg.eval_batch_size or min(256, self.batch_size * 2)
+        return Validator(self.data, self.val_idx, pair_sets, self.feed, eval_batch, self.workers, cfg.target_far)
+
+    def _selection(self, validator: Validator) -> tuple[str, str]:
+        """(set, metric) that picks the best checkpoint; falls back when the asked set is not evaluated."""
+        names = [ps.name for ps in validator.pair_sets]
+        if self.cfg.select_set in names:
+            return self.cfg.select_set, self.cfg.select_metric
+        if names:
+            return names[0], self.cfg.select_metric
+        return "closed_set", "accuracy"
+
+    # --- model ------------------------------------------------------------------------------------
+    def build(self, init_weights: bool) -> None:
+        cfg, env = self.cfg, self.env
+        backbone = build_backbone()
+        if init_weights and not cfg.from_scratch:
+            load_backbone_weights(backbone, read_state_dict(self._weights_path()), "the initial weights")
+        self.head_cfg = head_config(cfg.head, self.data.num_identities, cfg.scale, cfg.margin)
+        head = build_head(cfg.head, self.data.num_identities, scale=cfg.scale, margin=cfg.margin)
+        self.net = TrainNet(backbone, head).to(env.device)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.precision == "fp16")
+
+    def _weights_path(self) -> Path:
+        if self.env.world > 1 and not self.env.main:
+            dist.barrier()  # rank 0 downloads first
+            return resolve_weights(self.cfg.weights, download=False)
+        path = resolve_weights(self.cfg.weights)
+        if self.env.world > 1:
+            dist.barrier()
+        return path
+
+    def new_phase(self, index: int, epochs: int) -> None:
+        """Fresh optimizer and schedule for `epochs` more epochs from the current one."""
+        if epochs < 1:
+            raise FaceIDError(f"--epochs must be at least 1, got {epochs}.")
+        lr = self.cfg.lr or scaled_lr(self.cfg.optimizer, self.batch_size * self.env.world)
+        self.set_phase(Phase(index, self.epoch, self.epoch + epochs, lr))
+
+    def set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        self.optimizer = build_optimizer(self.cfg, self.net, phase.lr, self.env.device)
+        self.scheduler, self.per_step = build_scheduler(self.cfg, self.optimizer, self.steps_per_epoch,
+                                                        phase.end_epoch - phase.start_epoch)
+
+    def wrap(self) -> torch.nn.Module:
+        """The module the training step calls: DDP when distributed, compiled when asked."""
+        model = self.net
+        if self.env.world > 1:
+            ids = [self.env.device.index] if self.env.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.cfg.compile:
+            # reduce-overhead = CUDA graphs: the fastest single-GPU mode; under DDP the gradient all-reduce
+            # cannot be captured in a graph, so multi-process runs use the default mode.
+            single_gpu = self.env.device.type == "cuda" and self.env.world == 1
+            model = torch.compile(model, mode="reduce-overhead" if single_gpu else "default")
+        return model
+
+    # --- state ------------------------------------------------------------------------------------
+    def state(self, kind: str) -> dict:
+        """The full checkpoint (plain types and tensors). Collective: every rank must call it."""
+        rng = capture_rng_state()
+        if self.env.world > 1:
+            gathered = [None] * self.env.world
+            dist.all_gather_object(gathered, rng)
+            rng = gathered
+        else:
+            rng = [rng]
+        cpu = lambda sd: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}  # noqa: E731
+        cal = self.calibration or {}
+        return {
+            "kind": kind, "model": cpu(self.net.backbone.state_dict()), "preprocess": self.data.spec.to_dict(),
+            "threshold": cal.get("threshold"), "threshold_info": cal or None,
+            "head": cpu(self.net.head.state_dict()), "head_config": self.head_cfg,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "precision": self.precision,
+            "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
+            "phase": self.phase.to_dict(), "world_size": self.env.world, "rng": rng,
+            "config": asdict(self.cfg), "metrics": self.metrics, "history": self.history, "best": self.best,
+            "label_map": list(self.data.identities), "progress": dict(self._progress or _fresh_progress()),
+        }
+
+    def load_state(self, ckpt: dict, exact: bool) -> None:
+        """Weights, counters, history from a checkpoint; with `exact` also optimizer, schedule, scaler, RNG."""
+        if list(ckpt.get("label_map", [])) != list(self.data.identities):
+            raise FaceIDError("The data's identities differ from the checkpoint's label map; pass the same --data "
+                              "and filters the run was started with.")
+        load_backbone_weights(self.net.backbone, ckpt["model"], "the checkpoint")
+        self.net.head.load_state_dict(ckpt["head"])
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.history, self.best, self.metrics = list(ckpt["history"]), dict(ckpt["best"]), dict(ckpt["metrics"])
+        self.calibration = ckpt.get("threshold_info")
+        if not exact:
+            return
+        self.step_in_epoch = int(ckpt["step_in_epoch"])
+        self._progress = dict(ckpt.get("progress") or _fresh_progress())
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        rng = ckpt["rng"]
+        if len(rng) == self.env.world:
+            restore_rng_state(rng[self.env.rank])
+        elif self.env.main:
+            print(f"note: the checkpoint was written by {len(rng)} processes, this run has {self.env.world}; "
+                  f"the data order and RNG differ from an uninterrupted run.")
+
+    def save(self, name: str, kind: str) -> Path:
+        state = self.state(kind)
+        path = self.out / name
+        if self.env.main:
+            save_checkpoint(path, state)
+        return path
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def _bcast(self, obj):
+        if self.env.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _stop_agreed(self, stop: StopFlag) -> bool:
+        """All ranks stop at the same step: the flag is OR-reduced (cheap: called every LOG_EVERY steps in DDP)."""
+        if self.env.world == 1:
+            return stop.poll(self.step)
+        flag = torch.tensor([1.0 if stop.poll(self.step) else 0.0], device=self.env.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    LOG_EVERY = 20
+
+    def train_epoch(self, model, stop: StopFlag, progress: dict) -> bool:
+        """Run the rest of the current epoch; False if a stop was requested (state is then mid-epoch).
+
+        progress accumulates loss_sum / steps / images / seconds for the epoch (kept across a resume)."""
+        env, cfg = self.env, self.cfg
+        self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, unit="step", dynamic_ncols=True,
+                   desc=f"epoch {self.epoch + 1}/{self.phase.end_epoch}", disable=not env.main)
+        loss_acc = torch.zeros((), device=env.device)
+        acc_steps, window_start, window_images = 0, time.perf_counter(), 0
+        epoch_start = time.perf_counter()
+        batches = iter(self.loader)
+        try:
+            while self.step_in_epoch < self.steps_per_epoch:
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                x, y = self.feed(batch, augment=cfg.augment_flip, source=self.data)
+                with autocast_context(self.precision, env.device):
+                    logits, _ = model(x, y)
+                    loss = F.cross_entropy(logits, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if self.per_step:
+                    self.scheduler.step()
+                self.step += 1
+                self.step_in_epoch += 1
+                loss_acc += loss.detach().float()
+                acc_steps += 1
+                window_images += len(y) * env.world
+                bar.update(1)
+                at_log = self.step_in_epoch % self.LOG_EVERY == 0 or self.step_in_epoch == self.steps_per_epoch
+                if at_log or (env.world == 1 and stop.poll(self.step)):
+                    value = float(loss_acc)
+                    if not math.isfinite(value):
+                        raise FaceIDError(f"The training loss became {value} at step {self.step}; lower --lr "
+                                          f"or use --precision fp32.")
+                    progress["loss_sum"] += value
+                    progress["steps"] += acc_steps
+                    now = time.perf_counter()
+                    bar.set_postfix(loss=f"{value / acc_steps:.4f}", lr=f"{self.lr():.2e}",
+                                    img_s=f"{window_images / max(now - window_start, 1e-9):.0f}")
+                    progress["images"] += window_images
+                    loss_acc.zero_()
+                    acc_steps, window_start, window_images = 0, now, 0
+                if (env.world == 1 or at_log) and self._stop_agreed(stop):
+                    return False
+        except FaceIDError as err:
+            raise clean_worker_error(err) from None
+        finally:
+            progress["seconds"] += time.perf_counter() - epoch_start
+            bar.close()
+        return True
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def end_epoch(self, validator: Validator | None, selection: tuple[str, str], progress: dict) -> dict:
+        """Validate (rank 0), step per-epoch schedules, record history, write last/best, curves, JSON."""
+        env = self.env
+        self.epoch += 1
+        self.step_in_epoch = 0
+        record = {"epoch": self.epoch, "phase": self.phase.index, "step": self.step, "lr": self.lr(),
+                  "train_loss": progress["loss_sum"] / max(progress["steps"], 1),
+                  "images_per_s": progress["images"] / max(progress["seconds"], 1e-9),
+                  "train_seconds": progress["seconds"]}
+        metrics = None
+        if env.main:
+            t0 = time.perf_counter()
+            metrics = validator.run(self.net)
+            record["validation_seconds"] = time.perf_counter() - t0
+        metrics = self._bcast(metrics)
+        value = metric_value(metrics, *selection)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(value if value is not None else 0.0)
+        elif not self.per_step:
+            self.scheduler.step()
+        self.metrics, self.calibration = metrics, metrics.get("calibration")
+        record.update(metrics)
+        self.history.append(record)
+        lower = selection[1] in LOWER_IS_BETTER
+        old = self.best.get("value")
+        # Nothing to select on (no held-out people, no .bin, no closed-set split): the latest epoch is "best".
+        is_best = value is None or old is None or (value < old if lower else value > old)
+        if is_best:
+            self.best = {"set": selection[0], "metric": selection[1] if value is not None else "latest epoch",
+                         "value": value, "epoch": self.epoch}
+        targets = [(LAST, "last")] + ([(BEST, "best")] if is_best else [])
+        self.save_many(targets)
+        if env.main:
+            atomic_write_json(self.out / HISTORY, self.history)
+            plot_history(self.history, self.out)
+            tqdm.write(epoch_line(record, selection, is_best))
+        return record
+
+    def save_many(self, targets: list[tuple[str, str]]) -> None:
+        state = self.state(targets[0][1])
+        if self.env.main:
+            for name, kind in targets:
+                save_checkpoint(self.out / name, {**state, "kind": kind})
+
+    def run(self, stop: StopFlag) -> int:
+        """Train to the end of the phase. Returns 0, or EXIT_INTERRUPTED after saving a resumable state."""
+        env = self.env
+        validator = self._validator() if env.main else None
+        selection = self._bcast(self._selection(validator) if env.main else None)
+        if env.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            label_map = self.data.label_map()
+            label_map["heldout_identities"] = list(self.heldout.identities) if self.heldout is not None else []
+            atomic_write_json(self.out / LABEL_MAP, label_map)
+            print(self.header(validator, selection), flush=True)
+        model = self.wrap()
+        self.net.train()
+        progress = dict(self._progress)
+        started = time.perf_counter()
+        while self.epoch < self.phase.end_epoch:
+            finished = self.train_epoch(model, stop, progress)
+            if finished:
+                self.end_epoch(validator, selection, progress)
+                progress = _fresh_progress()
+            if not finished or (self.epoch < self.phase.end_epoch and self._stop_agreed(stop)):
+                self._progress = progress
+                self.save_many([(LAST, "interrupted")])
+                if env.main:
+                    print(f"Interrupted at epoch {self.epoch + 1}, step {self.step} ({self.step_in_epoch} of "
+                          f"{self.steps_per_epoch} in this epoch); saved {self.out / LAST}. Resume with: "
+                          f"python continue_training.py --checkpoint {self.out / LAST}", flush=True)
+                return EXIT_INTERRUPTED
+        self._progress = _fresh_progress()
+        self.save_many([(FINAL, "final")])
+        if env.main:
+            print(self.summary(selection, time.perf_counter() - started), flush=True)
+        return 0
+
+    _progress: dict = None  # set by train() / continue_training() before run()
+
+    # --- text -------------------------------------------------------------------------------------
+    def header(self, validator: Validator, selection: tuple[str, str]) -> str:
+        r, cfg = self.data_report, self.cfg
+        held = self.heldout.num_identities if self.heldout is not None else 0
+        lines = [
+            f"data      {cfg.data} ({self.data.kind}{', ' + r['layout'] if 'layout' in r else ''}): "
+            f"{r['identities']} of {r['source_identities']} identities kept (>= {r['min_images']} images, "
+            f"<= {r['max_images']} each), {r['images']} images",
+            f"split     train on {self.data.num_identities} identities ({len(self.train_idx)} images; "
+            f"{len(self.val_idx)} held back for closed-set accuracy); {held} identities held out for verification",
+            f"recipe    {describe_head(self.head_cfg)}, {cfg.optimizer} lr {self.phase.lr:.3g} ({cfg.scheduler}), batch "
+            f"{self.batch_size} x {self.env.world} process(es), {self.precision}, "
+            f"{'channels_last' if self.channels_last else 'NCHW'}, decode {self.decode}, {self.workers} workers"
+            f"{', compiled' if cfg.compile else ''}, device {self.env.device}",
+            f"phase     {self.phase.index}: epochs {self.phase.start_epoch + 1}-{self.phase.end_epoch}, "
+            f"{self.steps_per_epoch} steps per epoch; starting at epoch {self.epoch + 1}, step {self.step}",
+            f"select    best checkpoint by {selection[0]} {selection[1]}; threshold at FAR {cfg.target_far:g}",
+        ]
+        lines += [f"validate  {line}" for line in validator.describe()]
+        return "\n".join(lines)
+
+    def summary(self, selection: tuple[str, str], seconds: float) -> str:
+        last = self.history[-1] if self.history else {}
+        cal = self.calibration or {}
+        rule = "=" * 78
+        lines = [rule, "training summary", rule,
+                 f"epochs        {self.epoch} done ({self.step} steps); this phase {fmt_time(seconds)}, "
+                 f"{last.get('images_per_s', 0):.0f} img/s in the last epoch",
+                 f"recipe        {describe_head(self.head_cfg)}, {self.cfg.optimizer}, {self.precision}, batch "
+                 f"{self.batch_size} x {self.env.world}"]
+        if "closed_set" in last:
+            lines.append(f"closed set    accuracy {last['closed_set']['accuracy']:.4f} (seed's metric; training identities)")
+        for name, rep in last.items():
+            if isinstance(rep, dict) and "auc" in rep:
+                lines.append(f"{name:<13} acc {rep['accuracy']:.4f}  AUC {rep['auc']:.4f}  EER {rep['eer']:.4f}  "
+                             f"TAR@FAR1e-3 {rep['tar@far=0.001']:.4f}{'' if rep['far=0.001_resolved'] else '*'}  "
+                             f"TAR@FAR1e-2 {rep['tar@far=0.01']:.4f}{'' if rep['far=0.01_resolved'] else '*'}  "
+                             f"({rep['genuine']}+{rep['impostor']} pairs)")
+        if self.best:
+            value = "" if self.best["value"] is None else f" = {self.best['value']:.4f}"
+            lines.append(f"best          epoch {self.best['epoch']}: {self.best['set']} {self.best['metric']}{value}")
+        if cal:
+            note = "" if cal["resolved"] else (f" (FAR {cal['target_far']:g} not resolvable with "
+                                               f"{cal['impostor_pairs']} impostor pairs: strictest point used)")
+            lines.append(f"threshold     {cal['threshold']:.4f} at FAR {cal['target_far']:g} on {cal['source']}, "
+                         f"TAR {cal['tar']:.4f}{note}")
+        else:
+            lines.append("threshold     none calibrated (no verification pairs); the app falls back to its default")
+        lines.append(f"files         {self.out}/{{{BEST}, {FINAL}, {LAST}, {LABEL_MAP}, {HISTORY}, curves_*.png}}")
+        lines.append("              (* = that FAR is finer than the impostor pairs can resolve)")
+        lines.append(rule)
+        return "\n".join(lines)
+
+
+def _fresh_progress() -> dict:
+    return {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}
+
+
+def describe_head(hc: dict) -> str:
+    if hc["name"] == "softmax":
+        return "softmax head"
+    return f"{hc['name']} head (s={hc['scale']:g}, m={hc['margin']:g})"
+
+
+def fmt_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def epoch_line(record: dict, selection: tuple[str, str], is_best: bool) -> str:
+    parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, {record['images_per_s']:.0f} img/s"]
+    if "closed_set" in record:
+        parts.append(f"closed-set acc {record['closed_set']['accuracy']:.4f}")
+    for name, rep in record.items():
+        if isinstance(rep, dict) and "auc" in rep:
+            parts.append(f"{name} AUC {rep['auc']:.4f} EER {rep['eer']:.4f} TAR@1e-2 {rep['tar@far=0.01']:.4f}")
+    line = "; ".join(parts)
+    return line + ("  [best]" if is_best else "")
+
+
+# ----------------------------------------------------------------------------- entry points
+
+SELECT_METRICS = ("auc", "eer", "accuracy", "tar@far=0.001", "tar@far=0.01")
+# Settings continue_training.py may change without breaking an exact resume (they don't touch the math).
+RUNTIME_SETTINGS = ("data", "out", "workers", "decode", "compile", "device", "eval_batch_size", "limit_steps", "bins")
+# Settings a new phase may change as well.
+PHASE_SETTINGS = ("lr", "optimizer", "weight_decay", "momentum", "scheduler", "warmup_epochs", "step_size", "gamma",
+                  "plateau_patience", "plateau_factor", "select_metric", "select_set", "target_far", "precision",
+                  "augment_flip", "channels_last")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.weights and cfg.from_scratch:
+        raise FaceIDError("--weights and --from-scratch contradict each other; pass one of them.")
+    if cfg.select_metric not in SELECT_METRICS:
+        raise FaceIDError(f"Unknown --select-metric {cfg.select_metric!r}; choose one of {', '.join(SELECT_METRICS)}.")
+    if not 0 < cfg.target_far < 1:
+        raise FaceIDError(f"--target-far must be between 0 and 1, got {cfg.target_far}.")
+    if cfg.batch_size is not None and cfg.batch_size < 2:
+        raise FaceIDError("--batch-size must be at least 2 (BatchNorm needs two samples).")
+
+
+def _execute(cfg: TrainConfig, prepare, stop: StopFlag | None) -> int:
+    """Set up the process (group), build a Trainer, let `prepare(trainer)` initialise it, run it."""
+    _check(cfg)
+    env = setup_distributed(cfg.device)
+    own_stop = stop is None
+    stop = StopFlag() if own_stop else stop
+    try:
+        seed_everything(cfg.seed + env.rank)
+        trainer = Trainer(cfg, env)
+        prepare(trainer)
+        return trainer.run(stop)
+    finally:
+        if own_stop:
+            stop.restore()
+        if env.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(cfg: TrainConfig, stop: StopFlag | None = None) -> int:
+    """A new run (phase 0) from the initial weights. Returns 0, or EXIT_INTERRUPTED after a resumable save."""
+    def prepare(trainer: Trainer) -> None:
+        trainer.build(init_weights=True)
+        trainer._progress = _fresh_progress()
+        trainer.new_phase(0, cfg.epochs)
+
+    return _execute(cfg, prepare, stop)
+
+
+def continue_training(checkpoint: str | os.PathLike, overrides: dict | None = None, new_lr: float | None = None,
+                      epochs: int | None = None, stop: StopFlag | None = None) -> int:
+    """Resume exactly (new_lr None: same phase, optimizer, schedule, RNG, data order) or start a new phase at
+    new_lr for `epochs` more epochs (history, best and counters continue). `overrides`: RUNTIME_SETTINGS,
+    plus PHASE_SETTINGS for a new phase."""
+    ckpt = load_checkpoint(checkpoint)
+    if not all(k in ckpt for k in ("config", "optimizer", "phase", "rng")):
+        raise FaceIDError(f"{checkpoint} holds no training state (not written by train_model.py).")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    allowed = RUNTIME_SETTINGS + (PHASE_SETTINGS if new_lr is not None else ())
+    refused = sorted(set(overrides) - set(allowed))
+    if refused:
+        raise FaceIDError(f"{', '.join(refused)} can only change in a new phase (pass --lr); an exact resume keeps them.")
+    cfg = TrainConfig.from_dict({**ckpt["config"], **overrides, **({"lr": new_lr} if new_lr is not None else {})})
+    if "out" not in overrides:
+        cfg.out = str(Path(checkpoint).expanduser().parent)
+    phase = Phase(**ckpt["phase"])
+    if new_lr is None and ckpt["epoch"] >= phase.end_epoch and ckpt["step_in_epoch"] == 0:
+        raise FaceIDError(f"{checkpoint} finished its phase (epoch {ckpt['epoch']} of {phase.end_epoch}); start a new "
+                          f"phase with --lr (e.g. --lr 3e-5 --scheduler plateau --epochs 10).")
+
+    def prepare(trainer: Trainer) -> None:
+        trainer.build(init_weights=False)
+        if new_lr is None:
+            trainer.set_phase(phase)
+            trainer.load_state(ckpt, exact=True)
+        else:
+            trainer.load_state(ckpt, exact=False)
+            trainer._progress = dict(ckpt.get("progress") or _fresh_progress())
+            trainer.step_in_epoch = int(ckpt["step_in_epoch"])
+            trainer.new_phase(phase.index + 1, epochs or 10)
+
+    return _execute(cfg, prepare, stop)

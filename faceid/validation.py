@@ -1,0 +1,206 @@
+"""Per-epoch evaluation: the seed's closed-set accuracy, and open-set verification, which is what matters.
+
+- Closed set: accuracy (and loss) of the head's margin-free argmax on the 20% of the training identities'
+  images held back by the seed's 80/20 split. Comparable with the seed's 87.65%; says nothing about people
+  the network has never seen.
+- Held-out identities: up to 3,000 genuine + 3,000 impostor pairs among people never trained on
+  (deterministic, seed 42); ROC AUC, EER, TAR at FAR 1e-3 / 1e-2, 10-fold accuracy. The app's cosine
+  threshold is calibrated here at the target FAR.
+- insightface verification files beside the data (lfw.bin, cfp_fp.bin, agedb_30.bin, any *.bin): the
+  10-fold protocol plus the same ROC numbers.
+
+Embeddings are computed as the app computes them: `to_network_input`, fp32, L2-normalised sum of the
+image's and its mirror's outputs (`faceid.model.embed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .datasets import FaceDataset
+from .feed import BatchFeed, FaceSamples, make_loader
+from .heads import Normalized
+from .model import embed
+from .preprocessing import PreprocessSpec
+from .verification import load_verification_bin, threshold_at_far, verification_report
+
+
+class EncodedImages:
+    """A list of encoded images with the FaceDataset reading interface (for .bin files)."""
+
+    def __init__(self, images: list[bytes], spec: PreprocessSpec, name: str):
+        self.images, self.spec, self.name = images, spec, name
+        self.labels = np.zeros(len(images), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read_bytes(self, i: int) -> bytes:
+        return self.images[i]
+
+    def describe(self, i: int) -> str:
+        return f"image {i} of {self.name}"
+
+
+@dataclass
+class PairSet:
+    """Pairs over an image source: pairs (P, 2) indices into `source`, issame (P,) bool."""
+
+    name: str
+    source: object            # FaceDataset or EncodedImages
+    pairs: np.ndarray
+    issame: np.ndarray
+    note: str = ""
+    scores: np.ndarray | None = field(default=None, repr=False)
+
+
+def make_pairs(labels: np.ndarray, n_genuine: int = 3000, n_impostor: int = 3000, seed: int = 42
+               ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Deterministic genuine/impostor pairs over images with these identity labels.
+
+    Returns (pairs (P, 2) int64, issame (P,) bool, note); every pair if fewer exist than asked, and the
+    note then says how many there are.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    groups = [np.nonzero(labels == c)[0] for c in np.unique(labels)]
+    counts = np.array([len(g) * (len(g) - 1) // 2 for g in groups], dtype=np.int64)
+    n = len(labels)
+    total_imp = n * (n - 1) // 2 - int(counts.sum())
+    if counts.sum() <= n_genuine:
+        genuine = [(g[i], g[j]) for g in groups for i in range(len(g)) for j in range(i + 1, len(g))]
+    else:
+        chosen: set = set()
+        while len(chosen) < n_genuine:
+            for k in rng.choice(len(groups), size=n_genuine, p=counts / counts.sum()):
+                a, b = rng.choice(groups[k], size=2, replace=False)
+                chosen.add((min(a, b), max(a, b)))
+                if len(chosen) == n_genuine:
+                    break
+        genuine = sorted(chosen)
+    if total_imp <= n_impostor:
+        impostor = [(i, j) for i in range(n) for j in range(i + 1, n) if labels[i] != labels[j]]
+    else:
+        chosen = set()
+        while len(chosen) < n_impostor:
+            a, b = rng.integers(0, n, size=2)
+            if labels[a] != labels[b]:
+                chosen.add((min(a, b), max(a, b)))
+        impostor = sorted(chosen)
+    pairs = np.array(genuine + impostor, dtype=np.int64).reshape(-1, 2)
+    issame = np.r_[np.ones(len(genuine), bool), np.zeros(len(impostor), bool)]
+    note = ""
+    if len(genuine) < n_genuine or len(impostor) < n_impostor:
+        note = (f"only {len(genuine)} genuine and {len(impostor)} impostor pairs exist among these images "
+                f"(asked for {n_genuine} + {n_impostor})")
+    return pairs, issame, note
+
+
+def heldout_pairs(heldout: FaceDataset, n_pairs: int, seed: int) -> PairSet:
+    pairs, issame, note = make_pairs(heldout.labels, n_pairs, n_pairs, seed)
+    return PairSet("heldout", heldout, pairs, issame, note)
+
+
+def bin_pairs(path: Path, spec: PreprocessSpec) -> PairSet:
+    images, issame = load_verification_bin(path)
+    pairs = np.arange(len(images), dtype=np.int64).reshape(-1, 2)
+    return PairSet(path.stem, EncodedImages(images, spec, path.name), pairs, issame)
+
+
+@torch.no_grad()
+def embed_samples(backbone: torch.nn.Module, source, indices: np.ndarray, feed: BatchFeed, batch_size: int,
+                  workers: int, desc: str) -> torch.Tensor:
+    """(len(indices), 512) float32 CPU embeddings, flip-summed, from a raw-feature backbone in eval mode."""
+    samples = FaceSamples(source, indices, decode_on_cpu=feed.decode == "cpu")
+    loader = make_loader(samples, batch_size, workers, persistent=False, pin_memory=feed.device.type == "cuda")
+    net = Normalized(backbone)
+    out = []
+    for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
+        x, _ = feed(batch, source=source)
+        out.append(embed(net, x, flip=True).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 512)
+
+
+def score_pairs(backbone, pair_set: PairSet, feed: BatchFeed, batch_size: int, workers: int) -> dict:
+    """Embed the images the pairs use, score them by cosine, and report (plus the note, if any)."""
+    used, inverse = np.unique(pair_set.pairs, return_inverse=True)
+    emb = embed_samples(backbone, pair_set.source, used, feed, batch_size, workers, f"embed {pair_set.name}")
+    inv = torch.from_numpy(inverse.reshape(-1, 2))
+    pair_set.scores = (emb[inv[:, 0]] * emb[inv[:, 1]]).sum(1).double().numpy()
+    report = verification_report(pair_set.scores, pair_set.issame, 10)
+    if pair_set.note:
+        report["note"] = pair_set.note
+    return report
+
+
+@torch.no_grad()
+def closed_set(net, source: FaceDataset, indices: np.ndarray, feed: BatchFeed, batch_size: int, workers: int
+               ) -> dict:
+    """Accuracy of the head's margin-free argmax and the training loss (with margin) on these images."""
+    samples = FaceSamples(source, indices, decode_on_cpu=feed.decode == "cpu")
+    loader = make_loader(samples, batch_size, workers, persistent=False, pin_memory=feed.device.type == "cuda")
+    correct, loss_sum, n = 0, 0.0, 0
+    for batch in tqdm(loader, desc="closed-set", leave=False, unit="batch", dynamic_ncols=True):
+        x, y = feed(batch, source=source)
+        features = net.backbone(x)
+        correct += int((net.head(features).argmax(1) == y).sum())
+        loss_sum += float(F.cross_entropy(net.head(features, y).float(), y, reduction="sum"))
+        n += len(y)
+    return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "images": n}
+
+
+def calibrate_threshold(pair_set: PairSet, target_far: float) -> dict:
+    """The cosine threshold accepting at most `target_far` of impostors, and the TAR it gives.
+
+    With fewer than 1/target_far impostor pairs the FAR cannot be resolved; the threshold is then the
+    strictest point measured (no impostor accepted) and `resolved` is False.
+    """
+    threshold, tar = threshold_at_far(pair_set.scores, pair_set.issame, target_far)
+    impostors = int((~pair_set.issame).sum())
+    return {"threshold": float(threshold), "target_far": float(target_far), "tar": float(tar),
+            "resolved": bool(impostors * target_far >= 1), "impostor_pairs": impostors, "source": pair_set.name}
+
+
+class Validator:
+    """Everything evaluated after each epoch. run(net) -> metrics dict (JSON-ready) with the calibration."""
+
+    def __init__(self, train_set: FaceDataset, val_indices: np.ndarray, pair_sets: list[PairSet],
+                 feed: BatchFeed, batch_size: int, workers: int, target_far: float):
+        self.train_set, self.val_indices, self.pair_sets = train_set, val_indices, pair_sets
+        self.feed, self.batch_size, self.workers, self.target_far = feed, batch_size, workers, target_far
+
+    def describe(self) -> list[str]:
+        lines = [f"closed set: {len(self.val_indices)} images of the training identities (80/20 split)"]
+        for ps in self.pair_sets:
+            lines.append(f"{ps.name}: {int(ps.issame.sum())} genuine + {int((~ps.issame).sum())} impostor pairs"
+                         + (f" ({ps.note})" if ps.note else ""))
+        return lines
+
+    def run(self, net) -> dict:
+        was_training = net.training
+        net.eval()
+        metrics: dict = {}
+        if len(self.val_indices):
+            metrics["closed_set"] = closed_set(net, self.train_set, self.val_indices, self.feed,
+                                               self.batch_size, self.workers)
+        for ps in self.pair_sets:
+            metrics[ps.name] = score_pairs(net.backbone, ps, self.feed, self.batch_size, self.workers)
+        if self.pair_sets:
+            metrics["calibration"] = calibrate_threshold(self.pair_sets[0], self.target_far)
+        net.train(was_training)
+        return metrics
+
+
+def metric_value(metrics: dict, set_name: str, metric: str) -> float | None:
+    """metrics[set_name][metric], or None when that set was not evaluated."""
+    value = metrics.get(set_name, {}).get(metric)
+    return None if value is None else float(value)
+
+
+LOWER_IS_BETTER = ("eer", "loss")

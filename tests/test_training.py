@@ -1,0 +1,203 @@
+"""The trainer end to end on CPU with tiny data: outputs, exact resume, new phase, Ctrl-C, 2-process gloo, errors.
+
+InceptionResnetV1 at 160x160 costs ~0.1-0.3 s per image forward+backward here, so every run uses a handful
+of images, batch 2 and two steps per epoch; weights are random (--from-scratch) so no file is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from faceid.checkpoint import load_checkpoint
+from faceid.errors import EXIT_INTERRUPTED
+from faceid.model import load_embedder
+from faceid.recipe import StopFlag
+from faceid.training import BEST, FINAL, LAST, TrainConfig, continue_training, train
+from faceid.training_cli import _load_config_file, train_parser
+
+from test_datasets import face_jpeg, make_folder_tree
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """5 people x 4 faces (2 held out for verification, 3 trained on) and an lfw.bin of 4 pairs beside them."""
+    base = tmp_path_factory.mktemp("data")
+    root = make_folder_tree(base / "faces", {f"person{i}": 4 for i in range(5)})
+    images = [face_jpeg(10 + p // 2, p) for p in range(8)]            # pairs (0,1),(2,3) same person...
+    images[5], images[7] = face_jpeg(20, 0), face_jpeg(21, 0)        # ...pairs 2 and 3 different people
+    (base / "faces" / "lfw.bin").write_bytes(pickle.dumps((images, [True, True, False, False]), protocol=4))
+    return root
+
+
+def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), from_scratch=True, epochs=2, batch_size=2, limit_steps=2,
+                workers=0, pairs=40, eval_batch_size=8, head="arcface", min_images=4)
+    return TrainConfig(**{**base, **kw})
+
+
+class StopAt(StopFlag):
+    """Acts like a Ctrl-C arriving during step `step`."""
+
+    def __init__(self, step: int):
+        super().__init__(enabled=False)
+        self.at = step
+
+    def poll(self, step: int) -> bool:
+        return step >= self.at
+
+
+def _plain(obj) -> bool:
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (str, int, float, bool)):
+        return True
+    if isinstance(obj, (list, tuple)):
+        return all(_plain(v) for v in obj)
+    if isinstance(obj, dict):
+        return all(isinstance(k, (str, int)) and _plain(v) for k, v in obj.items())
+    return False
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_data, tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("full")
+    assert train(tiny_config(tiny_data, out), stop=StopFlag(enabled=False)) == 0
+    return out
+
+
+def test_tiny_run_writes_loadable_outputs(full_run):
+    names = {p.name for p in full_run.iterdir()}
+    assert {BEST, FINAL, LAST, "label_map.json", "history.json", "curves_loss.png", "curves_accuracy.png",
+            "curves_verification.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    for name in (BEST, FINAL, LAST):
+        raw = torch.load(full_run / name, weights_only=True)
+        assert _plain(raw), f"{name} holds a non-plain object"
+        assert isinstance(raw["threshold"], float) and raw["preprocess"]["crop"] == "aligned5"
+        assert not any(k.startswith("logits.") for k in raw["model"])
+        for key in ("head", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config", "metrics"):
+            assert key in raw
+    ckpt = load_checkpoint(full_run / FINAL)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 4 and ckpt["kind"] == "final"
+    history = ckpt["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert {"closed_set", "heldout", "lfw", "calibration"} <= set(history[-1])
+    assert history[-1]["lfw"]["pairs"] == 4 and history[-1]["heldout"]["impostor"] == 16
+    assert ckpt["threshold_info"]["source"] == "heldout" and ckpt["threshold_info"]["resolved"] is False
+    embedder = load_embedder(model_path=full_run / BEST, device="cpu")
+    assert embedder.threshold_calibrated and embedder.spec.size == 160
+
+
+def test_interrupt_then_resume_matches_uninterrupted_run(tiny_data, full_run, tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config(tiny_data, tmp_path, bins=False)  # validation never touches the training math or RNG
+    assert train(cfg, stop=StopAt(3)) == EXIT_INTERRUPTED
+    saved = load_checkpoint(tmp_path / LAST)
+    assert (saved["kind"], saved["epoch"], saved["step"], saved["step_in_epoch"]) == ("interrupted", 1, 3, 1)
+    assert all(int(s["step"]) == 3 for s in saved["optimizer"]["state"].values())
+    assert not (tmp_path / FINAL).exists()
+
+    assert continue_training(tmp_path / LAST, stop=StopFlag(enabled=False)) == 0
+    resumed, reference = load_checkpoint(tmp_path / FINAL), load_checkpoint(full_run / FINAL)
+    assert (resumed["epoch"], resumed["step"]) == (reference["epoch"], reference["step"])
+    for part in ("model", "head"):
+        for k, v in reference[part].items():
+            assert torch.allclose(resumed[part][k].float(), v.float(), atol=1e-6), f"{part}.{k} differs"
+    ref_opt, res_opt = reference["optimizer"]["state"], resumed["optimizer"]["state"]
+    assert all(torch.allclose(res_opt[i]["exp_avg"], ref_opt[i]["exp_avg"], atol=1e-7) for i in ref_opt)
+    assert resumed["scheduler"] == reference["scheduler"]
+    assert [round(h["train_loss"], 5) for h in resumed["history"]] == [round(h["train_loss"], 5) for h in reference["history"]]
+
+    # A new phase at a new LR (the seed's second phase): history continues, optimizer is fresh.
+    assert continue_training(tmp_path / FINAL, {"scheduler": "plateau", "limit_steps": 1}, new_lr=3e-5, epochs=1,
+                             stop=StopFlag(enabled=False)) == 0
+    phase = load_checkpoint(tmp_path / FINAL)
+    assert [h["phase"] for h in phase["history"]] == [0, 0, 1]
+    assert phase["history"][-1]["lr"] == pytest.approx(3e-5) and phase["step"] == 5
+    assert phase["config"]["scheduler"] == "plateau" and phase["phase"]["index"] == 1
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "FACEID_WEIGHTS": ""}
+
+
+def test_sigint_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
+    cmd = [PY, "train_model.py", "--data", str(tiny_data), "--out", str(tmp_path), "--from-scratch",
+           "--epochs", "1", "--batch-size", "2", "--workers", "1", "--min-images", "4", "--no-bins"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:               # the header is printed once the handler is installed
+        lines.append(line)
+        if line.startswith("select"):
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == EXIT_INTERRUPTED, err[-2000:]
+    assert "Resume with: python continue_training.py --checkpoint" in out
+    ckpt = load_checkpoint(tmp_path / LAST)
+    assert ckpt["kind"] == "interrupted" and ckpt["step"] >= 1 and ckpt["epoch"] == 0
+    assert ckpt["step_in_epoch"] == ckpt["step"] and ckpt["optimizer"]["state"]
+
+
+def test_two_process_gloo_run(tiny_data, tmp_path):
+    cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_model.py",
+           "--data", str(tiny_data), "--out", str(tmp_path), "--from-scratch", "--epochs", "1", "--batch-size", "2",
+           "--limit-steps", "1", "--workers", "0", "--min-images", "4", "--holdout-fraction", "0", "--no-bins",
+           "--device", "cpu"]
+    res = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("training summary") == 1 and res.stdout.count("\ndata ") + res.stdout.startswith("data ") == 1
+    assert "batch 2 x 2 process(es)" in res.stdout
+    ckpt = load_checkpoint(tmp_path / FINAL)
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2          # both ranks took part
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [BEST, FINAL, LAST, "label_map.json", "history.json", "curves_loss.png", "curves_accuracy.png",
+         "curves_verification.png"])
+
+
+def _cli_error(args: list[str]) -> str:
+    res = subprocess.run([PY, "train_model.py", *args], cwd=REPO, env=_env(), capture_output=True, text=True,
+                         timeout=240)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "%|" not in ln]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-2000:]
+    return lines[0]
+
+
+def test_bad_data_is_one_sentence(tmp_path, tiny_data):
+    assert "Training data not found" in _cli_error(["--data", str(tmp_path / "nowhere")])
+    (tmp_path / "broken.rec").write_bytes(b"\0" * 64)
+    assert "RecordIO" in _cli_error(["--data", str(tmp_path / "broken.rec")])
+    bad = make_folder_tree(tmp_path / "bad", {"a": 5, "b": 5, "c": 5, "d": 5})
+    for p in bad.rglob("*.jpg"):
+        p.write_bytes(b"garbage, not a JPEG")
+    msg = _cli_error(["--data", str(bad), "--out", str(tmp_path / "o"), "--from-scratch", "--batch-size", "2",
+                      "--workers", "1", "--holdout-fraction", "0", "--val-fraction", "0", "--limit-steps", "2"])
+    assert "Cannot decode" in msg and str(bad) in msg
+    assert "contradict" in _cli_error(["--data", str(tiny_data), "--from-scratch", "--weights", "x.pt",
+                                       "--min-images", "4"])
+
+
+def test_help_and_config_files():
+    for script in ("train_model.py", "continue_training.py"):
+        res = subprocess.run([PY, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and "--data" in res.stdout and "default" in res.stdout
+    seed = _load_config_file(str(REPO / "configs" / "seed.json"))
+    parser = train_parser()
+    parser.set_defaults(**seed)
+    args = parser.parse_args(["--epochs", "3"])
+    assert (args.head, args.batch_size, args.optimizer, args.precision, args.epochs) == ("softmax", 16, "adam", "fp32", 3)
+    _load_config_file(str(REPO / "configs" / "pins105.json"))
