@@ -235,6 +235,12 @@ def load_verification_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndar
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise FaceIDError(f"{path} is not an insightface verification file (expected (images, is_same)).")
     images, issame = obj
+    # bytes(7) would silently become 7 zero bytes: insist on the types the format holds
+    if not (isinstance(images, (list, tuple)) and isinstance(issame, (list, tuple))
+            and all(isinstance(b, (bytes, bytearray)) for b in images)
+            and all(isinstance(v, (bool, int)) for v in issame)):
+        raise FaceIDError(f"{path} is not an insightface verification file (expected a list of image bytes "
+                          f"and a list of booleans).")
     images = [bytes(b) for b in images]
     issame = np.asarray([bool(v) for v in issame], dtype=bool)
     if len(images) != 2 * len(issame):

@@ -1,0 +1,79 @@
+"""Evaluate a face-recognition model on standard verification pairs with the app's own pipeline.
+
+Examples:
+  python evaluate_model.py --pairs ../shared/data/lfw/pairsDevTest.txt --images ../shared/data/lfw/images
+  python evaluate_model.py --bin ../shared/data/recordio/pins90_112x112/lfw_dev.bin --weights W.pt --crop aligned5
+
+Prints accuracy (mean ± std over folds), ROC AUC, EER, TAR@FAR 1e-3 / 1e-2, thresholds, detector misses and
+images/s; writes <out-dir>/<stem>_report.json and <stem>_roc.png. See faceid/evaluate.py for the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from faceid.errors import run_cli
+from faceid.evaluate import DEFAULT_CHECKPOINT, run_evaluation
+
+DEFAULT_CACHE = "faceid_data/eval_cache.sqlite"
+DEFAULT_OUT = "faceid_data/eval"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("pairs (give --pairs with --images, or --bin)")
+    data.add_argument("--pairs", help="LFW-format pairs file: View 1 header 'N' (pairsDevTest.txt) or View 2 "
+                                      "header '10<TAB>300' (pairs.txt).")
+    data.add_argument("--images", help="image root holding <Name>/<Name>_NNNN.jpg (e.g. ../shared/data/lfw/images).")
+    data.add_argument("--bin", help="insightface verification file (lfw.bin, cfp_fp.bin, ...): pre-aligned "
+                                    "112x112 faces, so detection is skipped.")
+    data.add_argument("--limit", type=int, default=None,
+                      help="use only the first ceil(N/2) same and floor(N/2) different pairs (default: all).")
+    mdl = p.add_argument_group("model (as the app chooses it)")
+    mdl.add_argument("--model", help=f"faceid checkpoint (default: {DEFAULT_CHECKPOINT} if present, else weights).")
+    mdl.add_argument("--weights", help="backbone state_dict (default: $FACEID_WEIGHTS, else the VGGFace2 file "
+                                       "in torch's cache, else a download of it; offline without one: an error).")
+    mdl.add_argument("--crop", default=None,
+                     help="crop style for --weights: 'box' (VGGFace2's MTCNN box crop) or 'aligned5' (five-point "
+                          "alignment, insightface layout) (default: box; a checkpoint carries its own).")
+    mdl.add_argument("--no-flip", action="store_true",
+                     help="embed the image only (default: L2-normalised sum of the image's and its mirror's outputs).")
+    run = p.add_argument_group("run")
+    run.add_argument("--folds", type=int, default=10,
+                     help="folds for accuracy, each fold's threshold chosen on the others (default: 10; a whole "
+                          "View 2 file keeps its own folds).")
+    run.add_argument("--batch-size", type=int, default=64, help="images per detection/embedding batch (default: 64).")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = cuda if available).")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared CPU).")
+    run.add_argument("--cache", default=DEFAULT_CACHE,
+                     help=f"SQLite embedding cache keyed by image file + model fingerprint + flip (default: "
+                          f"{DEFAULT_CACHE}); a second run over the same images costs nothing.")
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache.")
+    out = p.add_argument_group("output")
+    out.add_argument("--out-dir", default=DEFAULT_OUT,
+                     help=f"folder for <stem>_report.json and <stem>_roc.png (default: {DEFAULT_OUT}).")
+    out.add_argument("--json", action="store_true", help="print the full JSON report instead of the summary.")
+    out.add_argument("--quiet", action="store_true", help="no progress bar.")
+    return p.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    report = run_evaluation(pairs=args.pairs, images=args.images, bin_path=args.bin, model=args.model,
+                            weights=args.weights, crop=args.crop, flip=not args.no_flip, folds=args.folds,
+                            batch_size=args.batch_size, device=args.device,
+                            cache_path=None if args.no_cache else args.cache, out_dir=args.out_dir,
+                            limit=args.limit, threads=args.threads, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from faceid.evaluate import format_summary
+
+        print(format_summary(report))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
