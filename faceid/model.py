@@ -45,7 +45,7 @@ def vggface2_cache_path() -> Path:
 
 def _offline_message(reason: str) -> str:
     return (f"No face-recognition weights available ({reason}). Download {VGGFACE2_URL} on a machine "
-            f"with internet and pass it with --weights FILE (or set {WEIGHTS_ENV}=FILE); to train without it, use --from-scratch.")
+            f"with internet and pass it with --weights FILE (or set {WEIGHTS_ENV}=FILE) (to train without pretrained weights: train_model.py --from-scratch).")
 
 
 def download_vggface2() -> Path:
