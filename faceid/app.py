@@ -88,6 +88,7 @@ class App:
         """The detector + embedder, loaded on first use (list and delete never pay for it)."""
         if self._pipeline is None:
             from .face import FaceDetector, FacePipeline
+            from .model import optimize_for_cpu
 
             embedder = load_model(self.args)
             threshold_note = self.threshold_text(embedder)
@@ -370,33 +371,6 @@ class _Rejected(Exception):
     def __init__(self, outcome: Outcome):
         super().__init__(outcome.lines[0] if outcome.lines else "rejected")
         self.outcome = outcome
-
-
-def optimize_for_cpu(embedder) -> str:
-    """Trace and freeze the network for CPU inference (BatchNorm folded into the convolutions, oneDNN
-    layouts): about 40% less time per embedding, for a one-off ~2 s trace. The embedder's fingerprint is
-    unchanged (same weights); the result is checked against the eager network before it is used."""
-    import warnings
-
-    import torch
-
-    if embedder.device.type != "cpu":
-        return "network: eager (not on CPU)"
-    model = embedder.model
-    if isinstance(model, torch.jit.ScriptModule):
-        return "network: traced and frozen for CPU"
-    probe = torch.randn(3, 3, embedder.spec.size, embedder.spec.size, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)   # torch.jit is deprecated in favour of torch.compile
-        try:
-            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, probe[:2])))
-            error = float((traced(probe) - model(probe)).abs().max())
-        except RuntimeError as err:
-            return f"network: eager (tracing failed: {str(err)[:80]})"
-    if error > 1e-3:
-        return f"network: eager (the traced network differed by {error:.1e})"
-    embedder.model = traced
-    return "network: traced and frozen for CPU"
 
 
 def info(message: str) -> None:
