@@ -24,7 +24,7 @@ from faceid.recipe import StopFlag
 from faceid.training import BEST, FINAL, LAST, TrainConfig, continue_training, train
 from faceid.training_cli import _load_config_file, train_parser
 
-from test_datasets import face_jpeg, make_folder_tree
+from builders import face_jpeg, make_folder_tree
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
