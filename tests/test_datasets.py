@@ -22,7 +22,6 @@ from faceid.preprocessing import ALIGNED_SPEC
 from builders import face_jpeg, make_folder_tree, make_rec
 
 
-
 def test_folder_filters_and_deterministic_cap(tmp_path):
     root = make_folder_tree(tmp_path / "tree", {"alice": 8, "bob": 3, "carol": 5, "dave": 6})
     ds = open_dataset(root, min_images=5, max_images=6, seed=42)
