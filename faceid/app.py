@@ -172,7 +172,10 @@ class App:
             source.close()
         if len(samples) < n:
             ended = ("the source ended" if source.exhausted else f"the frame limit ({source.frames_read} frames)")
-            why = "; ".join(f"{r} x{c}" for r, c in rejections.most_common(3)) or "no frames were read"
+            why = "; ".join(f"{r} x{c}" for r, c in rejections.most_common(3))
+            if not why:
+                why = (f"none captured (press '{key}' in the preview window)" if source.frames_read and
+                       self.preview.enabled else "no frames were read")
             raise FaceIDError(f"Got only {len(samples)} of {n} good samples before {ended} from "
                               f"{source.description}; rejected frames: {why}.")
         return samples, notes

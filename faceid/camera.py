@@ -155,6 +155,9 @@ def display_available() -> bool:
     return "NONE" not in gui_line.upper()
 
 
+SYSTEM_FONTS = "/usr/share/fonts"
+
+
 class Preview:
     """The preview window: the frame, the face box, a score line and a prompt. A no-op when headless.
 
@@ -167,6 +170,10 @@ class Preview:
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self._open = False
+        fontdir = os.environ.get("QT_QPA_FONTDIR", "")
+        if enabled and not (fontdir and Path(fontdir).is_dir()) and Path(SYSTEM_FONTS).is_dir():
+            # cv2 points Qt at a font folder its wheel does not ship, so Qt warns on every window
+            os.environ["QT_QPA_FONTDIR"] = SYSTEM_FONTS
 
     def show(self, frame_rgb: np.ndarray, box: np.ndarray | None = None, lines: tuple[str, ...] = (),
              ok: bool = True, wait_ms: int = 1) -> str | None:

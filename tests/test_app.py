@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
+from builders import make_random_checkpoint
 from faceid.app import main
 from faceid.errors import FaceIDError
 
@@ -52,17 +52,6 @@ def reuse_loaded_models():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(app_module, "load_model", cached)
         yield
-
-
-def make_random_checkpoint(path: Path, seed: int) -> Path:
-    from faceid.checkpoint import save_checkpoint
-    from faceid.model import build_backbone
-    from faceid.preprocessing import ALIGNED_SPEC
-
-    torch.manual_seed(seed)
-    save_checkpoint(path, {"model": build_backbone().state_dict(), "preprocess": ALIGNED_SPEC.to_dict(),
-                           "threshold": 0.5})
-    return path
 
 
 @pytest.fixture(scope="module")
