@@ -229,19 +229,26 @@ class App:
             if g.get(name) is not None and not replace:
                 raise FaceIDError(f"{name!r} is already registered; use --replace to register them again.")
             check_model(g, fp, exclude=name)
-        lines, liveness = [], None
+        lines, liveness, live_face = [], None, None
         if self.args.liveness:
             result = self.run_liveness()
             liveness = result.to_dict()
             if not result.passed:
                 return Outcome(EXIT_NO_MATCH, {"action": "register", "name": name, "registered": False,
                                                "liveness": liveness}, [f"LIVENESS FAILED: {result.reason}."])
+            live_face = result.start.embedding
         n = self.args.samples
         info(f"registering {name!r}: taking {n} good samples from {self.args.source}")
         samples, notes = self.collect(n, "c")
         embeddings = np.stack([s.embedding for s in samples]).astype(np.float32)
         template = embeddings.mean(axis=0)
         template /= max(float(np.linalg.norm(template)), 1e-12)
+        if live_face is not None and float(template @ live_face) < self.threshold():
+            # the samples are taken after the challenge: they must show the face that passed it
+            return Outcome(EXIT_NO_MATCH, {"action": "register", "name": name, "registered": False,
+                                           "liveness": liveness},
+                           [f"LIVENESS FAILED: the registered face (score {float(template @ live_face):.3f}) is not "
+                            f"the one that passed the head-turn challenge."])
         warning = None
         with self.gallery() as g:
             other = g.best_other_match(template, fp, exclude_name=name)
