@@ -383,7 +383,8 @@ class Trainer:
         is_best = value is None or old is None or (value < old if lower else value > old)
         if is_best:
             self.best = {"set": selection[0], "metric": selection[1] if value is not None else "latest epoch",
-                         "value": value, "epoch": self.epoch}
+                         "value": value, "epoch": self.epoch,
+                         "threshold": (self.calibration or {}).get("threshold")}
         targets = [(LAST, "last")] + ([(BEST, "best")] if is_best else [])
         self.save_many(targets)
         if env.main:
@@ -474,11 +475,13 @@ class Trainer:
                              f"({rep['genuine']}+{rep['impostor']} pairs)")
         if self.best:
             value = "" if self.best["value"] is None else f" = {self.best['value']:.4f}"
-            lines.append(f"best          epoch {self.best['epoch']}: {self.best['set']} {self.best['metric']}{value}")
+            best_thr = self.best.get("threshold")
+            thr = "" if best_thr is None else f"; its threshold {best_thr:.4f} is in {BEST}"
+            lines.append(f"best          epoch {self.best['epoch']}: {self.best['set']} {self.best['metric']}{value}{thr}")
         if cal:
             note = "" if cal["resolved"] else (f" (FAR {cal['target_far']:g} not resolvable with "
                                                f"{cal['impostor_pairs']} impostor pairs: strictest point used)")
-            lines.append(f"threshold     {cal['threshold']:.4f} at FAR {cal['target_far']:g} on {cal['source']}, "
+            lines.append(f"threshold     last epoch: {cal['threshold']:.4f} at FAR {cal['target_far']:g} on {cal['source']}, "
                          f"TAR {cal['tar']:.4f}{note}")
         else:
             lines.append("threshold     none calibrated (no verification pairs); the app falls back to its default")
