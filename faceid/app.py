@@ -63,7 +63,10 @@ def clean_name(raw: str | None) -> str:
 
 
 def check_model(gallery, fingerprint: str, exclude: str | None = None) -> None:
-    """Refuse before capturing frames when the gallery's templates come from another model."""
+    """Refuse before capturing frames when the gallery's templates come from another model. The common case
+    (every template from this model) is one grouped query, however big the gallery."""
+    if set(gallery.fingerprints()) <= {fingerprint}:
+        return
     other = next((p for p in gallery.people() if p.fingerprint != fingerprint and p.name != exclude), None)
     if other is not None:
         raise FaceIDError(f"{other.name!r} was registered with another model (fingerprint {other.fingerprint}, "
@@ -296,7 +299,7 @@ class App:
 
     def identify(self) -> Outcome:
         with self.gallery() as g:
-            if not g.people():
+            if not g.fingerprints():
                 raise FaceIDError("No one is registered yet; register someone first.")
             self.check_source()
             check_model(g, self.pipeline.embedder.fingerprint)
