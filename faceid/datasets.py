@@ -119,8 +119,10 @@ def open_dataset(path: str | os.PathLike, min_images: int = 5, max_images: int =
         if path.suffix != ".rec":
             raise FaceIDError(f"{path} is a file but not a .rec; pass a folder tree, a .rec or a directory with train.rec.")
         return _from_rec(path, min_images, max_images, seed)
-    if (path / "train.rec").is_file():
-        return _from_rec(path / "train.rec", min_images, max_images, seed)
+    # the Kaggle archive may nest the .rec one folder down (e.g. casia-webface/faces_webface_112x112/)
+    nested = sorted(path.glob("train.rec")) or sorted(path.glob("*/train.rec"))
+    if nested:
+        return _from_rec(nested[0], min_images, max_images, seed)
     return _from_folder(path, min_images, max_images, seed, PreprocessSpec(crop=crop_style))
 
 

@@ -160,7 +160,7 @@ class Trainer:
         if self.heldout is not None:
             pair_sets.append(heldout_pairs(self.heldout, cfg.pairs, cfg.seed))
         if cfg.bins:
-            pair_sets += [bin_pairs(p, self.data.spec) for p in find_verification_bins(cfg.data)]
+            pair_sets += [bin_pairs(p, self.data.spec) for p in find_verification_bins(self.data.root)]
         eval_batch = self.cfg.eval_batch_size or min(256, self.batch_size * 2)
         return Validator(self.data, self.val_idx, pair_sets, self.feed, eval_batch, self.workers, cfg.target_far)
 

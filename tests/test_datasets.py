@@ -111,6 +111,17 @@ def test_find_verification_bins(tmp_path):
     assert [p.name for p in find_verification_bins(tree)] == ["lfw.bin", "cfp_fp.bin", "agedb_30.bin"]
 
 
+
+def test_download_folder_with_the_rec_one_level_down(tmp_path):
+    """download_dataset.py's folder may hold the archive's own subfolder: training finds train.rec and
+    the .bin files beside it from the folder the user names."""
+    rec = make_rec(tmp_path / "casia-webface" / "faces_webface_112x112" / "train.rec", [5, 6])
+    (rec.parent / "lfw.bin").write_bytes(b"x")
+    ds = open_dataset(tmp_path / "casia-webface")
+    assert ds.kind == "rec" and ds.root == rec and len(ds.labels) == 11
+    assert [p.name for p in find_verification_bins(ds.root)] == ["lfw.bin"]
+
+
 # ----------------------------------------------------------------------------- feeding
 
 def test_decode_errors_name_the_file():
