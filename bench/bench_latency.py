@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceid.app import DETECT_MAX_SIDE, DETECT_MIN_FACE  # noqa: E402
+from faceid.face import DETECT_MAX_SIDE, DETECT_MIN_FACE  # noqa: E402
 from faceid.errors import FaceIDError, run_cli  # noqa: E402
 from faceid.face import FaceDetector, FacePipeline  # noqa: E402
 from faceid.model import build_backbone, load_embedder, optimize_for_cpu  # noqa: E402

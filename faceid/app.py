@@ -31,9 +31,6 @@ from .quality import QualityThresholds, assess
 EXIT_NO_MATCH = 1
 DEFAULT_CHECKPOINT = Path("checkpoints/best_face_model.pth")
 DEFAULT_DATA_DIR = Path("faceid_data")
-# Detection on frames downscaled to 320 px with faces >= 40 px there: a face must fill >= 1/8 of the frame's
-# long side (80 px in a 640x480 webcam frame, the quality gate's minimum), and MTCNN's pyramid stays short.
-DETECT_MAX_SIDE, DETECT_MIN_FACE = 320, 40
 LIVE_FRAME_LIMIT = 300   # headless camera: give up after this many frames rather than wait forever
 
 
@@ -90,7 +87,7 @@ class App:
     def pipeline(self):
         """The detector + embedder, loaded on first use (list and delete never pay for it)."""
         if self._pipeline is None:
-            from .face import FaceDetector, FacePipeline
+            from .face import FacePipeline
             from .model import optimize_for_cpu
 
             embedder = load_model(self.args)
@@ -99,8 +96,7 @@ class App:
                  f"{threshold_note})")
             if self.accelerate:
                 info(optimize_for_cpu(embedder))
-            detector = FaceDetector(device=embedder.device, min_face_size=DETECT_MIN_FACE, max_side=DETECT_MAX_SIDE)
-            self._pipeline = FacePipeline(embedder, detector)
+            self._pipeline = FacePipeline(embedder)
         return self._pipeline
 
     def gallery(self):

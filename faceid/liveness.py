@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(model_args.threads)
-    pipeline = FacePipeline(load_model(model_args), FaceDetector(max_side=320, min_face_size=40))
+    pipeline = FacePipeline(load_model(model_args), FaceDetector())
     cfg = ChallengeConfig(frames_per_prompt=args.frames_per_prompt)
     records = measure(args.paths, pipeline, cfg, args.seeds)
     stills = [r for r in records if r["kind"] == "still"]
