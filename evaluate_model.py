@@ -14,7 +14,8 @@ import argparse
 import json
 
 from faceid.errors import run_cli
-from faceid.evaluate import DEFAULT_CHECKPOINT, run_evaluation
+from faceid.evaluate import run_evaluation
+from faceid.paths import DEFAULT_CHECKPOINT
 
 DEFAULT_CACHE = "faceid_data/eval_cache.sqlite"
 DEFAULT_OUT = "faceid_data/eval"

@@ -26,10 +26,10 @@ import numpy as np
 
 from .camera import Preview, display_available, open_source
 from .errors import EXIT_OK, FaceIDError
+from .paths import DEFAULT_CHECKPOINT
 from .quality import QualityThresholds, assess
 
 EXIT_NO_MATCH = 1
-DEFAULT_CHECKPOINT = Path("checkpoints/best_face_model.pth")
 DEFAULT_DATA_DIR = Path("faceid_data")
 LIVE_FRAME_LIMIT = 300   # headless camera: give up after this many frames rather than wait forever
 
@@ -389,13 +389,9 @@ def info(message: str) -> None:
 def load_model(args: argparse.Namespace):
     """--model, else --weights, else ./checkpoints/best_face_model.pth if present, else VGGFace2 weights
     ($FACEID_WEIGHTS, torch's cache, or a download unless --offline)."""
-    from .model import load_embedder
+    from .model import choose_embedder
 
-    if args.model:
-        return load_embedder(model_path=args.model, device=args.device)
-    if args.weights is None and DEFAULT_CHECKPOINT.is_file():
-        return load_embedder(model_path=DEFAULT_CHECKPOINT, device=args.device)
-    return load_embedder(weights=args.weights, crop=args.crop, device=args.device, download=not args.offline)
+    return choose_embedder(args.model, args.weights, args.crop, args.device, download=not args.offline)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -478,8 +474,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise FaceIDError("--max-frames must be at least 1.")
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise FaceIDError("--threshold is a cosine similarity: give a value between -1 and 1.")
-    if args.model and args.weights:
-        raise FaceIDError("Give either --model (a checkpoint) or --weights (a backbone file), not both.")
 
 
 def run_action(app: App, action: str, args: argparse.Namespace) -> Outcome:

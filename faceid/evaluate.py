@@ -36,7 +36,6 @@ from .verification import read_pairs, load_verification_bin, roc_curve, stratifi
 
 FACE_CHOICE = "detection closest to the image centre (LFW convention)"
 MISS_RULE = "centre crop (preprocessing.center_crop), counted and listed"
-DEFAULT_CHECKPOINT = Path("checkpoints/best_face_model.pth")
 
 
 # ----------------------------------------------------------------------------- data sets
@@ -400,20 +399,9 @@ def load_faceid_backend(model: str | None = None, weights: str | None = None, cr
                         device: str | None = None, flip: bool = True, batch_size: int = 64) -> FaceIDBackend:
     """The app's model choice: --model, else ./checkpoints/best_face_model.pth if present (unless --weights),
     else backbone weights (--weights, $FACEID_WEIGHTS, torch's cache, download; one clear error offline)."""
-    from .model import load_embedder
+    from .model import choose_embedder
 
-    if model and weights:
-        raise FaceIDError("Give either --model (a faceid checkpoint) or --weights (a backbone state_dict), not both.")
-    if model is None and weights is None and DEFAULT_CHECKPOINT.is_file():
-        model = str(DEFAULT_CHECKPOINT)
-    if model and crop:
-        raise FaceIDError("--crop applies to --weights only: a checkpoint carries its own crop.")
-    if device and device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise FaceIDError(f"--device {device} was asked for but this machine has no usable CUDA GPU; use --device cpu.")
-    embedder = load_embedder(model_path=model, weights=weights, crop=crop, device=device, download=True)
+    embedder = choose_embedder(model, weights, crop, device, download=True)
     return FaceIDBackend(embedder, batch_size=batch_size, flip=flip)
 
 

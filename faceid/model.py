@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import FaceIDError
+from .paths import DEFAULT_CHECKPOINT
 from .preprocessing import PreprocessSpec, VGGFACE2_SPEC
 
 VGGFACE2_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
@@ -168,6 +169,23 @@ def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os
     return Embedder(model=model, spec=spec, threshold=float(threshold if threshold is not None else DEFAULT_THRESHOLD),
                     threshold_calibrated=calibrated, fingerprint=backbone_fingerprint(model, spec),
                     source=source, device=dev)
+
+
+def choose_embedder(model: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
+                    crop: str | None = None, device: str | None = None, download: bool = True) -> Embedder:
+    """The app's (and evaluator's) model choice: --model, else --weights, else ./checkpoints/best_face_model.pth
+    if present, else VGGFace2 weights ($FACEID_WEIGHTS, torch's cache, or a download when allowed)."""
+    if model and weights:
+        raise FaceIDError("Give either --model (a faceid checkpoint) or --weights (a backbone state_dict), not both.")
+    if model and crop:
+        raise FaceIDError("--crop applies to --weights only: a checkpoint carries its own crop.")
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise FaceIDError(f"--device {device} was asked for but this machine has no usable CUDA GPU; use --device cpu.")
+    if not model and not weights and DEFAULT_CHECKPOINT.is_file():
+        model = DEFAULT_CHECKPOINT
+    if model:
+        return load_embedder(model_path=model, device=device)
+    return load_embedder(weights=weights, crop=crop, device=device, download=download)
 
 
 def optimize_for_cpu(embedder) -> str:
