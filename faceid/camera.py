@@ -3,8 +3,8 @@
 Every action reads frames through `open_source`, whatever the source is: a webcam index ("0"), a video
 file, an image file or a folder of images. They all come out as the same iterator of RGB uint8 frames, so
 the app, the tests (which use video files in place of a webcam) and the liveness measurement share one
-code path. OpenCV's `VideoCapture` opens both cameras and video files; still images are read with
-`cv2.imread` so that EXIF orientation and 16-bit/alpha PNGs are handled.
+code path. OpenCV's `VideoCapture` opens both cameras and video files; still images are decoded by
+`preprocessing.decode_rgb` (cv2.imdecode of the file's bytes, so non-ASCII paths work too).
 
 The preview window is used only when a display exists (``DISPLAY``/``WAYLAND_DISPLAY`` on Linux): a Qt
 build of OpenCV aborts the whole process when it cannot reach a display, so we never try blindly.
@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from .errors import FaceIDError
+from .preprocessing import decode_rgb
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -82,13 +83,10 @@ class FrameSource:
 
 def read_image(path: Path, strict: bool = True) -> np.ndarray | None:
     """An image file as RGB uint8; unreadable -> FaceIDError (strict) or None (inside a folder: skipped)."""
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
-    if bgr is None:
-        if strict:
-            raise FaceIDError(f"Cannot read {path} as an image (missing, empty or not an image file).")
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = decode_rgb(np.fromfile(str(path), dtype=np.uint8)) if path.is_file() else None
+    if rgb is None and strict:
+        raise FaceIDError(f"Cannot read {path} as an image (missing, empty or not an image file).")
+    return rgb
 
 
 def _quiet_opencv() -> None:

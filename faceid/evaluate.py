@@ -32,6 +32,7 @@ import numpy as np
 
 from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
 from .errors import FaceIDError
+from .preprocessing import decode_rgb
 from .verification import read_pairs, load_verification_bin, roc_curve, stratified_folds, verification_report
 
 FACE_CHOICE = "detection closest to the image centre (LFW convention)"
@@ -232,18 +233,18 @@ class FaceIDBackend:
 
 def decode_file(path: Path) -> np.ndarray:
     """Image file -> RGB uint8 (H, W, 3); an unreadable file is one clear error."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = decode_rgb(np.fromfile(str(path), dtype=np.uint8))
+    if rgb is None:
         raise FaceIDError(f"Cannot decode {path}: it is not a readable image.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def decode_bytes(data: bytes) -> np.ndarray:
     """Encoded image bytes -> RGB uint8 (H, W, 3)."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = decode_rgb(data)
+    if rgb is None:
         raise FaceIDError("An image inside the verification file is not a decodable JPEG/PNG.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def _decoded_batches(items: list, decode: Callable, batch: int, workers: int):

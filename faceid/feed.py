@@ -24,17 +24,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .datasets import FaceDataset
 from .errors import FaceIDError
-from .preprocessing import PreprocessSpec, to_network_input
+from .preprocessing import PreprocessSpec, decode_rgb, to_network_input
 
 DECODE_MODES = ("auto", "gpu", "cpu")
 
 
-def decode_rgb(data: bytes, size: int, source: str = "image") -> np.ndarray:
+def decode_face(data: bytes, size: int, source: str = "image") -> np.ndarray:
     """Encoded image -> HxWx3 uint8 RGB of side `size` (area-resized if it has another size)."""
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
+    img = decode_rgb(data) if data else None
     if img is None:
         raise FaceIDError(f"Cannot decode {source}: it is not a readable image; remove or replace it.")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img.shape[0] != size or img.shape[1] != size:
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     return img
@@ -57,7 +56,7 @@ class FaceSamples(Dataset):
         data = self.dataset.read_bytes(i)
         label = int(self.dataset.labels[i])
         if self.decode_on_cpu:
-            img = decode_rgb(data, self.dataset.spec.crop_size, self.dataset.describe(i))
+            img = decode_face(data, self.dataset.spec.crop_size, self.dataset.describe(i))
             return torch.from_numpy(img).permute(2, 0, 1).contiguous(), label, i
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), label, i
 

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 
 from .errors import FaceIDError
+from .preprocessing import decode_rgb
 from .search_index import TemplateIndex, normalize_rows
 
 log = logging.getLogger(__name__)
@@ -230,10 +231,10 @@ def _decode_jpeg(path: Path) -> np.ndarray:
         data = path.read_bytes()
     except FileNotFoundError:
         raise GalleryError(f"The sample crop {path} is missing; re-register this person.") from None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    img = decode_rgb(data)
     if img is None:
         raise GalleryError(f"The sample crop {path} is not a readable JPEG; re-register this person.")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def _check_embeddings(embeddings: np.ndarray, count: int | None = None) -> np.ndarray:

@@ -10,6 +10,8 @@ Crop styles:
 - ``"box"``: facenet-pytorch's MTCNN crop: the detection box (plus ``margin`` pixels at output scale),
   resized to ``size``. This is what the VGGFace2 weights were published with.
 
+torch is imported inside the functions that need it, so the app's list/delete start without it.
+
 Network input: float32 NCHW RGB, ``size`` x ``size``, ``(x - 127.5) / 128`` (facenet-pytorch's
 ``fixed_image_standardization``), values in about [-1, 1].
 """
@@ -20,8 +22,6 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .errors import FaceIDError
 
@@ -124,12 +124,24 @@ def center_crop(image_rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return cv2.resize(square, (spec.crop_size, spec.crop_size), interpolation=cv2.INTER_AREA)
 
 
+def decode_rgb(data: bytes | np.ndarray) -> np.ndarray | None:
+    """Encoded image bytes (JPEG, PNG, ...) -> RGB uint8 (H, W, 3), or None when they are not an image.
+
+    The one decode used for files, .rec payloads, .bin entries and stored crops; callers word the error.
+    """
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf is not None and buf.size else None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def to_network_input(crops: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 (or float 0..255) crops, NCHW or NHWC with 3 channels -> float32 NCHW, spec.size, normalised.
 
     The one place where resizing and normalisation happen, for training batches (CPU or GPU-decoded)
     and for inference alike. Output values lie in about [-1, 1].
     """
+    import torch.nn.functional as F
+
     if crops.ndim != 4:
         raise ValueError(f"expected a 4-D batch, got shape {tuple(crops.shape)}")
     if crops.shape[1] != 3 and crops.shape[-1] == 3:
@@ -142,4 +154,6 @@ def to_network_input(crops: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
 
 def crops_to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
     """A list of equal-size HxWx3 uint8 numpy crops -> uint8 NCHW tensor."""
+    import torch
+
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()

@@ -16,7 +16,7 @@ import torch
 
 from faceid.datasets import find_verification_bins, open_dataset, split_identities, split_images
 from faceid.errors import FaceIDError
-from faceid.feed import BatchFeed, EpochSampler, FaceSamples, decode_rgb, make_loader
+from faceid.feed import BatchFeed, EpochSampler, FaceSamples, decode_face, make_loader
 from faceid.preprocessing import ALIGNED_SPEC
 
 from builders import face_jpeg, make_folder_tree, make_rec
@@ -64,7 +64,7 @@ def test_rec_same_filters(tmp_path, insightface):
     assert ds.kind == "rec" and ds.spec == ALIGNED_SPEC
     assert ds.identities == ["0", "2"] and np.bincount(ds.labels).tolist() == [6, 5]
     assert ds.report["layout"] == ("insightface" if insightface else "plain")
-    assert decode_rgb(ds.read_bytes(0), 112).shape == (112, 112, 3)
+    assert decode_face(ds.read_bytes(0), 112).shape == (112, 112, 3)
     assert open_dataset(rec, min_images=5, max_images=6).items == ds.items
 
 
@@ -126,9 +126,9 @@ def test_download_folder_with_the_rec_one_level_down(tmp_path):
 
 def test_decode_errors_name_the_file():
     with pytest.raises(FaceIDError, match="Cannot decode x.jpg"):
-        decode_rgb(b"not a jpeg", 112, "x.jpg")
+        decode_face(b"not a jpeg", 112, "x.jpg")
     big = cv2.imencode(".png", np.zeros((200, 150, 3), np.uint8))[1].tobytes()
-    assert decode_rgb(big, 160).shape == (160, 160, 3)   # other sizes are area-resized to the crop size
+    assert decode_face(big, 160).shape == (160, 160, 3)   # other sizes are area-resized to the crop size
 
 
 def test_samples_loader_and_feed(tmp_path):
@@ -167,7 +167,7 @@ def test_batch_decode_matches_worker_decode(device):
     data = [face_jpeg(0, i) for i in range(3)] + [cv2.imencode(".png", np.full((112, 112, 3), 7, np.uint8))[1].tobytes()]
     tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
     out = gpu_decode(tensors, 112, torch.device(device))
-    ref = torch.stack([torch.from_numpy(decode_rgb(d, 112)).permute(2, 0, 1) for d in data])
+    ref = torch.stack([torch.from_numpy(decode_face(d, 112)).permute(2, 0, 1) for d in data])
     assert out.shape == (4, 3, 112, 112) and out.dtype == torch.uint8
     assert (out.cpu().int() - ref.int()).abs().float().mean() < 2.0
     bad = tensors[:2] + [torch.frombuffer(bytearray(b"\xff\xd8 broken"), dtype=torch.uint8)]
@@ -183,5 +183,5 @@ def test_real_rec_opens_without_unpacking(request):
     ds = open_dataset(Path(shared) / "recordio" / "pins90_112x112", max_images=100)
     assert ds.kind == "rec" and ds.num_identities == 90 and ds.report["source_images"] == 14882
     assert np.bincount(ds.labels).max() == 100
-    assert decode_rgb(ds.read_bytes(len(ds) - 1), 112).shape == (112, 112, 3)
+    assert decode_face(ds.read_bytes(len(ds) - 1), 112).shape == (112, 112, 3)
     assert [p.name for p in find_verification_bins(ds.root)] == ["lfw_dev.bin"]
