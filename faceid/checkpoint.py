@@ -10,6 +10,11 @@ opens it and no code runs on load. Keys:
 - ``head``, ``head_config``, ``optimizer``, ``scheduler``, ``scaler``: training state (may be None)
 - ``epoch``, ``step``, ``rng``, ``config``, ``metrics``, ``history``: where training stands
 - ``label_map``: class index -> identity name (list of str)
+
+The *inference* checkpoint (``kind`` "inference", `inference_checkpoint`) keeps only what the app needs:
+``model`` (float32, so its fingerprint equals the full checkpoint's and registered templates stay
+valid), ``preprocess``, ``threshold`` and the calibration keys in `INFERENCE_KEYS`. It loads through
+the same `load_checkpoint` as the full one; it cannot resume training.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from .fileio import atomic_torch_save
 FORMAT = "faceid-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model", "preprocess")
+INFERENCE_KIND = "inference"
+# What the app reads from a checkpoint: the inference checkpoint and the ONNX metadata carry exactly these.
+INFERENCE_KEYS = ("model", "preprocess", "threshold", "threshold_info", "calibration")
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
@@ -52,6 +60,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if ckpt.get("version", 0) > VERSION:
         raise FaceIDError(f"{path} was written by a newer faceid (checkpoint version {ckpt['version']}).")
     return ckpt
+
+
+def inference_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The slim inference checkpoint of a full one: weights (float32), preprocessing spec, threshold and
+    calibration; no head, optimizer, RNG or history (about a quarter of the size)."""
+    missing = [k for k in ("model", "preprocess") if checkpoint.get(k) is None]
+    if missing:
+        raise ValueError(f"checkpoint lacks {missing}")
+    slim: dict[str, Any] = {k: checkpoint[k] for k in INFERENCE_KEYS if checkpoint.get(k) is not None}
+    slim["model"] = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+                     for k, v in checkpoint["model"].items()}
+    slim["kind"] = INFERENCE_KIND
+    return slim
+
+
+def save_inference_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+    """Write `inference_checkpoint(checkpoint)` atomically (what training and export_model.py call)."""
+    save_checkpoint(path, inference_checkpoint(checkpoint))
 
 
 # ----------------------------------------------------------------------------- RNG state (training resume)

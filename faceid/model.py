@@ -17,6 +17,7 @@ import os
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -110,29 +111,51 @@ def backbone_fingerprint(model: nn.Module, spec: PreprocessSpec) -> str:
     return h.hexdigest()[:16]
 
 
+class EmbeddingNetwork(nn.Module):
+    """The backbone plus what turns its output into the embedding the app compares: with `flip`, the sum of
+    the image's and its mirror's outputs; then L2 normalisation. One module, so ONNX export writes all of it."""
+
+    def __init__(self, backbone: nn.Module, flip: bool = True):
+        super().__init__()
+        self.backbone, self.flip = backbone, flip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.flip:
+            return F.normalize(self.backbone(x).float(), dim=1)
+        n = x.shape[0]
+        both = self.backbone(torch.cat([x, torch.flip(x, dims=[3])])).float()  # one batch: fewer kernel launches
+        return F.normalize(both[:n] + both[n:], dim=1)
+
+
 @torch.no_grad()
 def embed(model: nn.Module, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
     """x: (N, 3, H, W) normalised network input -> (N, 512) float32 L2-normalised embeddings."""
-    if not flip:
-        return F.normalize(model(x).float(), dim=1)
-    both = model(torch.cat([x, torch.flip(x, dims=[3])])).float()  # one batch: fewer kernel launches
-    return F.normalize(both[: len(x)] + both[len(x):], dim=1)
+    return EmbeddingNetwork(model, flip)(x)
 
 
 @dataclass
 class Embedder:
     """A ready-to-use network: eval mode, on its device, with the spec and threshold that belong to it."""
 
-    model: nn.Module
+    model: nn.Module | None   # None when `forward` runs another runtime
     spec: PreprocessSpec
     threshold: float
     threshold_calibrated: bool
     fingerprint: str
     source: str          # human-readable: which file the weights came from
     device: torch.device
+    # Another runtime's whole EmbeddingNetwork (onnxruntime, faceid.export): normalised input -> final
+    # embeddings. When set, `model` is None: the torch network is never built.
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def runtime(self) -> str:
+        return "torch" if self.forward is None else "onnx"
 
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         """x: normalised (N, 3, size, size) -> (N, 512) on CPU."""
+        if self.forward is not None:
+            return self.forward(x)
         return embed(self.model, x.to(self.device), flip=self.spec.flip).cpu()
 
 
@@ -194,6 +217,8 @@ def optimize_for_cpu(embedder) -> str:
     unchanged (same weights); the result is checked against the eager network before it is used."""
     import warnings
 
+    if embedder.forward is not None:
+        return f"network: {embedder.runtime}"
     if embedder.device.type != "cpu":
         return "network: eager (not on CPU)"
     model = embedder.model

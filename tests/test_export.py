@@ -1,0 +1,141 @@
+"""Export: the slim inference checkpoint, the ONNX file, and the app's onnxruntime embedder.
+
+The ONNX check runs on real aligned faces (pins90 train.rec) through the stand-in weights: onnxruntime's
+embedding of every crop must match torch's at cosine >= 0.9999.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from faceid.checkpoint import INFERENCE_KIND, load_checkpoint, save_checkpoint, save_inference_checkpoint
+from faceid.errors import FaceIDError
+from faceid.model import build_backbone, load_embedder, read_state_dict
+from faceid.preprocessing import ALIGNED_SPEC, crops_to_tensor, decode_rgb, to_network_input
+
+REPO = Path(__file__).resolve().parents[1]
+STAND_IN = Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
+N_CROPS = 24
+
+
+@pytest.fixture(scope="module")
+def stand_in() -> Path:
+    if not STAND_IN.is_file():
+        pytest.skip(f"stand-in weights not found at {STAND_IN}")
+    return STAND_IN
+
+
+def _full_checkpoint(weights: Path) -> dict:
+    """A training checkpoint as the trainer writes one: backbone, head, optimizer state, calibration."""
+    model = build_backbone()
+    model.load_state_dict(read_state_dict(weights))
+    head = torch.nn.Linear(512, 90)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()))
+    model(torch.zeros(2, 3, 160, 160)).sum().backward()
+    opt.step()
+    return {"kind": "best", "model": model.state_dict(), "preprocess": ALIGNED_SPEC.to_dict(), "threshold": 0.3125,
+            "threshold_info": {"threshold": 0.3125, "target_far": 1e-3, "source": "heldout"},
+            "head": head.state_dict(), "optimizer": opt.state_dict(), "epoch": 3, "step": 30,
+            "history": [{"epoch": 1}], "label_map": [f"id{i}" for i in range(90)]}
+
+
+def test_inference_checkpoint_is_slim_and_loads_like_the_full_one(tmp_path, stand_in):
+    full = _full_checkpoint(stand_in)
+    save_checkpoint(tmp_path / "full.pth", full)
+    save_inference_checkpoint(tmp_path / "slim.pth", full)
+    slim = load_checkpoint(tmp_path / "slim.pth")
+    assert slim["kind"] == INFERENCE_KIND
+    assert set(slim) == {"format", "version", "kind", "model", "preprocess", "threshold", "threshold_info"}
+    assert (tmp_path / "slim.pth").stat().st_size < 0.4 * (tmp_path / "full.pth").stat().st_size
+    a, b = (load_embedder(model_path=tmp_path / n, device="cpu") for n in ("full.pth", "slim.pth"))
+    assert a.fingerprint == b.fingerprint, "templates registered with the full checkpoint must stay valid"
+    assert (a.threshold, a.spec) == (b.threshold, b.spec) == (0.3125, ALIGNED_SPEC) and b.threshold_calibrated
+    x = to_network_input(torch.randint(0, 256, (2, 112, 112, 3), dtype=torch.uint8), ALIGNED_SPEC)
+    assert torch.equal(a.embed_batch(x), b.embed_batch(x))
+    with pytest.raises(ValueError):
+        save_inference_checkpoint(tmp_path / "bad.pth", {"model": full["model"]})
+
+
+def _real_crops(shared: Path, n: int) -> list[np.ndarray]:
+    from faceid.recordio import RecordIOReader
+
+    rec = shared / "recordio" / "pins90_112x112" / "train.rec"
+    with RecordIOReader(rec) as reader:
+        keys = reader.keys()[1:]
+        step = max(1, len(keys) // (n + 10))
+        crops = []
+        for key in keys[::step]:
+            payload = reader.read(key).payload
+            img = decode_rgb(payload) if payload else None
+            if img is not None:
+                crops.append(img)
+            if len(crops) == n:
+                return crops
+    raise AssertionError("too few decodable images in pins90 train.rec")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, stand_in):
+    """export_model.py run once, as a user would, on the stand-in weights."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (requirements-dev.txt pins it)")
+    pytest.importorskip("onnxscript", reason="onnxscript not installed (requirements-dev.txt pins it)")
+    out = tmp_path_factory.mktemp("export")
+    result = subprocess.run([sys.executable, str(REPO / "export_model.py"), "--weights", str(stand_in), "--crop",
+                             "aligned5", "--onnx", str(out / "m.onnx"), "--inference-checkpoint", str(out / "m.pth"),
+                             "--json"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out, json.loads(result.stdout)
+
+
+def test_onnx_embeddings_match_torch_on_real_crops(exported, shared_data):
+    from faceid.export import MATCH_COSINE, load_onnx_embedder
+
+    out, report = exported
+    assert report["onnx"]["min_cosine_vs_torch"] >= MATCH_COSINE
+    torch_embedder = load_embedder(weights=STAND_IN, crop="aligned5", device="cpu", download=False)
+    onnx_embedder = load_onnx_embedder(out / "m.onnx")
+    assert onnx_embedder.runtime == "onnx" and onnx_embedder.model is None
+    assert onnx_embedder.fingerprint == torch_embedder.fingerprint == report["onnx"]["fingerprint"]
+    assert onnx_embedder.spec == torch_embedder.spec and not onnx_embedder.threshold_calibrated
+    x = to_network_input(crops_to_tensor(_real_crops(shared_data, N_CROPS)), ALIGNED_SPEC)
+    ref = torch_embedder.embed_batch(x).numpy()
+    for batch in (x, x[:1]):    # the batch dimension is dynamic
+        got = onnx_embedder.embed_batch(batch).numpy()
+        assert got.shape == (len(batch), 512)
+        cos = (got * ref[: len(batch)]).sum(axis=1)
+        assert cos.min() >= MATCH_COSINE, f"crop {int(cos.argmin())}: cosine {cos.min():.6f}"
+    # the test can fail: a different network's embeddings do not match
+    other = load_onnx_embedder(out / "m.onnx").embed_batch(x.flip(dims=[3]) * 0.5).numpy()
+    assert ((other * ref).sum(axis=1) < MATCH_COSINE).all()
+    slim = load_embedder(model_path=out / "m.pth", device="cpu")
+    assert slim.fingerprint == torch_embedder.fingerprint
+
+
+def test_onnx_file_metadata_and_hostile_files(exported, tmp_path):
+    import onnxruntime as ort
+
+    from faceid.export import load_onnx_embedder
+
+    out, _ = exported
+    session = ort.InferenceSession(str(out / "m.onnx"), providers=["CPUExecutionProvider"])
+    (inp,), outputs = session.get_inputs(), session.get_outputs()
+    assert inp.name == "input" and inp.type == "tensor(float)" and inp.shape[1:] == [3, 160, 160]
+    assert isinstance(inp.shape[0], str), "batch dimension must be dynamic"
+    assert [o.name for o in outputs] == ["embedding"] and outputs[0].shape[1:] == [512]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["faceid.preprocess"]) == ALIGNED_SPEC.to_dict()
+    assert json.loads(meta["faceid.threshold"]) is None
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07not an onnx model" * 10)
+    with pytest.raises(FaceIDError, match="not a usable ONNX model"):
+        load_onnx_embedder(junk)
+    with pytest.raises(FaceIDError, match="Cannot read"):
+        load_onnx_embedder(tmp_path / "missing.onnx")
