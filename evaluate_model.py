@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from faceid.decode import add_max_pixels_argument, apply_max_pixels
 from faceid.errors import run_cli
 from faceid.evaluate import run_evaluation
 from faceid.paths import DEFAULT_CHECKPOINT
@@ -44,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--folds", type=int, default=10,
                      help="folds for accuracy, each fold's threshold chosen on the others (default: 10; a whole "
                           "View 2 file keeps its own folds).")
+    add_max_pixels_argument(run)
     run.add_argument("--batch-size", type=int, default=64, help="images per detection/embedding batch (default: 64).")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = cuda if available).")
     run.add_argument("--threads", type=int, default=None,
@@ -62,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    apply_max_pixels(args.max_pixels)
     report = run_evaluation(pairs=args.pairs, images=args.images, bin_path=args.bin, model=args.model,
                             weights=args.weights, crop=args.crop, flip=not args.no_flip, folds=args.folds,
                             batch_size=args.batch_size, device=args.device,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from faceid.decode import add_max_pixels_argument, apply_max_pixels
 from faceid.errors import run_cli
 
 
@@ -34,11 +35,13 @@ def parse_args() -> argparse.Namespace:
                         help="parallel processes (default: all cores, here %(default)s)")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="unpack only the first N images, for a quick look (default: all)")
+    add_max_pixels_argument(parser)
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    apply_max_pixels(args.max_pixels)
     from faceid.unpack import preprocess
 
     preprocess(args.rec, args.input_dir, args.output_dir, workers=args.workers, limit=args.limit)

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from faceid.decode import decode_image  # noqa: E402
 from faceid.errors import FaceIDError, run_cli  # noqa: E402
 from faceid.heads import build_head  # noqa: E402
 from faceid.model import build_backbone, load_backbone_weights, read_state_dict  # noqa: E402
-from faceid.preprocessing import ALIGNED_SPEC, decode_rgb, to_network_input  # noqa: E402
+from faceid.preprocessing import ALIGNED_SPEC, to_network_input  # noqa: E402
 from faceid.recordio import RecordIOReader, detect_layout  # noqa: E402
 from faceid.verification import load_verification_bin, verification_report  # noqa: E402
 
@@ -46,7 +47,7 @@ def pooled_features(model: nn.Module, jpegs: list[bytes], flip: bool = False, ba
     """JPEG bytes of aligned 112x112 faces -> (N, 1792) features before the embedding layer."""
     out = []
     for i in range(0, len(jpegs), batch):
-        rgb = [decode_rgb(b) for b in jpegs[i:i + batch]]
+        rgb = [decode_image(b, "a face in the .rec") for b in jpegs[i:i + batch]]
         x = to_network_input(torch.from_numpy(np.stack(rgb)), ALIGNED_SPEC)
         if flip:
             x = torch.flip(x, dims=[3])

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .camera import Preview, display_available, open_source
+from .decode import add_max_pixels_argument, apply_max_pixels
 from .errors import EXIT_OK, FaceIDError
 from .paths import DEFAULT_CHECKPOINT
 from .quality import QualityThresholds, assess
@@ -425,6 +426,7 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
                    "so they differ (default: 5)")
     g.add_argument("--no-preview", action="store_true", default=d(False),
                    help="never open a window (headless: take the next good frames automatically)")
+    add_max_pixels_argument(g, default=argparse.SUPPRESS if sub else None)
     g = p.add_argument_group("model and decision")
     g.add_argument("--model", default=d(None), help=f"fine-tuned checkpoint (default: {DEFAULT_CHECKPOINT} if it "
                    "exists, else the VGGFace2 weights)")
@@ -494,6 +496,7 @@ def run_action(app: App, action: str, args: argparse.Namespace) -> Outcome:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
+    apply_max_pixels(args.max_pixels)
     if args.threads < 1:
         raise FaceIDError("--threads must be at least 1.")
     import torch

@@ -3,8 +3,9 @@
 Every action reads frames through `open_source`, whatever the source is: a webcam index ("0"), a video
 file, an image file or a folder of images. They all come out as the same iterator of RGB uint8 frames, so
 the app, the tests (which use video files in place of a webcam) and the liveness measurement share one
-code path. OpenCV's `VideoCapture` opens both cameras and video files; still images are decoded by
-`preprocessing.decode_rgb` (cv2.imdecode of the file's bytes, so non-ASCII paths work too).
+code path. OpenCV's `VideoCapture` opens both cameras and video files; still images pass the decode gate
+(`faceid.decode.read_image_file`: size from the header first, a pixel limit, one-sentence errors). In a folder,
+a file the gate refuses is skipped, and its name and the reason are kept in `skipped` for the caller to report.
 
 The preview window is used only when a display exists (``DISPLAY``/``WAYLAND_DISPLAY`` on Linux): a Qt
 build of OpenCV aborts the whole process when it cannot reach a display, so we never try blindly.
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 
 from .errors import FaceIDError
-from .preprocessing import decode_rgb
+from .decode import DecodeError, read_image_file
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -32,6 +33,8 @@ class FrameSource:
     """An opened source. Iterate it for RGB frames; `frames_read` and `exhausted` tell how it ended.
 
     `live` is True for a camera: it never ends by itself, so callers bound it with `max_frames`.
+    `stills` is True for an image file or a folder: every frame is a different photo (no need to skip frames
+    between samples, and there may be only one). `skipped` holds (file name, reason) per folder file refused.
     """
 
     description: str
@@ -40,9 +43,18 @@ class FrameSource:
     repeat: int = 1
     frames_read: int = 0
     exhausted: bool = False       # the source ran out of frames (as opposed to being stopped by max_frames)
-    skipped_files: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     _capture: cv2.VideoCapture | None = None
     _images: list[Path] = field(default_factory=list)
+
+    @property
+    def stills(self) -> bool:
+        return self._capture is None and not self.live
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """Names of the folder files that were refused (the reasons are in `skipped`)."""
+        return [name for name, _ in self.skipped]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         frames = self._frames()
@@ -62,9 +74,12 @@ class FrameSource:
                     return
                 yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         for path in self._images:
-            image = read_image(path, strict=len(self._images) == 1)
-            if image is None:
-                self.skipped_files.append(path.name)
+            try:
+                image = read_image_file(path)
+            except DecodeError as err:
+                if len(self._images) == 1:
+                    raise
+                self.skipped.append((path.name, err.reason))
                 continue
             for _ in range(self.repeat):
                 yield image
@@ -79,14 +94,6 @@ class FrameSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def read_image(path: Path, strict: bool = True) -> np.ndarray | None:
-    """An image file as RGB uint8; unreadable -> FaceIDError (strict) or None (inside a folder: skipped)."""
-    rgb = decode_rgb(np.fromfile(str(path), dtype=np.uint8)) if path.is_file() else None
-    if rgb is None and strict:
-        raise FaceIDError(f"Cannot read {path} as an image (missing, empty or not an image file).")
-    return rgb
 
 
 def _quiet_opencv() -> None:
@@ -118,7 +125,7 @@ def open_source(source: str | int, max_frames: int | None = None, start_frame: i
                            repeat=repeat, _images=images[start_frame:])
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         src = FrameSource(f"image {path}", live=False, max_frames=max_frames, repeat=repeat, _images=[path])
-        read_image(path)  # fail now, with the file's name, rather than at the first frame
+        read_image_file(path)  # fail now, with the file's name, rather than at the first frame
         return src
     return _open_video(path, max_frames, start_frame)
 

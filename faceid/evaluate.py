@@ -30,9 +30,9 @@ from typing import Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
+from .decode import decode_image, read_image_file
 from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
 from .errors import FaceIDError
-from .preprocessing import decode_rgb
 from .verification import read_pairs, load_verification_bin, roc_curve, stratified_folds, verification_report
 
 FACE_CHOICE = "detection closest to the image centre (LFW convention)"
@@ -232,19 +232,13 @@ class FaceIDBackend:
 # ----------------------------------------------------------------------------- embedding images
 
 def decode_file(path: Path) -> np.ndarray:
-    """Image file -> RGB uint8 (H, W, 3); an unreadable file is one clear error."""
-    rgb = decode_rgb(np.fromfile(str(path), dtype=np.uint8))
-    if rgb is None:
-        raise FaceIDError(f"Cannot decode {path}: it is not a readable image.")
-    return rgb
+    """Image file -> RGB uint8 (H, W, 3) through the decode gate; an unreadable file is one clear error."""
+    return read_image_file(path)
 
 
 def decode_bytes(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 (H, W, 3)."""
-    rgb = decode_rgb(data)
-    if rgb is None:
-        raise FaceIDError("An image inside the verification file is not a decodable JPEG/PNG.")
-    return rgb
+    """Encoded image bytes from a verification .bin -> RGB uint8 (H, W, 3) through the decode gate."""
+    return decode_image(data, "an image inside the verification file")
 
 
 def _decoded_batches(items: list, decode: Callable, batch: int, workers: int):

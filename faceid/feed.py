@@ -24,16 +24,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .datasets import FaceDataset
 from .errors import FaceIDError
-from .preprocessing import PreprocessSpec, decode_rgb, to_network_input
+from .decode import DecodeError, decode_image, image_size
+from .preprocessing import PreprocessSpec, to_network_input
 
 DECODE_MODES = ("auto", "gpu", "cpu")
 
 
 def decode_face(data: bytes, size: int, source: str = "image") -> np.ndarray:
     """Encoded image -> HxWx3 uint8 RGB of side `size` (area-resized if it has another size)."""
-    img = decode_rgb(data) if data else None
-    if img is None:
-        raise FaceIDError(f"Cannot decode {source}: it is not a readable image; remove or replace it.")
+    img = decode_image(data, source)
     if img.shape[0] != size or img.shape[1] != size:
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     return img
@@ -142,14 +141,20 @@ def gpu_decode(data: list[torch.Tensor], size: int, device: torch.device, name_o
     (e.g. CMYK), is decoded by torchvision on the CPU. A file neither can decode raises FaceIDError naming it
     (`name_of(i)` when given).
     """
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.io import decode_image as tv_decode_image
+
+    def name(i: int) -> str:
+        return name_of(i) if name_of is not None else f"batch image {i}"
 
     def on_cpu(i: int) -> torch.Tensor:
         try:
-            return decode_image(data[i], mode=ImageReadMode.RGB).to(device, non_blocking=True)
+            return tv_decode_image(data[i], mode=ImageReadMode.RGB).to(device, non_blocking=True)
         except RuntimeError:
-            name = name_of(i) if name_of is not None else f"batch image {i}"
-            raise FaceIDError(f"Cannot decode {name}: it is not a readable image; remove or replace it.") from None
+            raise DecodeError("Cannot decode", name(i), "its image data is damaged or truncated.") from None
+
+    for i, t in enumerate(data):   # the decode gate's header check: no decoder meets a pixel bomb
+        image_size(t.numpy(), name(i))
 
     is_jpeg = [len(t) > 2 and int(t[0]) == 0xFF and int(t[1]) == 0xD8 for t in data]
     out: list[torch.Tensor | None] = [None] * len(data)

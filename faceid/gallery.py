@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 
 from .errors import FaceIDError
-from .preprocessing import decode_rgb
+from .decode import DecodeError, decode_image
 from .search_index import TemplateIndex, normalize_rows
 
 log = logging.getLogger(__name__)
@@ -231,10 +231,10 @@ def _decode_jpeg(path: Path) -> np.ndarray:
         data = path.read_bytes()
     except FileNotFoundError:
         raise GalleryError(f"The sample crop {path} is missing; re-register this person.") from None
-    img = decode_rgb(data)
-    if img is None:
-        raise GalleryError(f"The sample crop {path} is not a readable JPEG; re-register this person.")
-    return img
+    try:
+        return decode_image(data, f"the stored sample crop {path}")
+    except DecodeError as err:
+        raise GalleryError(f"{err} Re-register this person.") from None
 
 
 def _check_embeddings(embeddings: np.ndarray, count: int | None = None) -> np.ndarray:

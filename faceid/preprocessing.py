@@ -124,16 +124,6 @@ def center_crop(image_rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return cv2.resize(square, (spec.crop_size, spec.crop_size), interpolation=cv2.INTER_AREA)
 
 
-def decode_rgb(data: bytes | np.ndarray) -> np.ndarray | None:
-    """Encoded image bytes (JPEG, PNG, ...) -> RGB uint8 (H, W, 3), or None when they are not an image.
-
-    The one decode used for files, .rec payloads, .bin entries and stored crops; callers word the error.
-    """
-    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf is not None and buf.size else None
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def to_network_input(crops: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 (or float 0..255) crops, NCHW or NHWC with 3 channels -> float32 NCHW, spec.size, normalised.
 

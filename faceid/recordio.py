@@ -15,6 +15,7 @@ those 4 bytes, and the reader puts them back between the parts. The .idx is text
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -169,8 +170,8 @@ class RecordIOReader:
         return offsets
 
     def _idx_line_problem(self, parts: list[str], buf: mmap.mmap) -> str:
-        if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
-            return "not 'key<TAB>offset'"
+        if len(parts) != 2 or not all(p.lstrip("-").isdigit() and len(p) <= 20 for p in parts):
+            return "not 'key<TAB>offset' with keys and offsets of at most 20 digits"
         offset = int(parts[1])
         if not 0 <= offset <= self.size - _PART.size:
             return f"offset {offset} lies outside the {self.size}-byte .rec"
@@ -256,7 +257,10 @@ def detect_layout(reader: RecordIOReader) -> Layout:
     keys = reader.keys()
     if not keys:
         return Layout("plain", [], 0)
-    first = reader.read(keys[0])
+    try:
+        first = reader.read(keys[0])
+    except RecordIOError:   # a damaged first record is one more corrupt record of a plain file
+        return Layout("plain", keys, _count_labels(reader, keys))
     header = _insightface_header(first, keys)
     if header is None:
         return Layout("plain", keys, _count_labels(reader, keys))
@@ -264,7 +268,7 @@ def detect_layout(reader: RecordIOReader) -> Layout:
     ranges = {}
     for label, key in enumerate(range(images_end, ranges_end)):
         rec = reader.read(key)
-        if not (isinstance(rec.label, tuple) and len(rec.label) == 2):
+        if not (isinstance(rec.label, tuple) and len(rec.label) == 2 and all(map(math.isfinite, rec.label))):
             raise RecordIOError(f"{reader.rec_path}: insightface identity record {key} has no [first, end) label")
         ranges[label] = (int(rec.label[0]), int(rec.label[1]))
     image_keys = [k for k in keys if 1 <= k < images_end]
@@ -274,6 +278,8 @@ def detect_layout(reader: RecordIOReader) -> Layout:
 
 def _insightface_header(first: Record, keys: list[int]) -> tuple[int, int] | None:
     if keys[0] != 0 or first.flag != 2 or not isinstance(first.label, tuple):
+        return None
+    if len(first.label) != 2 or not all(math.isfinite(v) for v in first.label):
         return None
     images_end, ranges_end = int(first.label[0]), int(first.label[1])
     if not 1 <= images_end < ranges_end or ranges_end - 1 > keys[-1]:

@@ -13,6 +13,7 @@ size differs from its payload (e.g. left empty by the crash) is written again.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import threading
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from faceid.decode import DecodeError, decode_image, image_size
 from faceid.errors import FaceIDError
 from faceid.fileio import atomic_write_json
 from faceid.recordio import RecordIOError, RecordIOReader, RecordIOTruncated, detect_layout, unpack_header
@@ -68,6 +70,7 @@ class UnpackSummary:
     seconds: float
     sync_seconds: float
     index_source: str
+    index_note: str
     limit: int | None
 
     @property
@@ -95,20 +98,28 @@ def _init_worker(reader: RecordIOReader, out_dir: str) -> None:
     _worker.update(reader=reader, out=out_dir, dirs={}, pid=os.getpid())
 
 
-def _label_of(label: float | tuple[float, ...]) -> int:
-    return int(label[0] if isinstance(label, tuple) else label)
+MAX_LABEL = 1 << 31
 
 
-def _to_jpeg(payload: bytes) -> bytes | None:
-    """Decode a non-JPEG image payload and re-encode it as JPEG; None when it is not an image."""
-    import cv2
-    import numpy as np
-
-    image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
+def _label_of(label: float | tuple[float, ...]) -> int | None:
+    """The record's class as a folder name; None for a label no writer produces (NaN, infinite, negative,
+    fractional, huge or an empty label array), which marks the record corrupt."""
+    value = (label[0] if label else None) if isinstance(label, tuple) else label
+    if value is None or not math.isfinite(value) or value != int(value) or not 0 <= value < MAX_LABEL:
         return None
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    return encoded.tobytes() if ok else None
+    return int(value)
+
+
+def _to_jpeg(payload: bytes, what: str) -> bytes:
+    """Decode a non-JPEG image payload through the decode gate and re-encode it as JPEG (DecodeError if not
+    an image, or over the pixel limit)."""
+    import cv2
+
+    image = decode_image(payload, what)
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise DecodeError("Cannot decode", what, "it could not be re-encoded as JPEG.")
+    return encoded.tobytes()
 
 
 def _write_atomic(folder: str, name: str, data: bytes) -> None:
@@ -138,8 +149,16 @@ def _unpack_key(key: int, result: ChunkResult) -> None:
         result.corrupt.append({"key": key, "reason": str(err)})
         return
     payload, label = record.payload, _label_of(record.label)
+    if label is None:
+        result.corrupt.append({"key": key, "reason": f"label {record.label!r} is not a class number"})
+        return
     folder, name = f"{_worker['out']}/{label}", f"{key}.jpg"
     is_jpeg = payload[:2] == _SOI
+    try:
+        image_size(payload, f"record {key}")   # the decode gate's header check: a JPEG is copied, never decoded
+    except DecodeError as err:
+        result.corrupt.append({"key": key, "reason": err.reason})
+        return
     if is_jpeg and payload.rfind(_EOI, max(0, len(payload) - 64)) < 0:
         result.corrupt.append({"key": key, "reason": "JPEG payload has no end marker (cut short)"})
         return
@@ -147,9 +166,10 @@ def _unpack_key(key: int, result: ChunkResult) -> None:
         result.skipped_existing += 1
         result.per_label[label] += 1
         return
-    data = payload if is_jpeg else _to_jpeg(payload)
-    if data is None:
-        result.corrupt.append({"key": key, "reason": f"payload of {len(payload)} bytes is not a decodable image"})
+    try:
+        data = payload if is_jpeg else _to_jpeg(payload, f"record {key}")
+    except DecodeError as err:
+        result.corrupt.append({"key": key, "reason": err.reason})
         return
     _write_atomic(folder, name, data)
     result.written += 1
@@ -258,7 +278,7 @@ def unpack_recordio(rec_path: str | os.PathLike, out_dir: str | os.PathLike, wor
         if reader.truncated_tail is not None:
             key, offset = reader.truncated_tail
             total.truncated.append({"key": key, "offset": offset, "reason": reader.index_note})
-        index_source = reader.index_source
+        index_source, index_note = reader.index_source, reader.index_note
     sync_start = time.perf_counter()
     os.sync()
     sync_seconds = time.perf_counter() - sync_start
@@ -269,7 +289,8 @@ def unpack_recordio(rec_path: str | os.PathLike, out_dir: str | os.PathLike, wor
         metadata_records=len(layout.metadata_keys),
         corrupt=sorted(total.corrupt, key=lambda c: c["key"]),
         truncated=sorted(total.truncated, key=lambda t: t["key"]),
-        seconds=time.perf_counter() - start, sync_seconds=sync_seconds, index_source=index_source, limit=limit)
+        seconds=time.perf_counter() - start, sync_seconds=sync_seconds, index_source=index_source,
+        index_note=index_note, limit=limit)
     atomic_write_json(out_dir / IDENTITIES_NAME, {str(k): v for k, v in sorted(total.per_label.items())})
     atomic_write_json(out_dir / REPORT_NAME, summary.to_json())
     return summary
@@ -309,7 +330,13 @@ def preprocess(rec: str | os.PathLike | None, input_dir: str | os.PathLike, outp
     """preprocess_dataset.py: find the .rec, unpack it, print the summary and where the reports are."""
     rec_path = resolve_rec(rec, input_dir)
     summary = unpack_recordio(rec_path, output_dir, workers=workers, limit=limit)
+    report = Path(output_dir) / REPORT_NAME
+    if summary.images == 0 and (summary.corrupt or summary.truncated):
+        raise FaceIDError(f"No record of {rec_path} was readable ({len(summary.corrupt):,} corrupt, "
+                          f"{len(summary.truncated):,} truncated; each is listed in {report}).")
     print(f"unpacked {rec_path} ({summary.layout} layout): {summary.describe()}")
+    if summary.index_source == "scan":
+        print(f"note: the index was not used ({summary.index_note}); record offsets came from a scan of the file")
     if summary.corrupt or summary.truncated:
-        print(f"skipped records are listed in {Path(output_dir) / REPORT_NAME}")
+        print(f"skipped records are listed in {report}")
     return summary

@@ -59,7 +59,7 @@ def test_video_start_max_frames_and_end(tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda p: p / "missing.mp4", "Source not found"),
     (lambda p: (p / "junk.mp4").write_bytes(b"\0" * 100) and p / "junk.mp4", "Cannot open"),
-    (lambda p: (p / "junk.jpg").write_bytes(b"garbage") and p / "junk.jpg", "Cannot read"),
+    (lambda p: (p / "junk.jpg").write_bytes(b"garbage") and p / "junk.jpg", "Cannot decode .*junk.jpg: it is not an image"),
     (lambda p: (p / "empty").mkdir() or p / "empty", "contains no images"),
 ])
 def test_bad_sources_are_one_clear_error(tmp_path, make, message):

@@ -154,3 +154,42 @@ def test_cli_unpacks(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "5 images of 2 identities" in result.stdout
     assert len(image_files(tmp_path / "imgs")) == 5
+
+
+# --- hostile records ----------------------------------------------------------------------------------
+def test_every_corrupt_record_kind_is_skipped_counted_and_listed(tmp_path):
+    """Each damaged record (see tests/hostile.py) is listed with its key and reason; the good ones unpack; exit 0."""
+    from hostile import bad_records
+
+    bad = bad_records()
+    good = [(k, Record(0, float(k % 2), k, 0, image(k))) for k in range(3)]
+    records = good + [(100 + i, raw) for i, raw in enumerate(bad.values())]
+    rec = tmp_path / "train.rec"
+    write_recordio(rec, tmp_path / "train.idx", records)
+    with open(tmp_path / "train.idx", "a") as f:      # a 5000-digit key: the index is refused, the file scanned
+        f.write("9" * 5000 + "\t0\n")
+    start = __import__("time").perf_counter()
+    result = run_cli("--rec", str(rec), "--output-dir", "out", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert __import__("time").perf_counter() - start < 60
+    data = report(tmp_path / "out")
+    assert data["images"] == 3 and data["index_source"] == "scan" and "20 digits" in data["index_note"]
+    assert len(data["corrupt"]) == len(bad), data["corrupt"]
+    reasons = " | ".join(c["reason"] for c in data["corrupt"])
+    for expected in ("labels", "not a class number", "empty", "65000x65000", "20000x20000",
+                     "not an image", "shorter than the 24-byte IRHeader"):
+        assert expected in reasons, (expected, reasons)
+    assert f"{len(bad)} corrupt" in result.stdout and "skipped records are listed" in result.stdout
+
+
+def test_nothing_readable_is_exit_2_with_the_counts(tmp_path):
+    from hostile import bad_records
+
+    rec = tmp_path / "train.rec"
+    write_recordio(rec, tmp_path / "train.idx", list(enumerate(bad_records().values())))
+    result = run_cli("--rec", str(rec), "--output-dir", "out", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: No record of") and errors[0].endswith(".")
+    assert report(tmp_path / "out")["corrupt"]
