@@ -334,6 +334,18 @@ class App:
                   for r in rows]
         return Outcome(EXIT_OK, {"action": "list", "people": rows}, lines)
 
+    def check(self) -> Outcome:
+        """The gallery's full integrity check (it also runs by itself after a crash): no model needed."""
+        with self.gallery() as g:
+            problems = g.check()
+            count = sum(g.fingerprints().values())
+        if problems:
+            raise FaceIDError(f"The gallery {g.db_path} is damaged: {problems[0]}"
+                              f"{f' (and {len(problems) - 1} more problems)' if len(problems) > 1 else ''}; "
+                              f"restore a backup, or delete and re-register the people concerned.")
+        return Outcome(EXIT_OK, {"action": "check", "intact": True, "templates": count},
+                       [f"The gallery {g.db_path} is intact ({count} templates); search index rebuilt."])
+
     def delete(self, name: str) -> Outcome:
         name = clean_name(name)
         with self.gallery() as g:
@@ -404,6 +416,8 @@ ACTIONS_HELP = {
     "list": "show everyone registered",
     "delete": "remove --name and their stored samples",
     "reenroll": "recompute every template from the stored crops with the current model",
+    "check": "check the gallery's integrity (database, sample files) and rebuild its search index; this also "
+             "runs by itself after a crash",
     "import-seed": "import the seed app's face_embeddings.pkl (read without running code)",
     "liveness": "run the head-turn challenge only (exit 0 passed, 1 failed)",
 }
@@ -487,7 +501,7 @@ def run_action(app: App, action: str, args: argparse.Namespace) -> Outcome:
         if action == "import-seed":
             return app.import_seed(args.pickle)
         return {"identify": app.identify, "list": app.list_people, "reenroll": app.reenroll,
-                "liveness": app.liveness}[action]()
+                "liveness": app.liveness, "check": app.check}[action]()
     except _Rejected as rejected:
         rejected.outcome.data.setdefault("action", action)
         return rejected.outcome

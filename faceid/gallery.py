@@ -5,6 +5,19 @@ Layout of ``<data_dir>`` (0700; every file 0600, every directory 0700)::
     gallery.sqlite3 (+ -wal, -shm)    people, templates, samples (per-sample embeddings), meta
     samples/<person id>/<n>.jpg       the sample crops (RGB, JPEG q95); keyed by the integer id,
                                       never by the name, so no name can reach outside data_dir
+    search_index.bin                  the 1:N search index (faceid.search_index), a cache of templates
+    .writing-<pid>                    present while process <pid> is in a write transaction
+
+The search index is saved beside the database so a one-shot `identify` does not rebuild it from every
+template. It is kept in step by ``meta.index_version`` ("<counter>:<random>"), changed in the same
+transaction as every write; the index file records the version it was built from, and an index whose
+version differs (or that is missing or malformed) is rebuilt from the database, never trusted.
+The random part means a database restored from a backup can never match an index built from another
+history at the same counter.
+
+Integrity checks (``PRAGMA quick_check``, rows vs sample files, an index rebuilt from scratch) read the
+whole gallery, so they run on request (`Gallery.check`, ``faceid_app.py check``) and after a crash (a
+``.writing-<pid>`` marker whose process is gone), not on every command.
 
 Why SQLite and not pickle: transactions (a registration is all-or-nothing), no code execution on
 load, and one file we can check for corruption. Templates are float32 BLOBs with their dimension and
@@ -31,13 +44,14 @@ import logging
 import os
 import pickle
 import re
+import secrets
 import shutil
 import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -51,11 +65,13 @@ log = logging.getLogger(__name__)
 DB_NAME = "gallery.sqlite3"
 SAMPLES_DIR = "samples"
 APP_ID = "faceid-gallery"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2             # 2: meta.index_version and the fingerprint index (1 is upgraded on open)
 EMBEDDING_DIM = 512             # = faceid.model.EMBEDDING_DIM (not imported: that would pull in torch)
 MAX_NAME_LEN = 100
 DIR_MODE, FILE_MODE = 0o700, 0o600
-QUICK_CHECK_MAX_BYTES = 256 << 20   # PRAGMA quick_check reads the whole file: only where that is fast
+INDEX_NAME = "search_index.bin"
+INDEX_VERSION_KEY = "index_version"
+WRITE_MARKER = ".writing-"
 BUSY_TIMEOUT_S = 5.0
 JPEG_QUALITY = 95
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -75,6 +91,7 @@ CREATE TABLE templates (
     vector      BLOB NOT NULL,                   -- float32 little-endian, L2-normalised
     updated     TEXT NOT NULL
 );
+CREATE INDEX templates_fingerprint ON templates(fingerprint);   -- model check without reading templates
 CREATE TABLE samples (
     person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
     idx       INTEGER NOT NULL,                  -- crop file: samples/<person_id>/<idx>.jpg
@@ -83,6 +100,7 @@ CREATE TABLE samples (
 );
 INSERT INTO meta VALUES ('app', '{APP_ID}'), ('schema_version', '{SCHEMA_VERSION}');
 """
+UPGRADE_1_TO_2 = "CREATE INDEX IF NOT EXISTS templates_fingerprint ON templates(fingerprint);"
 REQUIRED_TABLES = {"meta", "people", "templates", "samples"}
 
 
@@ -313,9 +331,13 @@ class Gallery:
         self.data_dir = data_dir
         self.db_path = data_dir / DB_NAME
         self.samples_dir = data_dir / SAMPLES_DIR
+        self.index_path = data_dir / INDEX_NAME
         self._conn = conn
+        # the search index of the gallery at `_index_version`: index, person id per row, {fingerprint: count}
         self._index: TemplateIndex | None = None
-        self._index_meta: tuple[list[str], set[str], int] | None = None   # names, fingerprints, data_version
+        self._index_ids: np.ndarray | None = None
+        self._index_fingerprints: dict[str, int] = {}
+        self._index_version: str | None = None
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -336,6 +358,13 @@ class Gallery:
         try:
             gallery._validate()
             _private_dir(gallery.samples_dir)
+            if _crashed_writers(data_dir):
+                log.warning("A faceid process stopped in the middle of writing to %s; checking the gallery.", db)
+                problems = gallery.check()
+                if problems:
+                    raise GalleryError(f"{db} is damaged after a crash ({problems[0]}); restore a backup or move "
+                                       f"it away.")
+            gallery._upgrade()
             gallery._remove_orphans()
         except BaseException:
             conn.close()
@@ -354,10 +383,7 @@ class Gallery:
 
     @_db_errors
     def _validate(self) -> None:
-        """Cheap checks that this is an intact gallery of a schema we understand."""
-        if self.db_path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
-            if self._conn.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
-                raise _corrupt(self.db_path)
+        """Cheap checks (constant time at any size) that this is a gallery of a schema we understand."""
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not REQUIRED_TABLES <= tables:
             raise _corrupt(self.db_path)
@@ -367,6 +393,40 @@ class Gallery:
         if int(meta["schema_version"]) > SCHEMA_VERSION:
             raise GalleryError(f"{self.db_path} was written by a newer faceid (schema "
                                f"{meta['schema_version']}); upgrade faceid to use it.")
+
+    @_db_errors
+    def _upgrade(self) -> None:
+        """Schema 1 -> 2 (an index version and the fingerprint index), once, in one write transaction."""
+        if self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION):
+            return
+        with self._transaction() as db:
+            db.execute(UPGRADE_1_TO_2)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    @_db_errors
+    def check(self) -> list[str]:
+        """The full integrity check (reads everything; run on request or after a crash): SQLite's quick_check,
+        every person has one template of the right size, every sample row has its crop file; then the search
+        index is rebuilt from the database. Returns the problems found, [] when intact."""
+        problems = [f"SQLite: {r[0]}" for r in self._conn.execute("PRAGMA quick_check") if r[0] != "ok"]
+        if problems:
+            return problems
+        missing = self._conn.execute("SELECT COUNT(*) FROM people p LEFT JOIN templates t ON t.person_id = p.id "
+                                     "WHERE t.person_id IS NULL OR length(t.vector) != ? OR t.dim != ?",
+                                     (EMBEDDING_DIM * 4, EMBEDDING_DIM)).fetchone()[0]
+        if missing:
+            problems.append(f"{missing} people have no valid template")
+        for pid, idx in self._conn.execute("SELECT person_id, idx FROM samples"):
+            if not (self._person_dir(pid) / f"{int(idx)}.jpg").is_file():
+                problems.append(f"the sample crop {self._person_dir(pid) / f'{int(idx)}.jpg'} is missing")
+                break
+        self.index_path.unlink(missing_ok=True)
+        self._index = None
+        if not problems:
+            self._search_index(None)
+        for marker in _crashed_writers(self.data_dir):
+            marker.unlink(missing_ok=True)
+        return problems
 
     @_db_errors
     def _remove_orphans(self) -> None:
@@ -400,15 +460,22 @@ class Gallery:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE (take the write lock up front) ... COMMIT; any exception, Ctrl-C included, rolls back."""
-        self._conn.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE (take the write lock up front) ... new index version, COMMIT; any exception, Ctrl-C
+        included, rolls back. A `.writing-<pid>` marker lives as long as the transaction (crash detection)."""
+        marker = self.data_dir / f"{WRITE_MARKER}{os.getpid()}"
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, FILE_MODE))
         try:
-            yield self._conn
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                _bump_index_version(self._conn)
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        finally:
+            marker.unlink(missing_ok=True)
         self._index = None
 
     def _person_dir(self, person_id: int) -> Path:
@@ -430,7 +497,10 @@ class Gallery:
 
     @_db_errors
     def fingerprints(self) -> dict[str, int]:
-        """{model fingerprint: number of templates}: a cheap model check (no need to list a big gallery)."""
+        """{model fingerprint: number of templates}: a cheap model check (no need to list a big gallery). From
+        the search index when it is current (constant time), else from the fingerprint index (one scan of it)."""
+        if self._current_index() is not None:
+            return dict(self._index_fingerprints)
         return dict(self._conn.execute("SELECT fingerprint, COUNT(*) FROM templates GROUP BY fingerprint"))
 
     @_db_errors
@@ -564,13 +634,24 @@ class Gallery:
             old_ids = [r[0] for n in clash for r in db.execute("SELECT id FROM people WHERE name = ?", (n,))]
             db.executemany("DELETE FROM people WHERE id = ?", [(i,) for i in old_ids])
             self._check_same_model(fingerprint)
-            for name, vec in entries.items():
-                pid = db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, _now())).lastrowid
-                db.execute("INSERT INTO templates VALUES (?, ?, ?, ?, ?)",
-                           (pid, fingerprint, EMBEDDING_DIM, _blob(vec), _now()))
+            _insert_templates(db, entries.items(), fingerprint)
         for i in old_ids:
             _remove(self._person_dir(i))
         return len(entries)
+
+    @_db_errors
+    def add_templates(self, names: list[str], templates: np.ndarray, fingerprint: str) -> int:
+        """Add many people at once from templates alone (no crops, like a seed import), in one transaction:
+        how a big gallery is built without registering each person (bench/bench_cold_start.py builds 1M).
+        Names must be new. Returns how many were added."""
+        vectors = _check_embeddings(templates, count=len(names))
+        with self._transaction() as db:
+            self._check_same_model(fingerprint)
+            try:
+                _insert_templates(db, zip((validate_name(n) for n in names), vectors), fingerprint)
+            except sqlite3.IntegrityError:
+                raise GalleryError("A name given to add_templates is already registered or repeated.") from None
+        return len(names)
 
     # --- matching ------------------------------------------------------------------------------
 
@@ -593,42 +674,81 @@ class Gallery:
         if k < 1:
             raise GalleryError(f"k must be at least 1, not {k}.")
         q = _query_vector(embedding)
-        index, names = self._search_index(fingerprint)
+        index, ids = self._search_index(fingerprint)
         scores, rows = index.search(q, k)
-        return [Match(names[r], float(s)) for s, r in zip(scores, rows)]
+        wanted = [int(ids[r]) for r in rows]
+        names = dict(self._conn.execute(f"SELECT id, name FROM people WHERE id IN ({','.join('?' * len(wanted))})",
+                                        wanted)) if wanted else {}
+        if len(names) != len(set(wanted)):   # the index is current, so this is a damaged database
+            raise _corrupt(self.db_path)
+        return [Match(names[i], float(s)) for s, i in zip(scores, wanted)]
 
     def best_other_match(self, embedding: np.ndarray, fingerprint: str, exclude_name: str) -> Match | None:
         """The best match that isn't `exclude_name` (for "this face already looks like X" at registration)."""
         exclude = _lookup_key(exclude_name)
         return next((m for m in self.identify(embedding, fingerprint, k=2) if m.name != exclude), None)
 
-    def _search_index(self, fingerprint: str) -> tuple[TemplateIndex, list[str]]:
-        """The cached index, rebuilt when this or another process changed the gallery."""
-        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if self._index is None or self._index_meta is None or self._index_meta[2] != version:
-            self._index, self._index_meta = self._build_index(version)
-        names, fingerprints, _ = self._index_meta
-        other = fingerprints - {fingerprint}
-        if other:
-            raise ModelMismatchError(_mismatch_message(sorted(other)[0], fingerprint))
-        return self._index, names
+    def _version(self) -> str:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (INDEX_VERSION_KEY,)).fetchone()
+        return row[0] if row else ""
 
-    def _build_index(self, version: int) -> tuple[TemplateIndex, tuple[list[str], set[str], int]]:
-        count = self._conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
-        matrix = np.empty((count, EMBEDDING_DIM), np.float32)
-        names: list[str] = []
-        fingerprints: set[str] = set()
-        rows = self._conn.execute("SELECT p.name, t.fingerprint, t.vector FROM templates t "
-                                  "JOIN people p ON p.id = t.person_id")
-        for i, (name, fp, blob) in enumerate(rows):
-            if i >= count:
+    def _current_index(self) -> TemplateIndex | None:
+        """The index of the gallery as it is now: kept in memory, else loaded from `index_path` when that file
+        was built from this very version; None when neither is current."""
+        version = self._version()
+        if self._index is not None and self._index_version == version:
+            return self._index
+        loaded = TemplateIndex.load(self.index_path)
+        if loaded is None:
+            return None
+        index, ids, extra = loaded
+        counts = extra.get("fingerprints")
+        if extra.get(INDEX_VERSION_KEY) != version or not isinstance(counts, dict) or \
+                sum(counts.values()) != len(index):
+            return None
+        self._index, self._index_ids, self._index_fingerprints, self._index_version = index, ids, counts, version
+        return index
+
+    def _search_index(self, fingerprint: str | None) -> tuple[TemplateIndex, np.ndarray]:
+        """(index, person id per row), current with the database: loaded, or rebuilt and saved. `fingerprint`:
+        the probe's model; templates of another model are refused."""
+        if self._current_index() is None:
+            self._rebuild_index()
+        other = set(self._index_fingerprints) - {fingerprint}
+        if fingerprint is not None and other:
+            raise ModelMismatchError(_mismatch_message(sorted(other)[0], fingerprint))
+        return self._index, self._index_ids
+
+    def _rebuild_index(self) -> None:
+        """Read every template in one read transaction (a consistent snapshot and its version), build the
+        index and save it beside the database (when that fails, e.g. a full disk, it is used from memory)."""
+        self._conn.execute("BEGIN")
+        try:
+            version = self._version()
+            count = self._conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+            matrix = np.empty((count, EMBEDDING_DIM), np.float32)
+            ids = np.empty(count, np.int64)
+            fingerprints: dict[str, int] = {}
+            rows = self._conn.execute("SELECT t.person_id, t.fingerprint, t.vector FROM templates t "
+                                      "JOIN people p ON p.id = t.person_id")
+            i = -1
+            for i, (pid, fp, blob) in enumerate(rows):
+                if i >= count:
+                    raise _corrupt(self.db_path)
+                matrix[i] = _vector(blob, self.db_path)
+                ids[i] = pid
+                fingerprints[fp] = fingerprints.get(fp, 0) + 1
+            if i + 1 != count:
                 raise _corrupt(self.db_path)
-            matrix[i] = _vector(blob, self.db_path)
-            names.append(name)
-            fingerprints.add(fp)
-        if len(names) != count:
-            raise _corrupt(self.db_path)
-        return TemplateIndex(matrix), (names, fingerprints, version)
+        finally:
+            self._conn.execute("COMMIT")
+        index = TemplateIndex(matrix)
+        try:
+            index.save(self.index_path, ids, {INDEX_VERSION_KEY: version, "fingerprints": fingerprints}, FILE_MODE)
+        except OSError as err:
+            log.warning("Could not save the search index to %s (%s); the next command will rebuild it.",
+                        self.index_path, err.strerror)
+        self._index, self._index_ids, self._index_fingerprints, self._index_version = index, ids, fingerprints, version
 
 
 _PEOPLE_SQL = ("SELECT p.id, p.name, p.created, (SELECT COUNT(*) FROM samples s WHERE s.person_id = p.id), "
@@ -646,6 +766,38 @@ def _vector(blob: bytes, db: Path) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
+def _insert_templates(db: sqlite3.Connection, entries: Iterable[tuple[str, np.ndarray]], fingerprint: str) -> None:
+    """Inside a write transaction: one person row and one template row per (valid name, normalised vector)."""
+    now, entries = _now(), list(entries)
+    db.executemany("INSERT INTO people (name, created) VALUES (?, ?)", ((name, now) for name, _ in entries))
+    db.executemany("INSERT INTO templates SELECT id, ?, ?, ?, ? FROM people WHERE name = ?",
+                   ((fingerprint, EMBEDDING_DIM, _blob(vec), now, name) for name, vec in entries))
+
+
+def _bump_index_version(db: sqlite3.Connection) -> None:
+    """Inside a write transaction: a new "<counter + 1>:<random>" index version (see the module docstring)."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (INDEX_VERSION_KEY,)).fetchone()
+    counter = row[0].split(":")[0] if row else "0"
+    new = f"{int(counter) + 1 if counter.isdigit() else 1}:{secrets.token_hex(8)}"
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (INDEX_VERSION_KEY, new))
+
+
+def _crashed_writers(data_dir: Path) -> list[Path]:
+    """`.writing-<pid>` markers whose process no longer exists: it died inside a write transaction."""
+    dead = []
+    for marker in data_dir.glob(f"{WRITE_MARKER}*"):
+        pid = marker.name[len(WRITE_MARKER):]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            dead.append(marker)
+        except PermissionError:
+            pass   # alive, another user's
+    return dead
+
+
 def _create_db(db: Path) -> None:
     """Build a fresh database beside `db` and rename it into place: `db` never exists half-initialised."""
     tmp = db.with_name(f".{db.name}.new-{os.getpid()}")
@@ -655,6 +807,8 @@ def _create_db(db: Path) -> None:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
             conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
+            with conn:
+                _bump_index_version(conn)
         finally:
             conn.close()
         os.replace(tmp, db)

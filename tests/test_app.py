@@ -131,7 +131,7 @@ def base(tmp_path, random_model) -> list:
 # ----------------------------------------------------------------------------- help and arguments
 
 @pytest.mark.parametrize("action", [[], ["register"], ["verify"], ["identify"], ["list"], ["delete"],
-                                    ["reenroll"], ["import-seed"], ["liveness"]])
+                                    ["reenroll"], ["import-seed"], ["liveness"], ["check"]])
 def test_help_everywhere(capsys, action):
     code, out, _ = app(capsys, *action, "--help")
     assert code == 0 and "usage: faceid_app.py" in out and "--source" in out
@@ -359,3 +359,19 @@ def test_real_identify_picks_the_right_person(capsys, real_opts, real_media):
     code, result = app_json(capsys, *real_opts, *second_half(real_media, "d14"), "identify")
     assert code == 0 and result["identified"] == "d14", result
     assert len(result["matches"]) == 3 and result["matches"][0]["score"] - result["matches"][1]["score"] > 0.3
+
+
+def test_check_action_reports_intact_and_damaged_galleries(capsys, tmp_path):
+    from faceid.gallery import Gallery
+
+    data = tmp_path / "gallery"
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    emb = rng.standard_normal((2, 512)).astype(np.float32)
+    with Gallery.open(data) as g:
+        g.register("Alice", crops, emb / np.linalg.norm(emb, axis=1, keepdims=True), "f" * 16)
+    code, report = app_json(capsys, "--data-dir", data, "check")
+    assert code == 0 and report == {"ok": True, "action": "check", "intact": True, "templates": 1}
+    (data / "samples" / "1" / "1.jpg").unlink()
+    code, out, err = app(capsys, "--data-dir", data, "check")
+    assert code == 2 and "is damaged" in err and "1.jpg is missing" in err and out == ""

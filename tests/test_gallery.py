@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.gallery import (DB_NAME, Gallery, GalleryError, Match, ModelMismatchError, Person, load_seed_pickle,
+from faceid.gallery import (DB_NAME, INDEX_NAME, Gallery, GalleryError, Match, ModelMismatchError, Person, load_seed_pickle,
                             validate_name)
 from faceid.search_index import EXACT_MAX, TemplateIndex, load_faiss
 
@@ -135,7 +135,7 @@ def test_change_by_another_process_is_seen(data: Path):
     with Gallery.open(data) as reader, Gallery.open(data) as writer:
         register(writer, "Alice", 1)
         assert [m.name for m in reader.identify(np.ones(512, np.float32), FP_A)] == ["Alice"]
-        register(writer, "Bob", 2)   # reader's cached index must be rebuilt (PRAGMA data_version)
+        register(writer, "Bob", 2)   # reader's cached index must be rebuilt (index_version)
         assert len(reader.identify(np.ones(512, np.float32), FP_A)) == 2
 
 
@@ -471,3 +471,119 @@ def test_without_faiss_falls_back_to_exact_and_says_so_once():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("faiss is not installed") == 1 and "pip install faiss-cpu" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ persistent index
+
+def _index_version(data: Path) -> str:
+    with sqlite3.connect(data / DB_NAME) as conn:
+        return conn.execute("SELECT value FROM meta WHERE key = 'index_version'").fetchone()[0]
+
+
+def test_index_is_saved_and_reused_by_the_next_process(data: Path):
+    with Gallery.open(data) as g:
+        for i in range(3):
+            register(g, f"p{i}", i)
+        probe = embed_a(smooth_crops(1)[:1])[0]
+        first = g.identify(probe, FP_A)
+    index = data / INDEX_NAME
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600
+    built = index.stat().st_mtime_ns, index.stat().st_ino
+    loaded = TemplateIndex.load(index)
+    assert loaded is not None and loaded[2]["index_version"] == _index_version(data) and len(loaded[0]) == 3
+    with Gallery.open(data) as g:   # a new command: the file is current, so it is used as it is
+        assert g.identify(probe, FP_A) == first and first[0].name == "p1"
+        assert g.fingerprints() == {FP_A: 3}
+    assert (index.stat().st_mtime_ns, index.stat().st_ino) == built, "a current index must not be rebuilt"
+
+
+def test_every_write_changes_the_version_in_its_transaction(data: Path):
+    with Gallery.open(data) as g:
+        versions = [_index_version(data)]
+        register(g, "Alice", 1)
+        versions.append(_index_version(data))
+        g.add_templates(["Bob", "Carol"], embed_a(smooth_crops(2)[:1] + smooth_crops(3)[:1]), FP_A)
+        versions.append(_index_version(data))
+        g.delete("Bob")
+        versions.append(_index_version(data))
+        g.reenroll(embed_a, FP_A, progress=False)
+        versions.append(_index_version(data))
+
+        def interrupt():
+            raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):   # rolled back: no write, no new version
+            register(g, "Dave", 4, _before_commit=interrupt)
+    assert _index_version(data) == versions[-1]
+    assert len(set(versions)) == len(versions) and [int(v.split(":")[0]) for v in versions] == list(range(1, 6))
+
+
+def test_stale_missing_or_garbage_index_is_rebuilt_never_trusted(data: Path):
+    probe_bob = embed_a(smooth_crops(2)[:1])[0]
+    with Gallery.open(data) as g:
+        register(g, "Alice", 1)
+        g.identify(probe_bob, FP_A)
+    old_index = (data / INDEX_NAME).read_bytes()   # built when only Alice was there
+    with Gallery.open(data) as g:
+        register(g, "Bob", 2)
+    (data / INDEX_NAME).write_bytes(old_index)     # stale: another version
+    with Gallery.open(data) as g:
+        assert g.identify(probe_bob, FP_A)[0].name == "Bob"
+    for garbage in (b"", os.urandom(5000), (data / INDEX_NAME).read_bytes()[:-100]):
+        (data / INDEX_NAME).write_bytes(garbage)
+        with Gallery.open(data) as g:
+            assert [m.name for m in g.identify(probe_bob, FP_A)] == ["Bob", "Alice"]
+    (data / INDEX_NAME).unlink()
+    with Gallery.open(data) as g:
+        assert g.identify(probe_bob, FP_A)[0].name == "Bob"
+    assert TemplateIndex.load(data / INDEX_NAME) is not None
+
+
+def test_restored_backup_never_matches_an_index_from_another_history(data: Path, tmp_path: Path):
+    with Gallery.open(data) as g:
+        register(g, "Alice", 1)
+    backup = tmp_path / "backup.sqlite3"
+    backup.write_bytes((data / DB_NAME).read_bytes())
+    with Gallery.open(data) as g:
+        register(g, "Bob", 2)
+        g.identify(np.ones(512, np.float32), FP_A)   # index of {Alice, Bob}
+    (data / DB_NAME).write_bytes(backup.read_bytes())   # the user restores the backup ...
+    with Gallery.open(data) as g:
+        register(g, "Carol", 3)                          # ... and writes: the same counter as the index
+        assert [m.name for m in g.identify(embed_a(smooth_crops(3)[:1])[0], FP_A)][0] == "Carol"
+        assert {m.name for m in g.identify(np.ones(512, np.float32), FP_A)} == {"Alice", "Carol"}
+
+
+def test_crash_mid_write_triggers_the_integrity_check_on_next_open(data: Path):
+    with Gallery.open(data) as g:
+        register(g, "Alice", 1)
+        g.identify(np.ones(512, np.float32), FP_A)
+        assert g.check() == []
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    marker = data / f".writing-{int(dead.stdout)}"
+    marker.touch()
+    (data / INDEX_NAME).write_bytes(b"half-written")
+    with Gallery.open(data) as g:       # the dead writer's marker: checked, index rebuilt, marker gone
+        assert not marker.exists()
+        assert TemplateIndex.load(data / INDEX_NAME) is not None
+        assert g.identify(np.ones(512, np.float32), FP_A)[0].name == "Alice"
+    (data / "samples" / "1" / "0.jpg").unlink()
+    with Gallery.open(data) as g:
+        problems = g.check()
+    assert len(problems) == 1 and "0.jpg is missing" in problems[0]
+
+
+def test_schema_1_gallery_is_upgraded_on_open(data: Path):
+    with Gallery.open(data) as g:
+        register(g, "Alice", 1)
+    with sqlite3.connect(data / DB_NAME) as conn:   # what the previous release wrote
+        conn.execute("DELETE FROM meta WHERE key = 'index_version'")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        conn.execute("DROP INDEX templates_fingerprint")
+    conn.close()
+    with Gallery.open(data) as g:
+        assert g.identify(np.ones(512, np.float32), FP_A)[0].name == "Alice"
+    with sqlite3.connect(data / DB_NAME) as conn:
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        assert meta["schema_version"] == "2" and meta["index_version"].startswith("1:")
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'templates_fingerprint'").fetchone()
+    conn.close()
