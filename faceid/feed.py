@@ -1,8 +1,12 @@
 """From a FaceDataset to network-ready batches: reading, decoding, sampling, augmentation.
 
 Two decode paths, one result (uint8 NCHW crops of side ``spec.crop_size`` -> `to_network_input`):
-- ``"gpu"``: DataLoader workers only read encoded bytes; the main process hands the whole batch to nvJPEG
-  (``torchvision.io.decode_jpeg(list, device="cuda")``), so the CPU is no longer the bottleneck.
+- ``"gpu"``: DataLoader workers only read encoded bytes, packed per batch into one buffer plus offsets
+  (`PackedImages`): one tensor per batch crosses the process boundary, not one per image (each costs the
+  main process a file-descriptor handshake: ~2,100 img/s at most, and "Too many open files" under a
+  1024-fd limit). The main process hands the whole batch to nvJPEG
+  (``torchvision.io.decode_jpeg(list, device="cuda")``), one batch ahead on its own CUDA stream
+  (`DecodeAhead`), so decoding overlaps the previous training step.
 - ``"cpu"``: workers decode with OpenCV (libjpeg-turbo, the decoder the app uses) and ship uint8 crops.
 Images whose size differs from ``spec.crop_size`` (loose crops in an arbitrary folder tree) are resized to
 it with area interpolation, as the app's own crop functions do; .rec faces are already 112x112.
@@ -13,8 +17,12 @@ mid-epoch, so a resumed run sees exactly the batches it would have seen.
 
 from __future__ import annotations
 
+import os
+import queue
 import signal
-from typing import Iterator
+import threading
+from contextlib import nullcontext
+from typing import Iterator, NamedTuple
 
 import cv2
 import numpy as np
@@ -40,7 +48,7 @@ def decode_face(data: bytes, size: int, source: str = "image") -> np.ndarray:
 
 class FaceSamples(Dataset):
     """Item j -> (image, label, sample index). image: uint8 (3, S, S) when decode_on_cpu, else the encoded
-    bytes as a 1-D uint8 tensor (decoded later, a batch at a time, by `BatchFeed`)."""
+    bytes (packed per batch by `collate_packed`, decoded a batch at a time by `BatchFeed`)."""
 
     def __init__(self, dataset: FaceDataset, indices=None, decode_on_cpu: bool = True):
         self.dataset = dataset
@@ -57,13 +65,36 @@ class FaceSamples(Dataset):
         if self.decode_on_cpu:
             img = decode_face(data, self.dataset.spec.crop_size, self.dataset.describe(i))
             return torch.from_numpy(img).permute(2, 0, 1).contiguous(), label, i
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8), label, i
+        return data, label, i
 
 
-def collate_encoded(batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """[(bytes tensor, label, index)] -> (list of 1-D uint8 tensors, labels (B,) int64, indices (B,) int64)."""
+class PackedImages(NamedTuple):
+    """The encoded images of one batch in one buffer: image i is data[offsets[i]:offsets[i + 1]].
+
+    data: 1-D uint8, offsets: (B + 1,) int64. Two tensors cross the worker -> main process boundary per
+    batch whatever its size (pinned as a whole by the DataLoader when pin_memory is on)."""
+
+    data: torch.Tensor
+    offsets: torch.Tensor
+
+    @classmethod
+    def pack(cls, images: list[bytes]) -> "PackedImages":
+        offsets = np.zeros(len(images) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in images], out=offsets[1:])
+        joined = bytearray(b"".join(images))
+        data = torch.frombuffer(joined, dtype=torch.uint8) if joined else torch.zeros(0, dtype=torch.uint8)
+        return cls(data, torch.from_numpy(offsets))
+
+    def unpack(self) -> list[torch.Tensor]:
+        """Views (no copies) of each image's bytes, in batch order."""
+        ends = self.offsets.tolist()
+        return [self.data[a:b] for a, b in zip(ends[:-1], ends[1:])]
+
+
+def collate_packed(batch) -> tuple[PackedImages, torch.Tensor, torch.Tensor]:
+    """[(bytes, label, index)] -> (PackedImages, labels (B,) int64, indices (B,) int64)."""
     data, labels, idx = zip(*batch)
-    return list(data), torch.tensor(labels, dtype=torch.int64), torch.tensor(idx, dtype=torch.int64)
+    return PackedImages.pack(list(data)), torch.tensor(labels, dtype=torch.int64), torch.tensor(idx, dtype=torch.int64)
 
 
 class EpochSampler(Sampler[int]):
@@ -96,9 +127,25 @@ class EpochSampler(Sampler[int]):
 
 
 def _worker_init(_worker_id: int) -> None:
-    """Workers leave Ctrl-C to the main process (which saves a checkpoint) and decode single-threaded."""
+    """Workers leave SIGINT and SIGTERM to the main process and decode single-threaded.
+
+    Ctrl-C, `kill` of the process group, SLURM's scancel and preemption signal the workers too; the main
+    process stops at the next step boundary and writes a checkpoint, which needs the workers alive until then.
+    A SIGTERM from the main process itself (how the DataLoader and interpreter exit end leftover workers)
+    still ends the worker at once, so it can never hold the main process's exit; and a worker exits by
+    itself when its parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})   # this thread and the ones it starts
+    threading.Thread(target=_exit_on_sigterm_from_parent, daemon=True, name="faceid-sigterm").start()
     cv2.setNumThreads(1)
+
+
+def _exit_on_sigterm_from_parent() -> None:
+    """Take every SIGTERM sent to this worker; exit only when the sender is the parent."""
+    parent = os.getppid()
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def make_loader(samples: FaceSamples, batch_size: int, workers: int, sampler: Sampler | None = None,
@@ -111,7 +158,7 @@ def make_loader(samples: FaceSamples, batch_size: int, workers: int, sampler: Sa
     # mid-epoch would see different dropout/flip draws than the uninterrupted run.
     return DataLoader(samples, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator().manual_seed(0),
-                      collate_fn=None if samples.decode_on_cpu else collate_encoded, **extra)
+                      collate_fn=None if samples.decode_on_cpu else collate_packed, **extra)
 
 
 def resolve_decode(mode: str, device: torch.device) -> str:
@@ -190,13 +237,17 @@ class BatchFeed:
         images, labels = batch[0], batch[1]
         if self.decode == "gpu":
             name_of = (lambda i: source.describe(int(batch[2][i]))) if source is not None else None
-            crops = gpu_decode(images, self.spec.crop_size, self.device, name_of)
+            crops = gpu_decode(images.unpack(), self.spec.crop_size, self.device, name_of)
         else:
             crops = images.to(self.device, non_blocking=True)
         return crops, labels.to(self.device, non_blocking=True)
 
     def __call__(self, batch, augment: bool = False, source=None) -> tuple[torch.Tensor, torch.Tensor]:
-        crops, labels = self.crops(batch, source)
+        return self.finish(*self.crops(batch, source), augment=augment)
+
+    def finish(self, crops: torch.Tensor, labels: torch.Tensor, augment: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded crops on the device -> network input (the part that draws random numbers)."""
         x = to_network_input(crops, self.spec)
         if augment:
             mirror = torch.rand(x.shape[0], device=x.device) < 0.5
@@ -204,6 +255,90 @@ class BatchFeed:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, labels
+
+
+_END = object()
+
+
+class DecodeAhead:
+    """Iterates a loader's batches as (uint8 crops, labels) on the device, decoding batch i + 1 while batch i
+    trains: `next()` returns the batch decoded during the previous step and lets the next one start.
+
+    A background thread takes batches from the loader and runs `feed.crops` (nvJPEG, or the host-to-device
+    copy of CPU-decoded crops). On CUDA it works on its own stream; the training stream waits on that
+    batch's event only when it takes the batch, so decoding overlaps the previous step on the GPU and on
+    the host. Without CUDA the same thread runs without streams (the CPU-decode workers already decode
+    ahead), which is the path CI exercises. Augmentation draws random numbers, so it stays on the training
+    thread (`BatchFeed.finish`): the RNG sequence, and so an exact resume, do not depend on the thread.
+    `close()` (or leaving a `with` block) stops the thread before the loader is iterated again.
+    """
+
+    def __init__(self, batches, feed: BatchFeed, source=None):
+        self.feed, self.source = feed, source
+        self._cuda = feed.device.type == "cuda"
+        self._stream = torch.cuda.Stream(feed.device) if self._cuda else None
+        self._ready: queue.Queue = queue.Queue()
+        self._slot = threading.Semaphore(1)          # one batch decoded ahead of the one training
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._work, args=(iter(batches),), name="decode-ahead", daemon=True)
+        self._thread.start()
+
+    def _work(self, batches) -> None:
+        try:
+            with torch.cuda.stream(self._stream) if self._cuda else nullcontext():
+                while self._take_slot():
+                    batch = next(batches, _END)
+                    if batch is _END:
+                        break
+                    crops, labels = self.feed.crops(batch, self.source)
+                    event = None
+                    if self._cuda:
+                        event = torch.cuda.Event()
+                        event.record(self._stream)
+                    self._ready.put((crops, labels, event))
+        except BaseException as err:  # handed to the training thread, raised there
+            self._ready.put(err)
+            return
+        self._ready.put(_END)
+
+    def _take_slot(self) -> bool:
+        while not self._stop.is_set():
+            if self._slot.acquire(timeout=0.1):
+                return not self._stop.is_set()
+        return False
+
+    def __iter__(self) -> "DecodeAhead":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._ended:
+            raise StopIteration
+        item = self._ready.get()
+        if item is _END or isinstance(item, BaseException):
+            self._ended = True
+            if item is _END:
+                raise StopIteration
+            raise item
+        crops, labels, event = item
+        if event is not None:  # the training stream waits for this batch's decode, and owns its memory now
+            stream = torch.cuda.current_stream(self.feed.device)
+            stream.wait_event(event)
+            crops.record_stream(stream)
+            labels.record_stream(stream)
+        self._slot.release()
+        return crops, labels
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._ended = True
+
+    def __enter__(self) -> "DecodeAhead":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
 
 
 def clean_worker_error(err: FaceIDError) -> FaceIDError:

@@ -34,6 +34,7 @@ class Dist:
     world: int
     local_rank: int
     device: torch.device
+    control: object = None  # process group for small CPU messages (the stop flag); None = the default group
 
     @property
     def main(self) -> bool:
@@ -52,9 +53,13 @@ def setup_distributed(device_name: str) -> Dist:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+    control = None
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=60))
-    return Dist(rank, world, local_rank, device)
+        # The stop flag is agreed on every step; over NCCL that would wait for the GPU each step, so CUDA
+        # runs agree on it through a gloo group of CPU tensors instead.
+        control = dist.new_group(backend="gloo") if device.type == "cuda" else None
+    return Dist(rank, world, local_rank, device, control)
 
 
 def resolve_precision(choice: str, device: torch.device) -> str:
@@ -139,21 +144,33 @@ def default_workers(decode: str, world: int) -> int:
 
 
 class StopFlag:
-    """SIGINT/SIGTERM -> `requested` (checked at step boundaries); a second Ctrl-C aborts at once."""
+    """SIGINT/SIGTERM -> `requested` (checked at step boundaries); a second Ctrl-C aborts at once.
 
-    def __init__(self, enabled: bool = True):
+    `exit_code` is the shell's convention for the first signal: 130 for SIGINT, 143 for SIGTERM (what
+    SLURM's scancel, preemption, `kill` and torchrun send). `announce`: print what happens (rank 0 only)."""
+
+    def __init__(self, enabled: bool = True, announce: bool = True):
         self.requested = False
+        self.signum = signal.SIGINT
+        self.announce = announce
         self._previous = {}
         if enabled:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
 
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
     def _handle(self, signum, _frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: saving a resumable checkpoint at the next step "
-              f"(Ctrl-C again to abort without saving)", flush=True)
+        if self.requested:
+            if signum == signal.SIGINT and self.signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return  # the same stop again (a launcher forwarding what the job already got)
+        self.requested, self.signum = True, signal.Signals(signum)
+        if self.announce:
+            print(f"\n{self.signum.name}: saving a resumable checkpoint at the next step "
+                  f"(Ctrl-C again to abort without saving)", flush=True)
 
     def poll(self, step: int) -> bool:
         """Called after every optimizer step with the global step count; True = stop here."""

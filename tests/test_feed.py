@@ -1,0 +1,123 @@
+"""The training feed across the process boundary: packed batches, file descriptors, decoding one batch ahead.
+
+The CUDA side stream of `DecodeAhead` needs a GPU (its test skips with the reason on CPU); the same thread,
+queue and hand-over run without streams on the CPU, and every training test goes through that path too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from faceid.datasets import open_dataset
+from faceid.errors import FaceIDError
+from faceid.feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, PackedImages, make_loader
+
+from builders import make_folder_tree
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_packed_batch_is_one_buffer_with_offsets(tmp_path):
+    ds = open_dataset(make_folder_tree(tmp_path / "t", {"a": 5, "b": 5}))
+    samples = FaceSamples(ds, range(10), decode_on_cpu=False)
+    packed, labels, idx = next(iter(make_loader(samples, 7, workers=1, persistent=False)))
+    assert isinstance(packed, PackedImages) and packed.data.dtype == torch.uint8 and packed.data.dim() == 1
+    assert packed.offsets.tolist()[0] == 0 and len(packed.offsets) == 8
+    assert [bytes(t.numpy()) for t in packed.unpack()] == [ds.read_bytes(i) for i in idx.tolist()]
+    assert labels.tolist() == ds.labels[idx.numpy()].tolist()
+    x, y = BatchFeed(ds.spec, torch.device("cpu"), "gpu", channels_last=False)((packed, labels, idx))
+    assert x.shape == (7, 3, 160, 160) and torch.equal(y, labels)   # the GPU path's decode, run on the CPU
+
+
+_FD_PROBE = textwrap.dedent("""
+    import json, os, resource, sys
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    from faceid.datasets import open_dataset
+    from faceid.feed import EpochSampler, FaceSamples, make_loader
+    ds = open_dataset(sys.argv[1])
+    out = {}
+    for batch in (32, 512):
+        samples = FaceSamples(ds, None, decode_on_cpu=False)
+        sampler = EpochSampler(len(samples), batch)
+        loader = make_loader(samples, batch, workers=2, sampler=sampler)
+        kept, before = [], len(os.listdir("/proc/self/fd"))
+        for i, b in enumerate(loader):      # 2 workers x prefetch 4 batches in flight, 6 held here
+            kept = (kept + [b])[-6:]
+            if i == 11:
+                break
+        out[batch] = {"fds": len(os.listdir("/proc/self/fd")) - before, "images": sum(len(k[1]) for k in kept)}
+        del loader
+    print(json.dumps(out))
+""")
+
+
+def test_no_file_descriptor_growth_with_batch_size(shared_data):
+    """Under `ulimit -n 256`, batches of 512 (~6,000 images in flight) go through like batches of 32.
+
+    One tensor per image needed a descriptor per image in flight: a worker died with "Too many open files"
+    and the trainer hung."""
+    rec = shared_data / "recordio" / "pins90_112x112" / "train.rec"
+    if not rec.is_file():
+        pytest.skip(f"{rec} is absent")
+    res = subprocess.run([sys.executable, "-c", _FD_PROBE, str(rec)], cwd=REPO, capture_output=True, text=True,
+                         timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["512"]["images"] == 6 * 512 and out["32"]["images"] == 6 * 32
+    assert out["512"]["fds"] <= out["32"]["fds"] + 2, out
+
+
+def _feed_batches(tmp_path, workers: int):
+    ds = open_dataset(make_folder_tree(tmp_path / "t", {"a": 6, "b": 6}))
+    samples = FaceSamples(ds, None, decode_on_cpu=True)
+    loader = make_loader(samples, 3, workers, EpochSampler(len(samples), 3, seed=3), persistent=False)
+    return ds, loader, BatchFeed(ds.spec, torch.device("cpu"), "cpu", channels_last=False)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_decode_ahead_gives_the_loader_batches_in_order(tmp_path, workers):
+    ds, loader, feed = _feed_batches(tmp_path, workers)
+    expected = [feed.crops(b) for b in loader]
+    with DecodeAhead(loader, feed, ds) as ahead:
+        got = list(ahead)
+    assert len(got) == len(expected) == 4
+    for (c, y), (ce, ye) in zip(got, expected):
+        assert torch.equal(c, ce) and torch.equal(y, ye)
+    assert next(ahead, None) is None
+
+
+def test_decode_ahead_stops_early_and_passes_errors_on(tmp_path):
+    ds, loader, feed = _feed_batches(tmp_path, 0)
+    ahead = DecodeAhead(loader, feed, ds)
+    next(ahead)
+    ahead.close()                       # a stop mid-epoch: the thread ends without draining the loader
+    assert not ahead._thread.is_alive() and next(ahead, None) is None
+    for p in sorted((tmp_path / "t").rglob("*.jpg"))[3:]:
+        p.write_bytes(b"not a jpeg")
+    with DecodeAhead(loader, feed, ds) as ahead, pytest.raises(FaceIDError, match="Cannot decode"):
+        list(ahead)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the side-stream decode needs a CUDA GPU (its CPU mirror "
+                                                          "runs in the tests above)")
+def test_decode_ahead_on_a_cuda_side_stream(tmp_path):
+    ds = open_dataset(make_folder_tree(tmp_path / "t", {"a": 6, "b": 6}))
+    samples = FaceSamples(ds, None, decode_on_cpu=False)
+    loader = make_loader(samples, 4, 1, EpochSampler(len(samples), 4), pin_memory=True, persistent=False)
+    device = torch.device("cuda")
+    feed = BatchFeed(ds.spec, device, "gpu", channels_last=True)
+    expected = [feed.crops(b, ds) for b in loader]
+    with DecodeAhead(loader, feed, ds) as ahead:
+        assert ahead._stream is not None and ahead._stream != torch.cuda.current_stream()
+        got = [(c.clone(), y.clone()) for c, y in ahead]    # used on the training stream
+    torch.cuda.synchronize()
+    assert len(got) == len(expected) == 3
+    for (c, y), (ce, ye) in zip(got, expected):
+        assert c.is_cuda and torch.equal(c, ce) and torch.equal(y, ye)
