@@ -59,7 +59,14 @@ class FaceSamples(Dataset):
         return len(self.indices)
 
     def __getitem__(self, j: int):
-        i = int(self.indices[j])
+        try:
+            return self._item(int(self.indices[j]))
+        except FaceIDError as err:
+            # A worker's exception reaches the main process rebuilt from its message alone, which subclasses
+            # with other constructors (DecodeError) do not survive: send the plain kind (clean_worker_error).
+            raise FaceIDError(str(err), err.exit_code) from None
+
+    def _item(self, i: int):
         data = self.dataset.read_bytes(i)
         label = int(self.dataset.labels[i])
         if self.decode_on_cpu:

@@ -41,18 +41,50 @@ class Dist:
         return self.rank == 0
 
 
-def setup_distributed(device_name: str) -> Dist:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto: this rank's GPU (cuda:LOCAL_RANK) when CUDA works, else the CPU; cuda / cuda:N without a usable
+    GPU is an error, never a silent CPU run."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise FaceIDError(f"Unknown --device {name!r}; use auto, cpu, cuda or cuda:N.")
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise FaceIDError(f"--device {name} needs a CUDA GPU, and PyTorch finds none on this machine; use "
+                          f"--device cpu (or auto).")
+    count = torch.cuda.device_count()
+    index = local_rank if device.index is None else device.index
+    if index >= count:
+        raise FaceIDError(f"--device {name}: GPU {index} does not exist here (this machine has {count}: "
+                          f"cuda:0 to cuda:{count - 1}).")
+    return torch.device(f"cuda:{index}")
+
+
+def set_determinism(device: torch.device, deterministic: bool) -> None:
+    """Off (default): cuDNN benchmarks kernels per shape (fastest; GPU results vary run to run). On: no
+    benchmarking and deterministic algorithms, so a resumed GPU run can repeat an uninterrupted one exactly
+    (slower; an op with no deterministic version warns). CPU runs are deterministic either way."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable GEMMs
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def setup_distributed(device_name: str, deterministic: bool = False) -> Dist:
     """Read torchrun's environment; init the process group (NCCL on CUDA, gloo on CPU) when WORLD_SIZE > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
-    if device_name not in ("auto", "cuda", "cpu"):
-        device = torch.device(device_name)
-    else:
-        device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
+    set_determinism(device, deterministic)
     control = None
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=60))

@@ -309,7 +309,8 @@ class Trainer:
         self.sampler.set_epoch(self.epoch, self.step_in_epoch)
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, unit="step", dynamic_ncols=True,
                    desc=f"epoch {self.epoch + 1}/{self.phase.end_epoch}", disable=not env.main)
-        loss_acc = torch.zeros((), device=env.device)
+        # float64: a sum split by an interruption (logged partly before, partly after) is then the same number
+        loss_acc = torch.zeros((), dtype=torch.float64, device=env.device)
         acc_steps, window_start, window_images = 0, time.perf_counter(), 0
         epoch_start = time.perf_counter()
         batches = DecodeAhead(self.loader, self.feed, self.data)  # decodes batch i + 1 while batch i trains
@@ -330,7 +331,7 @@ class Trainer:
                     self.scheduler.step()
                 self.step += 1
                 self.step_in_epoch += 1
-                loss_acc += loss.detach().float()
+                loss_acc += loss.detach().double()
                 acc_steps += 1
                 window_images += len(y) * env.world
                 bar.update(1)
