@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-from faceid.errors import run_cli
+from faceid.errors import ArgumentParser, run_cli
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="debarghamitraroy/casia-webface",
                         help="Kaggle dataset slug owner/name (default: %(default)s)")
     parser.add_argument("--output-dir", default="./datasets",

@@ -14,7 +14,7 @@ import argparse
 import json
 
 from faceid.decode import add_max_pixels_argument, apply_max_pixels
-from faceid.errors import run_cli
+from faceid.errors import ArgumentParser, run_cli
 from faceid.evaluate import run_evaluation
 from faceid.paths import DEFAULT_CHECKPOINT
 
@@ -23,7 +23,7 @@ DEFAULT_OUT = "faceid_data/eval"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("pairs (give --pairs with --images, or --bin)")
     data.add_argument("--pairs", help="LFW-format pairs file: View 1 header 'N' (pairsDevTest.txt) or View 2 "
                                       "header '10<TAB>300' (pairs.txt).")

@@ -11,7 +11,7 @@ import argparse
 import os
 
 from faceid.decode import add_max_pixels_argument, apply_max_pixels
-from faceid.errors import run_cli
+from faceid.errors import ArgumentParser, run_cli
 
 
 def positive_int(text: str) -> int:
@@ -22,7 +22,7 @@ def positive_int(text: str) -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rec", default=None,
                         help="path to the .rec file (its .idx is used if beside it); overrides --input-dir "
                              "(default: none, use --input-dir)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import numpy as np
 
 from .camera import Preview, display_available, open_source
 from .decode import add_max_pixels_argument, apply_max_pixels
-from .errors import EXIT_OK, FaceIDError
+from .errors import EXIT_OK, ArgumentParser, FaceIDError, debug_enabled, describe_unexpected
 from .paths import DEFAULT_CHECKPOINT
 from .quality import QualityThresholds, assess
 
@@ -464,7 +465,7 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="faceid_app.py", description="Register faces and recognise them. Without a subcommand: an "
         "interactive menu read from stdin.", epilog="Exit codes: 0 match/success, 1 no match/rejected, "
         "2 error, 130 interrupted.")
@@ -488,6 +489,8 @@ def _check_args(args: argparse.Namespace) -> None:
                           "--start-frame at least 0.")
     if args.max_frames is not None and args.max_frames < 1:
         raise FaceIDError("--max-frames must be at least 1.")
+    if args.device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", args.device):
+        raise FaceIDError(f"Unknown --device {args.device!r}; use cpu, cuda or cuda:N.")
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise FaceIDError("--threshold is a cosine similarity: give a value between -1 and 1.")
 
@@ -522,8 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = run_action(app, args.action, args)
     except FaceIDError as err:
-        if args.json:
-            print(json.dumps({"action": args.action, "ok": False, "error": str(err)}))
+        err.details["action"] = args.action    # run_cli prints the error (and the JSON object under --json)
         raise
     finally:
         app.preview.close()
@@ -582,6 +584,13 @@ def menu(app: App) -> int:
             continue
         except KeyboardInterrupt:
             print("\n(cancelled)")
+            continue
+        except Exception as err:  # a bug in one action must not end the session: say so in one sentence
+            if debug_enabled():
+                import traceback
+
+                traceback.print_exc()
+            print(f"error: {describe_unexpected(err)}")
             continue
         finally:
             app.preview.close()

@@ -161,7 +161,10 @@ class Embedder:
 
 def pick_device(name: str | None = None) -> torch.device:
     if name and name != "auto":
-        return torch.device(name)
+        try:
+            return torch.device(name)
+        except RuntimeError:
+            raise FaceIDError(f"Unknown --device {name!r}; use cpu, cuda or cuda:N.") from None
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

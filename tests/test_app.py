@@ -25,7 +25,7 @@ import pytest
 
 from builders import make_random_checkpoint
 from faceid.app import main
-from faceid.errors import FaceIDError
+from faceid.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models"))
@@ -96,17 +96,15 @@ class _Capture:
 
 
 def app(capsys, *argv) -> tuple[int, str, str]:
-    """Run the app in-process like run_cli does: (exit code, stdout, stderr incl. the error sentence)."""
+    """Run the app in-process under run_cli, as faceid_app.py does: (exit code, stdout, stderr)."""
+    argv = [str(a) for a in argv]
     with capsys.redirect() if isinstance(capsys, _Capture) else contextlib.nullcontext():
         try:
-            code = main([str(a) for a in argv])
-            message = ""
-        except FaceIDError as err:
-            code, message = err.exit_code, f"error: {err}\n"
+            run_cli(lambda: main(argv), argv)
         except SystemExit as exit_:
-            code, message = int(exit_.code or 0), ""
+            code = int(exit_.code or 0)
     out, err = capsys.readouterr()
-    return code, out, err + message
+    return code, out, err
 
 
 def app_json(capsys, *argv) -> tuple[int, dict]:
