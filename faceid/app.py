@@ -52,13 +52,14 @@ class Sample:
     metrics: dict
 
 
-def clean_name(raw: str | None) -> str:
-    """A person's name as the gallery stores it (NFC, trimmed); its rules: not empty, no control characters.
+def clean_name(raw: str | None, new: bool = False) -> str:
+    """A person's name as the gallery stores it (NFC, trimmed); its rules: not empty, no control characters,
+    and for a `new` name (register) no invisible or text-direction characters (`gallery.validate_name`).
 
     Names are only data - the gallery keys files by id - so quotes, slashes and any script are allowed."""
     from .gallery import validate_name
 
-    return validate_name(raw if raw is not None else "")
+    return validate_name(raw if raw is not None else "", new=new)
 
 
 def check_model(gallery, fingerprint: str, exclude: str | None = None) -> None:
@@ -223,7 +224,7 @@ class App:
 
     # ------------------------------------------------------------------ actions
     def register(self, name: str, replace: bool = False) -> Outcome:
-        name = clean_name(name)
+        name = clean_name(name, new=True)
         self.check_source()
         fp = self.pipeline.embedder.fingerprint
         with self.gallery() as g:
@@ -326,12 +327,14 @@ class App:
             self.preview.show(self.last_view[0], self.last_view[1], (text,), ok=ok, wait_ms=2000)
 
     def list_people(self) -> Outcome:
+        from .gallery import display_name
+
         with self.gallery() as g:
             people = g.people()
         rows = [{"name": p.name, "samples": p.n_samples, "created": str(p.created), "fingerprint": p.fingerprint}
                 for p in people]
         lines = [f"{len(rows)} registered" + (":" if rows else " (register someone first).")]
-        lines += [f"  {r['name']:<24} {r['samples']} samples  registered {r['created']}  model {r['fingerprint']}"
+        lines += [f"  {display_name(r['name']):<24} {r['samples']} samples  registered {r['created']}  model {r['fingerprint']}"
                   for r in rows]
         return Outcome(EXIT_OK, {"action": "list", "people": rows}, lines)
 
@@ -367,18 +370,27 @@ class App:
 
         with self.gallery() as g:
             count = g.reenroll(embed_stored, pipe.embedder.fingerprint, progress=not self.args.json)
-        return Outcome(EXIT_OK, {"action": "reenroll", "people": count, "model": self.model_info()},
-                       [f"Recomputed the templates of {count} people with {pipe.embedder.source}."])
+            imported = [p.name for p in g.people() if p.n_samples == 0]
+        lines = [f"Recomputed the templates of {count} people with {pipe.embedder.source}."]
+        if imported:
+            lines.append(f"Kept {len(imported)} imported people as they are (e.g. {imported[0]!r}): the seed stored "
+                         f"no photos to recompute them from; register them again with --replace to do so.")
+        return Outcome(EXIT_OK, {"action": "reenroll", "people": count, "imported_kept": imported,
+                                 "model": self.model_info()}, lines)
 
-    def import_seed(self, pickle_path: str) -> Outcome:
+    def import_seed(self, pickle_path: str, replace: bool = False) -> Outcome:
         path = Path(pickle_path).expanduser()
         if not path.is_file():
             raise FaceIDError(f"Seed pickle not found: {path}.")
+        from .gallery import load_seed_pickle
+
+        load_seed_pickle(path)   # a bad pickle fails here, before seconds of model loading
         with self.gallery() as g:
-            count = g.import_seed_pickle(path, self.pipeline.embedder.fingerprint)
+            count = g.import_seed_pickle(path, self.pipeline.embedder.fingerprint, replace=replace)
         return Outcome(EXIT_OK, {"action": "import-seed", "people": count, "model": self.model_info()},
-                       [f"Imported {count} people from {path}; their templates are taken as made by this model "
-                        f"- if the seed used another one, run reenroll."])
+                       [f"Imported {count} people from {path}. Their templates are taken as made by the loaded "
+                        f"model and cannot be recomputed (the seed kept no photos): if the seed used another "
+                        f"model, register them again with `register --name NAME --replace`."])
 
     def liveness(self) -> Outcome:
         self.check_source()
@@ -478,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "register":
             sp.add_argument("--replace", action="store_true", help="overwrite someone already registered")
         if action == "import-seed":
+            sp.add_argument("--replace", action="store_true",
+                            help="overwrite people already registered under the same names (default: refuse)")
+        if action == "import-seed":
             sp.add_argument("--pickle", required=True, help="the seed's face_embeddings.pkl")
         _add_common(sp, sub=True)
     return parser
@@ -502,7 +517,7 @@ def run_action(app: App, action: str, args: argparse.Namespace) -> Outcome:
         if action in ("verify", "delete"):
             return getattr(app, action)(args.name)
         if action == "import-seed":
-            return app.import_seed(args.pickle)
+            return app.import_seed(args.pickle, replace=args.replace)
         return {"identify": app.identify, "list": app.list_people, "reenroll": app.reenroll,
                 "liveness": app.liveness, "check": app.check}[action]()
     except _Rejected as rejected:
@@ -602,7 +617,7 @@ def _menu_action(app: App, action: str) -> Outcome | None:
     """Ask for what the action needs, then run it."""
     ns = argparse.Namespace(name=None, replace=False, pickle=None)
     if action in ("register", "verify", "delete"):
-        ns.name = clean_name(ask("name> "))
+        ns.name = clean_name(ask("name> "), new=action == "register")
     if action in ("register", "delete"):
         with app.gallery() as g:
             exists = g.get(ns.name) is not None

@@ -34,6 +34,12 @@ registration in progress in another process (that one holds the write lock).
 
 Deleted rows are overwritten in the file (``PRAGMA secure_delete``): biometric data should not
 linger in free pages.
+
+The gallery touches only what it made. ``--data-dir`` must be a new folder, an empty one, or a gallery:
+a folder that already holds other files (``--data-dir /tmp``, a home folder) is refused, never chmod-ed.
+Inside it, a symlink where a gallery file or folder belongs is refused, files are opened with
+``O_NOFOLLOW``, and clean-up deletes only its own names (``samples/<digits>/<digits>.jpg`` and the folder
+holding them), never anything else someone put there.
 """
 
 from __future__ import annotations
@@ -45,7 +51,6 @@ import os
 import pickle
 import re
 import secrets
-import shutil
 import sqlite3
 import unicodedata
 from dataclasses import dataclass
@@ -68,12 +73,15 @@ APP_ID = "faceid-gallery"
 SCHEMA_VERSION = 2             # 2: meta.index_version and the fingerprint index (1 is upgraded on open)
 EMBEDDING_DIM = 512             # = faceid.model.EMBEDDING_DIM (not imported: that would pull in torch)
 MAX_NAME_LEN = 100
+# Letters that render as blank space (Hangul fillers, braille blank, ...): no different from an empty cell.
+INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e\u034f")
 DIR_MODE, FILE_MODE = 0o700, 0o600
 INDEX_NAME = "search_index.bin"
 INDEX_VERSION_KEY = "index_version"
 WRITE_MARKER = ".writing-"
 BUSY_TIMEOUT_S = 5.0
 JPEG_QUALITY = 95
+MAX_CROP_BYTES = 4 << 20        # a stored crop is a ~10 KB JPEG of at most a few hundred pixels a side
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _REENROLL_HINT = "run `faceid_app.py reenroll` to recompute them with the current model"
 
@@ -127,11 +135,43 @@ class Match:
     score: float        # cosine similarity, -1..1
 
 
-def validate_name(name: str) -> str:
+def _invisible(name: str, i: int) -> bool:
+    """Would character i of `name` be invisible, or reorder what follows, so that two names look the same?
+
+    Format characters (zero-width spaces, bidirectional overrides and isolates, LRM/RLM, BOM, soft hyphen),
+    fillers that render blank, a variation selector after anything but a symbol, and spaces other than
+    U+0020 are. Two joiners keep a real job: ZWJ inside an
+    emoji sequence (a symbol on both sides, e.g. a family emoji) and ZWNJ between letters of scripts that
+    use it (Persian, Indic); there they are allowed."""
+    c = name[i]
+    cat = unicodedata.category(c)
+    before = unicodedata.category(name[i - 1]) if i > 0 else ""
+    after = unicodedata.category(name[i + 1]) if i + 1 < len(name) else ""
+    if c == "\u200d":
+        return not ((before == "So" or name[i - 1] == "\ufe0f") and after == "So")
+    if c == "\u200c":
+        return not (before in ("Lo", "Mn", "Mc") and after in ("Lo", "Mn", "Mc"))
+    if "\ufe00" <= c <= "\ufe0f":     # variation selectors: only meaningful after a symbol (emoji style)
+        return before != "So"
+    if cat == "Zs":
+        return c != " "
+    return cat == "Cf" or c in INVISIBLE_LETTERS
+
+
+def display_name(name: str) -> str:
+    """`name` as `list` shows it: invisible characters (see `_invisible`) written as \\uXXXX escapes, so a name
+    registered before they were refused never looks like another person's."""
+    return "".join(f"\\u{ord(c):04x}" if _invisible(name, i) else c for i, c in enumerate(name))
+
+
+def validate_name(name: str, new: bool = True) -> str:
     """Return the canonical form of a person's name (NFC, stripped) or raise GalleryError saying why.
 
-    Any Unicode is allowed (scripts, emoji with joiners, right-to-left marks) except control characters
-    and line separators, which would garble the terminal or logs. The name is only ever data: paths use ids.
+    Any script and emoji are allowed; control characters and line separators (they garble terminals and
+    logs) are not, and a `new` name (registration, import) may not contain invisible or bidirectional-control
+    characters either (`_invisible`): two people must never look the same in `list`. Looking up an existing
+    name (new=False) allows them, so someone registered before this rule can still be verified or deleted.
+    The name is only ever data: paths use ids.
     """
     if not isinstance(name, str):
         raise GalleryError(f"A name must be text, not {type(name).__name__}.")
@@ -143,6 +183,11 @@ def validate_name(name: str) -> str:
     bad = [c for c in canon if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")]
     if bad:
         raise GalleryError(f"The name contains a control character ({ascii(bad[0])}); use printable characters only.")
+    hidden = [c for i, c in enumerate(canon) if _invisible(canon, i)] if new else []
+    if hidden:
+        raise GalleryError(f"The name contains an invisible or text-direction character (U+{ord(hidden[0]):04X} "
+                           f"{unicodedata.name(hidden[0], 'unnamed')}), so it could look exactly like another "
+                           f"name; type it without that character.")
     return canon
 
 
@@ -198,7 +243,7 @@ def _make_private(path: Path, mode: int) -> None:
 
 
 def _private_dir(path: Path) -> None:
-    """Create `path` (0700) if needed; an existing one that is too open is fixed."""
+    """Create `path` (0700) if needed; an existing one that is too open is fixed (callers make sure it is ours)."""
     try:
         path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     except OSError as err:
@@ -206,6 +251,26 @@ def _private_dir(path: Path) -> None:
     if not path.is_dir():
         raise GalleryError(f"{path} exists and is not a directory; choose another --data-dir.")
     _make_private(path, DIR_MODE)
+
+
+def _claim_data_dir(data_dir: Path) -> None:
+    """Make sure `data_dir` is ours before anything in it is changed: new (created 0700), empty and owned by
+    this user, or already a gallery. Anything else - a folder with other files, a shared sticky folder such
+    as /tmp - is refused: changing its mode or cleaning it up would damage what others keep there."""
+    db = data_dir / DB_NAME
+    if data_dir.is_dir() and not (db.exists() or db.is_symlink()):
+        st = data_dir.stat()
+        foreign = next(iter(os.scandir(data_dir)), None) is not None
+        shared = st.st_mode & 0o1000 or st.st_uid != os.getuid()
+        if foreign or shared:
+            why = "already holds other files" if foreign else "is a shared folder (sticky bit, or another owner)"
+            raise GalleryError(f"{data_dir} {why} and is not a faceid gallery; give --data-dir a new or empty "
+                               f"folder, e.g. {data_dir / 'faceid_data'}.")
+    _private_dir(data_dir)
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", INDEX_NAME, SAMPLES_DIR):
+        if (data_dir / name).is_symlink():
+            raise GalleryError(f"{data_dir / name} is a symbolic link; a gallery keeps its own files in its own "
+                               f"folder - replace the link with the real {'folder' if name == SAMPLES_DIR else 'file'}.")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -217,8 +282,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_private_file(path: Path, data: bytes) -> None:
-    """Create `path` 0600 (never overwriting), write and fsync it: it must be on disk before COMMIT."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    """Create `path` 0600 (never overwriting, never through a link), write and fsync it: on disk before COMMIT."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -226,12 +291,25 @@ def _write_private_file(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+_SAMPLE_DIR_NAME = re.compile(r"[0-9]+")
+_SAMPLE_FILE_NAME = re.compile(r"[0-9]+\.jpg")
+
+
 def _remove(path: Path) -> None:
-    """Delete a file, link or directory tree (links are unlinked, never followed)."""
+    """Delete a person's sample folder ``samples/<id>``: only the ``<n>.jpg`` files the gallery wrote, then the
+    folder if that emptied it. A link is unlinked, never followed; anything else is left where it is."""
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
-    elif path.is_dir():
-        shutil.rmtree(path)
+        return
+    if not path.is_dir():
+        return
+    for entry in os.scandir(path):
+        if _SAMPLE_FILE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+    try:
+        path.rmdir()
+    except OSError:
+        log.warning("Left %s in place: it holds files the gallery did not write.", path)
 
 
 def _encode_jpeg(crop: np.ndarray) -> bytes:
@@ -246,9 +324,16 @@ def _encode_jpeg(crop: np.ndarray) -> bytes:
 
 def _decode_jpeg(path: Path) -> np.ndarray:
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise GalleryError(f"The sample crop {path} is missing; re-register this person.") from None
+    except OSError as err:   # ELOOP: a link where our file should be
+        raise GalleryError(f"Cannot read the sample crop {path} ({err.strerror}); re-register this person.") from None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_CROP_BYTES + 1)
+    if len(data) > MAX_CROP_BYTES:
+        raise GalleryError(f"The sample crop {path} is larger than any crop the gallery writes; re-register "
+                           f"this person.")
     try:
         return decode_image(data, f"the stored sample crop {path}")
     except DecodeError as err:
@@ -318,7 +403,10 @@ def load_seed_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
         arr = np.asarray(vec) if isinstance(vec, np.ndarray) else None
         if arr is None or arr.dtype.kind != "f" or arr.size != EMBEDDING_DIM:
             raise GalleryError(f"The entry {name!r} in {path} is not a {EMBEDDING_DIM}-d float embedding.")
-        out[validate_name(name)] = _query_vector(arr)
+        try:
+            out[validate_name(name)] = _query_vector(arr)
+        except GalleryError as err:
+            raise GalleryError(f"Cannot import the entry {ascii(name)} of {path}: {err}") from None
     return out
 
 
@@ -345,7 +433,7 @@ class Gallery:
     def open(cls, data_dir: str | os.PathLike) -> "Gallery":
         """Open (creating if needed) the gallery in `data_dir`; check it is ours and intact; fix permissions."""
         data_dir = Path(data_dir).expanduser()
-        _private_dir(data_dir)
+        _claim_data_dir(data_dir)
         db = data_dir / DB_NAME
         if not db.exists():
             _create_db(db)
@@ -450,8 +538,8 @@ class Gallery:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         try:
             live = {pid for (pid,) in self._conn.execute("SELECT DISTINCT person_id FROM samples")}
-            for entry in entries:
-                if not (re.fullmatch(r"[0-9]+", entry.name) and int(entry.name) in live):
+            for entry in entries:   # only our own names: anything else in samples/ is not ours to delete
+                if _SAMPLE_DIR_NAME.fullmatch(entry.name) and int(entry.name) not in live:
                     _remove(entry)
         finally:
             self._conn.execute("ROLLBACK")   # nothing was written to the database
@@ -463,7 +551,7 @@ class Gallery:
         """BEGIN IMMEDIATE (take the write lock up front) ... new index version, COMMIT; any exception, Ctrl-C
         included, rolls back. A `.writing-<pid>` marker lives as long as the transaction (crash detection)."""
         marker = self.data_dir / f"{WRITE_MARKER}{os.getpid()}"
-        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE))
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -565,6 +653,9 @@ class Gallery:
         directory = self._person_dir(pid)
         if directory.exists() or directory.is_symlink():
             _remove(directory)    # an orphan from a crashed attempt that got the same id (its rows rolled back)
+            if directory.exists():
+                raise GalleryError(f"{directory} holds files the gallery did not write; move them out of the "
+                                   f"gallery and try again.")
         directory.mkdir(mode=DIR_MODE)
         os.chmod(directory, DIR_MODE)
         for i, data in enumerate(jpegs):

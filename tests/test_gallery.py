@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.gallery import (DB_NAME, INDEX_NAME, Gallery, GalleryError, Match, ModelMismatchError, Person, load_seed_pickle,
+from faceid.gallery import (DB_NAME, INDEX_NAME, Gallery, GalleryError, Match, ModelMismatchError, Person,
+                            display_name, load_seed_pickle,
                             validate_name)
 from faceid.search_index import EXACT_MAX, TemplateIndex, load_faiss
 
@@ -153,7 +154,7 @@ def test_bad_inputs_rejected(data: Path):
 
 # ------------------------------------------------------------------------------------------ names
 
-@pytest.mark.parametrize("name", ["Zoë 山田", "👩‍💻 Ada", "محمد علي", "שלום\u200f", "Ωμέγα", "../../etc/passwd",
+@pytest.mark.parametrize("name", ["Zoë 山田", "👩‍💻 Ada", "محمد علي", "שלום", "Ωμέγα", "میر\u200cعلی", "🏳\ufe0f\u200d🌈", "../../etc/passwd",
                                   "a/b", "..", ".", "~root", "C:\\Windows", "name; DROP TABLE people;--", "x" * 100])
 def test_any_unicode_or_hostile_name_is_stored_safely(tmp_path: Path, name: str):
     data = tmp_path / "d"
@@ -189,6 +190,19 @@ def test_invalid_names_rejected_with_clear_message(data: Path, name: str, messag
         validate_name(name)
 
 
+@pytest.mark.parametrize("name", ["Ali\u200bce", "Alice\u200d", "\u202eecilA", "Alice\u200f", "Alice\u00a0Smith",
+                                  "Alice\ufeff", "\u2066Alice\u2069", "Al\u00adice", "Alice\u3164", "Alic\u034fe"])
+def test_invisible_and_direction_characters_refused_for_new_names(data: Path, name: str):
+    """Two people must never look the same in `list` (issue 8): "Ali\u200bce" would print as "Alice"."""
+    with Gallery.open(data) as g:
+        register(g, "Alice", 1)
+        with pytest.raises(GalleryError, match="invisible or text-direction character .U\\+[0-9A-F]{4}"):
+            register(g, name, 2)
+        assert [p.name for p in g.people()] == ["Alice"]
+    assert validate_name(name, new=False)          # an old entry can still be looked up
+    assert display_name(name) != "Alice" and "\\u" in display_name(name)
+
+
 # ------------------------------------------------------------------------------------------ permissions
 
 def modes(root: Path) -> dict[str, int]:
@@ -216,6 +230,92 @@ def test_too_open_existing_dir_is_fixed(data: Path, caplog):
     assert stat.S_IMODE((data / DB_NAME).stat().st_mode) == 0o600
     assert stat.S_IMODE((data / "samples").stat().st_mode) == 0o700
     assert "Made" in caplog.text and "private" in caplog.text
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every path under root (root included) -> (mode, file contents), links not followed."""
+    out = {}
+    for p in [root, *root.rglob("*")]:
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (st.st_mode, None if not stat.S_ISREG(st.st_mode) else p.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o755])
+def test_foreign_folder_is_refused_and_left_untouched(tmp_path: Path, mode: int):
+    """--data-dir /tmp used to chmod /tmp to 0700: a folder with other files in it is not ours to change."""
+    shared = tmp_path / "shared"
+    (shared / "photos").mkdir(parents=True)
+    (shared / "thesis.txt").write_text("years of work")
+    (shared / "photos" / "a.jpg").write_bytes(b"jpeg")
+    os.chmod(shared, mode)
+    before = snapshot(shared)
+    with pytest.raises(GalleryError, match="already holds other files and is not a faceid gallery"):
+        Gallery.open(shared)
+    assert snapshot(shared) == before
+    with Gallery.open(shared / "faceid_data") as g:      # its own subfolder is fine
+        register(g, "Alice", 1)
+    assert stat.S_IMODE(shared.stat().st_mode) == mode
+
+
+def test_empty_folder_of_this_user_is_adopted(tmp_path: Path):
+    (tmp_path / "new").mkdir(mode=0o755)
+    with Gallery.open(tmp_path / "new") as g:
+        register(g, "Alice", 1)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+def test_symlinked_samples_refused_and_target_untouched(data: Path, tmp_path: Path):
+    """A `samples` link used to make a plain `list` delete every non-numeric entry of the link's target."""
+    with Gallery.open(data) as g:
+        register(g, "Alice", 1)
+    target = tmp_path / "precious"
+    (target / "photos").mkdir(parents=True)
+    (target / "thesis.txt").write_text("keep me")
+    (target / "7").mkdir()
+    real = data / "samples"
+    real.rename(tmp_path / "moved-samples")
+    real.symlink_to(target)
+    before = snapshot(target)
+    with pytest.raises(GalleryError, match="is a symbolic link"):
+        Gallery.open(data)
+    assert snapshot(target) == before
+    real.unlink()
+    (data / DB_NAME).rename(tmp_path / "db")
+    (data / DB_NAME).symlink_to(tmp_path / "db")
+    with pytest.raises(GalleryError, match="is a symbolic link"):
+        Gallery.open(data)
+
+
+def test_cleanup_deletes_only_its_own_names(data: Path):
+    with Gallery.open(data) as g:
+        register(g, "Alice", 1)
+    samples = data / "samples"
+    (samples / "thesis.txt").write_text("not ours")
+    (samples / "photos").mkdir()
+    (samples / "photos" / "1.jpg").write_bytes(b"not ours either")
+    (samples / "999").mkdir()                                    # an orphan by our own pattern ...
+    (samples / "999" / "0.jpg").write_bytes(b"crop")
+    (samples / "998").mkdir()                                    # ... and one holding a file we never write
+    (samples / "998" / "0.jpg").write_bytes(b"crop")
+    (samples / "998" / "notes.txt").write_text("someone's")
+    with Gallery.open(data) as g:
+        assert [p.name for p in g.people()] == ["Alice"]
+    names = {p.name for p in samples.iterdir()}
+    assert {"thesis.txt", "photos", "998"} <= names and "999" not in names
+    assert (samples / "photos" / "1.jpg").exists() and (samples / "998" / "notes.txt").exists()
+    assert not (samples / "998" / "0.jpg").exists()
+
+
+def test_sample_crop_link_is_not_followed(data: Path, tmp_path: Path):
+    with Gallery.open(data) as g:
+        person = register(g, "Alice", 1)
+    crop = data / "samples" / str(person.id) / "0.jpg"
+    crop.unlink()
+    crop.symlink_to(tmp_path / "elsewhere.jpg")
+    (tmp_path / "elsewhere.jpg").write_bytes(b"")
+    with Gallery.open(data) as g, pytest.raises(GalleryError, match="Cannot read the sample crop"):
+        g.sample_crops("Alice")
 
 
 def test_data_dir_that_is_a_file(tmp_path: Path):
