@@ -81,6 +81,7 @@ class App:
         self.args = args
         self.accelerate = accelerate   # worth its start-up cost in long sessions (the menu, liveness)
         self._pipeline = None
+        self._source = None     # opened early by check_source, read by the action
         self.preview = Preview(enabled=not args.no_preview and display_available())
         self.limits = QualityThresholds()
         self.last_view = None   # (frame, box) of the last accepted sample, to show the verdict on
@@ -90,9 +91,12 @@ class App:
     def pipeline(self):
         """The detector + embedder, loaded on first use (list and delete never pay for it)."""
         if self._pipeline is None:
+            import torch
+
             from .face import FacePipeline
             from .model import optimize_for_cpu
 
+            torch.set_num_threads(self.args.threads)
             embedder = load_model(self.args)
             threshold_note = self.threshold_text(embedder)
             info(f"model: {embedder.source} (crop {embedder.spec.crop}, fingerprint {embedder.fingerprint}, "
@@ -130,12 +134,16 @@ class App:
     # ------------------------------------------------------------------ frames -> samples
     def collect(self, n: int, key: str, per_key: int = 1) -> tuple[list[Sample], list[str]]:
         """Read frames until `n` samples pass the quality gate. Headless: take them as they come, leaving
-        `--sample-gap` frames between samples; with a preview window: a press of `key` takes `per_key`."""
+        `--sample-gap` frames between samples of a video or camera; with a preview window: a press of `key`
+        takes `per_key`. Photos (an image or a folder) give one sample each and no gap; when they run out
+        with at least one good sample, those are used (one photo is enough) and a note says so."""
         pipe, args = self.pipeline, self.args
-        source = open_source(args.source, max_frames=self._frame_limit(), start_frame=args.start_frame)
+        source = self.take_source()
         samples, rejections, notes, skip, last_reason, armed = [], Counter(), [], 0, None, 0
+        unit = "photos" if source.stills else "frames"
         try:
             for frame in source:
+                self._note_skipped(source, notes)
                 if skip:
                     skip -= 1
                     continue
@@ -158,7 +166,7 @@ class App:
                 if reason is not None:
                     rejections[reason] += 1
                     if reason != last_reason:
-                        info(f"frame rejected: {reason}")
+                        info(f"{unit[:-1]} rejected: {reason}")
                     last_reason = reason
                     continue
                 self.last_view = (frame, result.face.box)
@@ -169,24 +177,64 @@ class App:
                      f"sharpness {report.metrics['sharpness']:.0f}, yaw {report.metrics['yaw_deg']:+.0f} deg)")
                 if len(samples) >= n:
                     break
-                skip = args.sample_gap
+                skip = 0 if source.stills else args.sample_gap
         finally:
             source.close()
-        if len(samples) < n:
-            ended = ("the source ended" if source.exhausted else f"the frame limit ({source.frames_read} frames)")
-            why = "; ".join(f"{r} x{c}" for r, c in rejections.most_common(3))
-            if not why:
-                why = (f"none captured (press '{key}' in the preview window)" if source.frames_read and
-                       self.preview.enabled else "no frames were read")
-            raise FaceIDError(f"Got only {len(samples)} of {n} good samples before {ended} from "
-                              f"{source.description}; rejected frames: {why}.")
+        self._note_skipped(source, notes)
+        if len(samples) < n and source.stills and samples and source.exhausted and not self.preview.enabled:
+            note = (f"used {len(samples)} sample{'s' if len(samples) > 1 else ''} (asked for {n}): that is every "
+                    f"usable photo in {source.description}")
+            notes.append(note)
+            info(f"note: {note}")
+        elif len(samples) < n:
+            raise FaceIDError(self._shortfall(source, len(samples), n, rejections, key, unit))
         return samples, notes
 
+    def _shortfall(self, source, got: int, n: int, rejections: Counter, key: str, unit: str) -> str:
+        """What really happened when too few good samples came: the sentence of the error."""
+        ended = "the source ended" if source.exhausted else f"the frame limit ({source.frames_read} {unit})"
+        if source.frames_read == 0 and source.skipped:
+            shown = "; ".join(f"{name}: {reason.rstrip('.')}" for name, reason in source.skipped[:3])
+            more = f"; and {len(source.skipped) - 3} more" if len(source.skipped) > 3 else ""
+            return f"None of the images in {source.description} could be read ({shown}{more})."
+        why = "; ".join(f"{r} x{c}" for r, c in rejections.most_common(3))
+        if not why:
+            why = (f"none captured (press '{key}' in the preview window)" if source.frames_read and
+                   self.preview.enabled else f"no {unit} were read")
+        skipped = f"; {len(source.skipped)} unreadable files skipped" if source.skipped else ""
+        return (f"Got only {got} of {n} good samples before {ended} from {source.description}; rejected "
+                f"{unit}: {why}{skipped}.")
+
+    @staticmethod
+    def _note_skipped(source, notes: list[str]) -> None:
+        """Say once, as it happens, which folder file was skipped and why (also kept in the notes)."""
+        for name, reason in source.skipped:
+            note = f"skipped {name}: {reason.rstrip('.')}"
+            if note not in notes:
+                notes.append(note)
+                info(f"note: {note}")
+
     def check_source(self) -> None:
-        """Fail on a missing or unreadable file before spending seconds on loading the model. (A camera is
-        opened when frames are needed: opening it twice is slow on some drivers.)"""
-        if not str(self.args.source).strip().isdigit():
-            open_source(self.args.source, start_frame=self.args.start_frame).close()
+        """Open the source before spending seconds on loading the model, so a missing file, an unreadable
+        image or an absent camera fails at once. It stays open for the action that reads it (`take_source`):
+        opening a camera twice is slow on some drivers."""
+        if self._source is None:
+            self._source = open_source(self.args.source, max_frames=self._frame_limit(),
+                                       start_frame=self.args.start_frame)
+
+    def take_source(self):
+        """The source opened by `check_source`, else a freshly opened one; the caller closes it."""
+        source, self._source = self._source, None
+        if source is None:
+            source = open_source(self.args.source, max_frames=self._frame_limit(), start_frame=self.args.start_frame)
+        return source
+
+    def close(self) -> None:
+        """End of an action: a source opened but not read, and the preview window."""
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        self.preview.close()
 
     def _frame_limit(self) -> int | None:
         if self.args.max_frames is not None:
@@ -213,7 +261,7 @@ class App:
         from .liveness import ChallengeConfig, run_challenge
 
         args = self.args
-        with open_source(args.source, max_frames=self._frame_limit(), start_frame=args.start_frame) as src:
+        with self.take_source() as src:
             def on_frame(frame, result, instruction):
                 box = None if result.face is None else result.face.box
                 return self.preview.show(frame, box, (instruction,)) == "q"
@@ -225,11 +273,12 @@ class App:
     # ------------------------------------------------------------------ actions
     def register(self, name: str, replace: bool = False) -> Outcome:
         name = clean_name(name, new=True)
+        with self.gallery() as g:     # gallery, then source, then the network: the cheap checks fail first
+            if g.get(name) is not None and not replace:
+                raise FaceIDError(f"{name!r} is already registered; use --replace to register them again.")
         self.check_source()
         fp = self.pipeline.embedder.fingerprint
         with self.gallery() as g:
-            if g.get(name) is not None and not replace:
-                raise FaceIDError(f"{name!r} is already registered; use --replace to register them again.")
             check_model(g, fp, exclude=name)
         lines, liveness, live_face = [], None, None
         if self.args.liveness:
@@ -358,6 +407,7 @@ class App:
         return Outcome(EXIT_OK, {"action": "delete", "name": name, "deleted": True}, [f"Deleted {name!r}."])
 
     def reenroll(self) -> Outcome:
+        self.gallery().close()    # a damaged or foreign gallery fails before the network loads
         pipe = self.pipeline
         side = pipe.spec.crop_size
 
@@ -384,7 +434,8 @@ class App:
             raise FaceIDError(f"Seed pickle not found: {path}.")
         from .gallery import load_seed_pickle
 
-        load_seed_pickle(path)   # a bad pickle fails here, before seconds of model loading
+        load_seed_pickle(path)   # a bad pickle or gallery fails here, before seconds of model loading
+        self.gallery().close()
         with self.gallery() as g:
             count = g.import_seed_pickle(path, self.pipeline.embedder.fingerprint, replace=replace)
         return Outcome(EXIT_OK, {"action": "import-seed", "people": count, "model": self.model_info()},
@@ -531,9 +582,6 @@ def main(argv: list[str] | None = None) -> int:
     apply_max_pixels(args.max_pixels)
     if args.threads < 1:
         raise FaceIDError("--threads must be at least 1.")
-    import torch
-
-    torch.set_num_threads(args.threads)
     app = App(args, accelerate=args.action in (None, "liveness"))
     if args.action is None:
         return menu(app)
@@ -543,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         err.details["action"] = args.action    # run_cli prints the error (and the JSON object under --json)
         raise
     finally:
-        app.preview.close()
+        app.close()
     if args.json:
         print(json.dumps({"ok": True, **outcome.data}, ensure_ascii=False))
     else:
@@ -608,7 +656,7 @@ def menu(app: App) -> int:
             print(f"error: {describe_unexpected(err)}")
             continue
         finally:
-            app.preview.close()
+            app.close()
         if outcome is not None:
             print("\n".join(outcome.lines))
 

@@ -43,13 +43,10 @@ class FrameSource:
     repeat: int = 1
     frames_read: int = 0
     exhausted: bool = False       # the source ran out of frames (as opposed to being stopped by max_frames)
+    stills: bool = False          # an image file or a folder of them (see the class docstring)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     _capture: cv2.VideoCapture | None = None
     _images: list[Path] = field(default_factory=list)
-
-    @property
-    def stills(self) -> bool:
-        return self._capture is None and not self.live
 
     @property
     def skipped_files(self) -> list[str]:
@@ -97,9 +94,12 @@ class FrameSource:
 
 
 def _quiet_opencv() -> None:
-    """OpenCV logs several lines of C++ noise when a camera index does not exist; our error says it once."""
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR if os.environ.get("FACEID_DEBUG")
-                                  else cv2.utils.logging.LOG_LEVEL_SILENT)
+    """OpenCV logs several lines of C++ noise when a camera index does not exist, and FFmpeg its own about a
+    damaged video ("moov atom not found"); our error says it once. FACEID_DEBUG=1 keeps them."""
+    debug = bool(os.environ.get("FACEID_DEBUG"))
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR if debug else cv2.utils.logging.LOG_LEVEL_SILENT)
+    if not debug:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")   # AV_LOG_QUIET; read when a capture opens
 
 
 def open_source(source: str | int, max_frames: int | None = None, start_frame: int = 0,
@@ -122,9 +122,10 @@ def open_source(source: str | int, max_frames: int | None = None, start_frame: i
         if not images:
             raise FaceIDError(f"The folder {path} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
         return FrameSource(f"folder {path} ({len(images)} images)", live=False, max_frames=max_frames,
-                           repeat=repeat, _images=images[start_frame:])
+                           repeat=repeat, stills=True, _images=images[start_frame:])
     if path.suffix.lower() in IMAGE_EXTENSIONS:
-        src = FrameSource(f"image {path}", live=False, max_frames=max_frames, repeat=repeat, _images=[path])
+        src = FrameSource(f"image {path}", live=False, max_frames=max_frames, repeat=repeat, stills=True,
+                          _images=[path])
         read_image_file(path)  # fail now, with the file's name, rather than at the first frame
         return src
     return _open_video(path, max_frames, start_frame)

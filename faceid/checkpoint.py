@@ -57,9 +57,71 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                           f"faceid checkpoint.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise FaceIDError(f"{path} is not a faceid checkpoint (a plain state_dict? pass it with --weights).")
-    if ckpt.get("version", 0) > VERSION:
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise FaceIDError(f"Checkpoint {path}: field 'version' is {version!r}, not a whole number.")
+    if version > VERSION:
         raise FaceIDError(f"{path} was written by a newer faceid (checkpoint version {ckpt['version']}).")
+    check_inference_fields(ckpt, str(path))
     return ckpt
+
+
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024   # network input side: InceptionResnetV1 needs >= ~32 px to pool
+
+
+def check_inference_fields(ckpt: dict[str, Any], where: str) -> None:
+    """Validate every field the app relies on (`INFERENCE_KEYS`), naming the first bad one in one sentence.
+
+    A checkpoint that loads safely can still lie: ``threshold: -5`` would make every face MATCH (reported as
+    calibrated), ``size: 0`` would crash deep inside the network. Weights are checked where they are loaded
+    into the network (`model.load_backbone_weights`: shapes, finite values)."""
+    from .preprocessing import CROP_STYLES
+
+    def bad(field: str, value: Any, expected: str) -> FaceIDError:
+        shown = repr(value) if len(repr(value)) <= 60 else f"{type(value).__name__} {repr(value)[:40]}..."
+        return FaceIDError(f"Checkpoint {where}: field {field!r} is {shown}; expected {expected}.")
+
+    model = ckpt.get("model")
+    if not isinstance(model, dict) or not model or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise bad("model", type(model).__name__, "a non-empty state_dict of named tensors")
+    pre = ckpt.get("preprocess")
+    if not isinstance(pre, dict):
+        raise bad("preprocess", pre, "a dict (crop, size, margin, normalize, flip)")
+    if pre.get("crop") not in CROP_STYLES:
+        raise bad("preprocess.crop", pre.get("crop"), f"one of {', '.join(CROP_STYLES)}")
+    size = pre.get("size", 160)
+    if not _is_int(size) or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        raise bad("preprocess.size", size, f"a whole number of pixels from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}")
+    margin = pre.get("margin", 0)
+    if not _is_int(margin) or not 0 <= margin < size // 2:
+        raise bad("preprocess.margin", margin, f"a whole number of pixels from 0 to {size // 2 - 1}")
+    if not isinstance(pre.get("flip", True), bool):
+        raise bad("preprocess.flip", pre.get("flip"), "true or false")
+    threshold = ckpt.get("threshold")
+    if threshold is not None and not (_is_real(threshold) and -1.0 <= float(threshold) <= 1.0):
+        raise bad("threshold", threshold, "a cosine similarity between -1 and 1 (or none)")
+    info = ckpt.get("threshold_info")
+    if info is not None and not isinstance(info, dict):
+        raise bad("threshold_info", info, "a dict (or none)")
+    for key in ("target_far", "threshold", "tar"):
+        value = (info or {}).get(key)
+        if value is not None and not (_is_real(value) and -1.0 <= float(value) <= 1.0):
+            raise bad(f"threshold_info.{key}", value, "a number between -1 and 1")
+    if ckpt.get("calibration") is not None:
+        from .calibration import Calibration
+
+        Calibration.from_dict(ckpt["calibration"], where=f"checkpoint {where}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def inference_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:

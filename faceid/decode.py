@@ -18,9 +18,12 @@ in common use (a 108 MP phone sensor, a 100 MP medium-format camera) and refuses
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import stat
+import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -37,6 +40,8 @@ Image.MAX_IMAGE_PIXELS = None
 
 
 _SOI = b"\xff\xd8"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_KNOWN_MAGIC = (b"BM", b"RIFF", b"II*\x00", b"MM\x00*", b"GIF8")
 # Start-of-frame markers (baseline, progressive, lossless, arithmetic): the segment that holds the size.
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
@@ -114,10 +119,14 @@ def image_size(data, what: str = "the image", limit: int | None = None) -> tuple
     try:
         if bytes(buf[:2]) == _SOI:
             width, height = _jpeg_size(buf)
+        elif bytes(buf[:8]) == _PNG_SIGNATURE:
+            width, height = _png_size(buf)
         else:
             with Image.open(io.BytesIO(buf)) as im:
                 width, height = im.size
     except UnidentifiedImageError:
+        if bytes(buf[:4]).startswith(_KNOWN_MAGIC):
+            raise DecodeError("Cannot decode", what, "its image header is damaged.") from None
         raise DecodeError("Cannot decode", what, f"it is not an image in a known format (JPEG, PNG, BMP, WebP, "
                           f"TIFF).") from None
     except Exception as err:  # a damaged header raises many types (SyntaxError, struct.error, OSError, ...)
@@ -160,6 +169,13 @@ def _jpeg_size(buf) -> tuple[int, int]:
     raise ValueError("no frame header")
 
 
+def _png_size(buf) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, which the PNG standard puts first, right after the signature."""
+    if len(buf) < 24 or bytes(buf[12:16]) != b"IHDR":
+        raise ValueError("no IHDR chunk")
+    return int.from_bytes(buf[16:20], "big"), int.from_bytes(buf[20:24], "big")
+
+
 def decode_image(data, what: str = "the image", limit: int | None = None) -> np.ndarray:
     """Encoded bytes (bytes, memoryview or 1-D uint8 array) -> RGB uint8 (H, W, 3), through the gate.
 
@@ -168,12 +184,39 @@ def decode_image(data, what: str = "the image", limit: int | None = None) -> np.
     image_size(data, what, limit)
     buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
     try:
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        with _native_warnings_silenced():
+            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error:
         bgr = None
     if bgr is None or bgr.size == 0:
         raise DecodeError("Cannot decode", what, "its image data is damaged or truncated.")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@contextlib.contextmanager
+def _native_warnings_silenced():
+    """libpng and libjpeg write warnings about damaged files ("libpng warning: iCCP: ...", "Corrupt JPEG data:
+    2 extraneous bytes") straight to file descriptor 2, past Python; the gate's own sentence is what the user
+    should read. So fd 2 points at /dev/null during the decode - only in a single-threaded process (the app,
+    a DataLoader worker), where no other thread can be writing to stderr meanwhile; FACEID_DEBUG=1 keeps them."""
+    if threading.active_count() > 1 or threading.current_thread() is not threading.main_thread() \
+            or os.environ.get("FACEID_DEBUG", "").strip() not in ("", "0"):
+        yield
+        return
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(_DEVNULL, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+_DEVNULL: int | None = None
 
 
 def read_image_file(path: str | os.PathLike, limit: int | None = None) -> np.ndarray:

@@ -94,10 +94,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_backbone_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights") -> None:
     """Load backbone weights, dropping classifier keys (``logits.*``: VGGFace2's 8631-way head)."""
     backbone = {k: v for k, v in state_dict.items() if not k.startswith("logits.")}
-    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+    except RuntimeError as err:   # a tensor of the wrong shape, e.g. another embedding size
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:160])
+        raise FaceIDError(f"{source} does not fit InceptionResnetV1 with {EMBEDDING_DIM}-d embeddings "
+                          f"({first.rstrip('.')}).") from None
     if missing or unexpected:
         raise FaceIDError(f"{source} does not fit InceptionResnetV1: {len(missing)} missing keys "
                           f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}).")
+    broken = next((k for k, v in backbone.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:
+        raise FaceIDError(f"{source} holds non-finite weights (NaN or infinity in {broken!r}); it cannot embed faces.")
 
 
 def backbone_fingerprint(model: nn.Module, spec: PreprocessSpec) -> str:

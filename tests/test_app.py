@@ -302,8 +302,8 @@ def test_import_seed_pickle(capsys, base, tmp_path):
 def test_offline_without_weights_says_how_to_fix(tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
     env.pop("FACEID_WEIGHTS", None)
-    proc = subprocess_app("--data-dir", tmp_path / "g", "--no-preview", "--offline", "register", "--name", "x",
-                          cwd=tmp_path, env=env)
+    proc = subprocess_app("--data-dir", tmp_path / "g", "--no-preview", "--offline", "--source",
+                          blank_video(tmp_path / "blank.avi"), "register", "--name", "x", cwd=tmp_path, env=env)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "--weights FILE" in lines[0], proc.stderr
 
