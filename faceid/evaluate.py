@@ -30,7 +30,7 @@ from typing import Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from .decode import decode_image, read_image_file
+from .decode import check_image_file, decode_image, image_size, read_image_file
 from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
 from .errors import FaceIDError
 from .verification import read_pairs, load_verification_bin, roc_curve, stratified_folds, verification_report
@@ -241,6 +241,16 @@ def decode_bytes(data: bytes) -> np.ndarray:
     return decode_image(data, "an image inside the verification file")
 
 
+def check_headers(dataset: Dataset) -> None:
+    """Every image through the decode gate's header check before the model loads (tens of seconds on a CPU):
+    a bad file fails the run at once, naming it, instead of after the model load and part of the embedding."""
+    for item in dataset.items:
+        if isinstance(item, Path):
+            check_image_file(item)
+        else:
+            image_size(item, "an image inside the verification file")
+
+
 def _decoded_batches(items: list, decode: Callable, batch: int, workers: int):
     """Yield (start, decoded images) per batch; the next batch decodes in the pool meanwhile."""
     if not items:
@@ -413,6 +423,7 @@ def run_evaluation(pairs: str | None = None, images: str | None = None, bin_path
     if folds < 2 or batch_size < 1:
         raise FaceIDError("--folds must be at least 2 and --batch-size at least 1.")
     dataset = load_bin_dataset(bin_path, folds, limit) if bin_path else load_pairs_dataset(pairs, images, folds, limit)
+    check_headers(dataset)
     if threads:
         import torch
 

@@ -186,9 +186,9 @@ def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os
     from .checkpoint import load_checkpoint
 
     dev = pick_device(device)
+    ckpt = load_checkpoint(model_path) if model_path is not None else None   # a bad field fails before the build
     model = build_backbone()
     if model_path is not None:
-        ckpt = load_checkpoint(model_path)
         load_backbone_weights(model, ckpt["model"], str(model_path))
         spec = PreprocessSpec.from_dict(ckpt["preprocess"])
         threshold = ckpt.get("threshold")
