@@ -164,7 +164,9 @@ class Trainer:
         if cfg.bins:
             pair_sets += [bin_pairs(p, self.data.spec) for p in find_verification_bins(self.data.root)]
         eval_batch = self.cfg.eval_batch_size or min(256, self.batch_size * 2)
-        return Validator(self.data, self.val_idx, pair_sets, self.feed, eval_batch, self.workers, cfg.target_far)
+        amp = lambda: autocast_context(self.precision, self.env.device)  # noqa: E731  (validate as we train)
+        return Validator(self.data, self.val_idx, pair_sets, self.feed, eval_batch, self.workers, cfg.target_far,
+                         amp=amp, seed=cfg.seed)
 
     def _selection(self, validator: Validator) -> tuple[str, str]:
         """(set, metric) that picks the best checkpoint; falls back when the asked set is not evaluated."""
@@ -525,6 +527,9 @@ def epoch_line(record: dict, selection: tuple[str, str], is_best: bool) -> str:
     for name, rep in record.items():
         if isinstance(rep, dict) and "auc" in rep:
             parts.append(f"{name} AUC {rep['auc']:.4f} EER {rep['eer']:.4f} TAR@1e-2 {rep['tar@far=0.01']:.4f}")
+    if "validation_seconds" in record:
+        share = record["validation_seconds"] / max(record["validation_seconds"] + record["train_seconds"], 1e-9)
+        parts.append(f"validation {fmt_time(record['validation_seconds'])} ({share:.0%} of the epoch)")
     line = "; ".join(parts)
     return line + ("  [best]" if is_best else "")
 
