@@ -13,6 +13,7 @@ the ceiling the feed puts on a GPU run; it must stay far above the GPU's ~12,000
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -40,8 +41,18 @@ def collate_per_image(batch):
     return list(data), torch.tensor(labels, dtype=torch.int64), torch.tensor(idx, dtype=torch.int64)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the loader's workers once shut down)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def measure(name: str, dataset, batch: int, workers: int, batches: int) -> float:
-    """Images per second over `batches` batches after one warm-up batch (workers started, files cached)."""
+    """Images per second over `batches` batches after one warm-up batch (workers started, files cached).
+
+    Also prints CPU time per image (main process + workers, warm-up and worker shutdown included), which
+    other jobs on the machine do not inflate: 2 / (CPU s per image) bounds what 2 idle cores could deliver."""
+    cpu0 = cpu_seconds()
     packed = name == "packed"
     samples = (FaceSamples if packed else PerImageSamples)(dataset, None, decode_on_cpu=False)
     sampler = EpochSampler(len(samples), batch)
@@ -63,8 +74,12 @@ def measure(name: str, dataset, batch: int, workers: int, batches: int) -> float
         epoch += 1
     seconds = time.perf_counter() - t0
     rate = done * batch / seconds
+    del loader, b                                   # shut the workers down so their CPU time is counted
+    gc.collect()
+    cpu_per_image = (cpu_seconds() - cpu0) / ((done + 1) * batch)
     print(f"{name:<9} workers {workers}: {rate:>9,.0f} img/s  ({nbytes / seconds / 1e6:.0f} MB/s, "
-          f"{seconds / done * 1000:.1f} ms per batch of {batch})", flush=True)
+          f"{seconds / done * 1000:.1f} ms per batch of {batch}); {cpu_per_image * 1e6:.1f} CPU-us per image, "
+          f"{2 / cpu_per_image:,.0f} img/s on 2 idle cores", flush=True)
     return rate
 
 

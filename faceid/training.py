@@ -255,7 +255,12 @@ class Trainer:
             raise FaceIDError("The data's identities differ from the checkpoint's label map; pass the same --data "
                               "and filters the run was started with.")
         load_backbone_weights(self.net.backbone, ckpt["model"], "the checkpoint")
-        self.net.head.load_state_dict(ckpt["head"])
+        try:
+            self.net.head.load_state_dict(ckpt["head"])
+        except (RuntimeError, KeyError, TypeError):
+            raise FaceIDError(f"The checkpoint's head does not match its own config ({describe_head(self.head_cfg)}, "
+                              f"{self.data.num_identities} identities): the file was altered; continue from an "
+                              f"unaltered checkpoint, or start a new run from its weights.") from None
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.history, self.best, self.metrics = list(ckpt["history"]), dict(ckpt["best"]), dict(ckpt["metrics"])
         self.calibration = ckpt.get("threshold_info")
@@ -263,8 +268,13 @@ class Trainer:
             return
         self.step_in_epoch = int(ckpt["step_in_epoch"])
         self._progress = dict(ckpt.get("progress") or _fresh_progress())
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (ValueError, KeyError, TypeError, RuntimeError):
+            raise FaceIDError("The checkpoint's optimizer or schedule state does not match its network and config: "
+                              "the file was altered; continue from an unaltered checkpoint, or start a new phase "
+                              "with --lr.") from None
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         rng = ckpt["rng"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceid.checkpoint import load_checkpoint
-from faceid.errors import EXIT_INTERRUPTED
+from faceid.checkpoint import load_checkpoint, save_checkpoint
+from faceid.errors import EXIT_INTERRUPTED, FaceIDError
 from faceid.model import load_embedder
 from faceid.recipe import StopFlag
 from faceid.training import BEST, FINAL, LAST, TrainConfig, continue_training, train
@@ -201,3 +201,11 @@ def test_help_and_config_files():
     args = parser.parse_args(["--epochs", "3"])
     assert (args.head, args.batch_size, args.optimizer, args.precision, args.epochs) == ("softmax", 16, "adam", "fp32", 3)
     _load_config_file(str(REPO / "configs" / "pins105.json"))
+
+
+def test_a_checkpoint_whose_head_does_not_match_its_config_is_one_sentence(full_run, tmp_path):
+    ckpt = load_checkpoint(full_run / FINAL)
+    ckpt["head"] = {k: v[:, :-1] if v.dim() == 2 else v for k, v in ckpt["head"].items()}   # one column short
+    save_checkpoint(tmp_path / LAST, {**ckpt, "kind": "interrupted", "step_in_epoch": 1, "epoch": 1})
+    with pytest.raises(FaceIDError, match="head does not match its own config"):
+        continue_training(tmp_path / LAST, stop=StopFlag(enabled=False))
