@@ -53,7 +53,10 @@ class DecodeError(FaceIDError):
 
     def __init__(self, verb: str, what: str, reason: str):
         super().__init__(f"{verb} {what}: {reason}")
-        self.what, self.reason = what, reason
+        self.verb, self.what, self.reason = verb, what, reason
+
+    def __reduce__(self):   # survives pickling (worker processes send it to their parent)
+        return type(self), (self.verb, self.what, self.reason)
 
 
 def max_pixels() -> int:

@@ -99,3 +99,10 @@ def test_pixel_limit_flag_reaches_every_command_line():
         out = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True,
                              timeout=120)
         assert out.returncode == 0 and "--max-pixels" in out.stdout, script
+
+
+def test_decode_error_survives_a_process_boundary():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(DecodeError("Refused", "x.jpg", "too big.")))
+    assert str(err) == "Refused x.jpg: too big." and err.reason == "too big." and err.exit_code == 2
