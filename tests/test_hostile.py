@@ -292,3 +292,14 @@ def test_app_with_a_lying_checkpoint_is_exit_2_not_a_match(world, shared_data):
                  shared_data / "photos" / "face_recognition" / "obama.jpg", "identify", "--json")
     check_failure(out, True, "field 'threshold' is -5.0")
     unchanged_outside(world)
+
+
+@pytest.mark.parametrize("action", [["list"], ["delete", "--name", "nobody"]])
+def test_list_and_delete_never_import_torch(world, action):
+    """They need only the gallery; importing torch cost ~2.3 s of a ~3 s `list` (bench/bench_startup.py)."""
+    code = ("import runpy, sys\nsys.argv = ['faceid_app.py', '--data-dir', sys.argv[1]] + sys.argv[2:]\n"
+            "try:\n    runpy.run_path('faceid_app.py', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    print('exit', e.code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(world["gallery"]), *action], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("False"), out.stdout + out.stderr
