@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from faceid.decode import DecodeError, decode_image, image_size
+from faceid.decode import DecodeError, decode_image, image_size, max_pixels
 from faceid.errors import FaceIDError
 from faceid.fileio import atomic_write_json
 from faceid.recordio import RecordIOError, RecordIOReader, RecordIOTruncated, detect_layout, unpack_header
@@ -95,7 +95,7 @@ _worker: dict = {}
 
 def _init_worker(reader: RecordIOReader, out_dir: str) -> None:
     """Give this process its own reader (the mmap reopens here) and output root."""
-    _worker.update(reader=reader, out=out_dir, dirs={}, pid=os.getpid())
+    _worker.update(reader=reader, out=out_dir, dirs={}, pid=os.getpid(), limit=max_pixels())
 
 
 MAX_LABEL = 1 << 31
@@ -155,7 +155,7 @@ def _unpack_key(key: int, result: ChunkResult) -> None:
     folder, name = f"{_worker['out']}/{label}", f"{key}.jpg"
     is_jpeg = payload[:2] == _SOI
     try:
-        image_size(payload, f"record {key}")   # the decode gate's header check: a JPEG is copied, never decoded
+        image_size(payload, f"record {key}", _worker["limit"])   # the decode gate's header check: a JPEG is copied, never decoded
     except DecodeError as err:
         result.corrupt.append({"key": key, "reason": err.reason})
         return
