@@ -93,6 +93,8 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int | None = None
     limit_steps: int | None = None
+    deterministic: bool = False
+    val_images: int | None = 10000
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -166,7 +168,7 @@ class Trainer:
         eval_batch = self.cfg.eval_batch_size or min(256, self.batch_size * 2)
         amp = lambda: autocast_context(self.precision, self.env.device)  # noqa: E731  (validate as we train)
         return Validator(self.data, self.val_idx, pair_sets, self.feed, eval_batch, self.workers, cfg.target_far,
-                         amp=amp, seed=cfg.seed)
+                         amp=amp, closed_set_images=cfg.val_images, seed=cfg.seed)
 
     def _selection(self, validator: Validator) -> tuple[str, str]:
         """(set, metric) that picks the best checkpoint; falls back when the asked set is not evaluated."""
@@ -471,7 +473,7 @@ class Trainer:
             f"recipe    {describe_head(self.head_cfg)}, {cfg.optimizer} lr {self.phase.lr:.3g} ({cfg.scheduler}), batch "
             f"{self.batch_size} x {self.env.world} process(es), {self.precision}, "
             f"{'channels_last' if self.channels_last else 'NCHW'}, decode {self.decode}, {self.workers} workers"
-            f"{', compiled' if cfg.compile else ''}, device {self.env.device}",
+            f"{', compiled' if cfg.compile else ''}{', deterministic' if cfg.deterministic else ''}, device {self.env.device}",
             f"phase     {self.phase.index}: epochs {self.phase.start_epoch + 1}-{self.phase.end_epoch}, "
             f"{self.steps_per_epoch} steps per epoch; starting at epoch {self.epoch + 1}, step {self.step}",
             f"select    best checkpoint by {selection[0]} {selection[1]}; threshold at FAR {cfg.target_far:g}",
@@ -548,11 +550,27 @@ def epoch_line(record: dict, selection: tuple[str, str], is_best: bool) -> str:
 
 SELECT_METRICS = ("auc", "eer", "accuracy", "tar@far=0.001", "tar@far=0.01")
 # Settings continue_training.py may change without breaking an exact resume (they don't touch the math).
-RUNTIME_SETTINGS = ("data", "out", "workers", "decode", "compile", "device", "eval_batch_size", "limit_steps", "bins")
+# Not here: decode (nvJPEG and OpenCV decode to slightly different pixels), limit_steps (epoch length, hence
+# the schedule) and deterministic (GPU kernel choice): an exact resume keeps them, a new phase may change them.
+RUNTIME_SETTINGS = ("data", "out", "workers", "compile", "device", "eval_batch_size", "bins", "val_images")
 # Settings a new phase may change as well.
 PHASE_SETTINGS = ("lr", "optimizer", "weight_decay", "momentum", "scheduler", "warmup_epochs", "step_size", "gamma",
                   "plateau_patience", "plateau_factor", "select_metric", "select_set", "target_far", "precision",
-                  "augment_flip", "channels_last")
+                  "augment_flip", "channels_last", "decode", "limit_steps", "deterministic")
+# Value ranges: setting -> (test, what the value must be). None always passes (decided at run time).
+RANGES = {
+    "epochs": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 2, "at least 2 (BatchNorm needs two samples)"),
+    "lr": (lambda v: v > 0, "above 0"), "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"), "warmup_epochs": (lambda v: v >= 0, "0 or more"),
+    "step_size": (lambda v: v >= 1, "at least 1"), "gamma": (lambda v: v > 0, "above 0"),
+    "plateau_patience": (lambda v: v >= 0, "0 or more"), "plateau_factor": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "scale": (lambda v: v > 0, "above 0"), "margin": (lambda v: v >= 0, "0 or more"),
+    "min_images": (lambda v: v >= 1, "at least 1"), "max_images": (lambda v: v >= 1, "at least 1"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "holdout_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "pairs": (lambda v: v >= 1, "at least 1"), "target_far": (lambda v: 0 < v < 1, "between 0 and 1"),
+    "workers": (lambda v: v >= 0, "0 or more"), "eval_batch_size": (lambda v: v >= 1, "at least 1"),
+    "limit_steps": (lambda v: v >= 1, "at least 1"), "val_images": (lambda v: v >= 1, "at least 1"),
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -568,16 +586,18 @@ def _check(cfg: TrainConfig) -> None:
         raise FaceIDError("--weights and --from-scratch contradict each other; pass one of them.")
     if cfg.select_metric not in SELECT_METRICS:
         raise FaceIDError(f"Unknown --select-metric {cfg.select_metric!r}; choose one of {', '.join(SELECT_METRICS)}.")
-    if not 0 < cfg.target_far < 1:
-        raise FaceIDError(f"--target-far must be between 0 and 1, got {cfg.target_far}.")
-    if cfg.batch_size is not None and cfg.batch_size < 2:
-        raise FaceIDError("--batch-size must be at least 2 (BatchNorm needs two samples).")
+    for name, (ok, what) in RANGES.items():
+        value = getattr(cfg, name)
+        if value is not None and not ok(value):
+            raise FaceIDError(f"--{name.replace('_', '-')} must be {what}, got {value}.")
+    if cfg.max_images < cfg.min_images:
+        raise FaceIDError(f"--max-images ({cfg.max_images}) is below --min-images ({cfg.min_images}).")
 
 
 def _execute(cfg: TrainConfig, prepare, stop: StopFlag | None) -> int:
     """Set up the process (group), build a Trainer, let `prepare(trainer)` initialise it, run it."""
     _check(cfg)
-    env = setup_distributed(cfg.device)
+    env = setup_distributed(cfg.device, cfg.deterministic)
     own_stop = stop is None
     stop = StopFlag(announce=env.main) if own_stop else stop
     try:

@@ -46,6 +46,10 @@ def _runtime_args(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="batch size for validation (default: min(256, 2 x batch size))")
     g.add_argument("--limit-steps", type=int, default=d(D.limit_steps),
                    help="stop each epoch after this many steps: for smoke tests (default: whole epochs)")
+    g.add_argument("--val-images", type=int, default=d(D.val_images),
+                   help="closed-set validation uses at most this many of the held-back images each epoch (a fixed "
+                        "random subset), so validation stays a small part of an epoch on CASIA-sized data; its cost "
+                        "is printed per epoch (default: %(default)s)")
     g.add_argument("--bins", action=argparse.BooleanOptionalAction, default=d(D.bins),
                    help="evaluate every *.bin verification file (lfw.bin, cfp_fp.bin, agedb_30.bin, ...) found in "
                         "the data's directory or its parent each epoch (default: on)")
@@ -76,6 +80,10 @@ def _recipe_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=d(D.precision),
                    help="auto = bf16 autocast on compute capability >= 8 (A100/H100/L4), fp16 autocast + grad scaler "
                         "below (T4/V100), fp32 on CPU (default: %(default)s)")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=d(D.deterministic),
+                   help="GPU: cuDNN benchmarking off and deterministic algorithms, so a resumed run repeats an "
+                        "uninterrupted one exactly (slower; CPU runs are exact either way). Off: cuDNN picks the "
+                        "fastest kernels and GPU runs differ slightly (default: off)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d(D.channels_last),
                    help="channels_last memory format (default: on with CUDA, off on CPU)")
     g.add_argument("--augment-flip", action=argparse.BooleanOptionalAction, default=d(D.augment_flip),
@@ -185,8 +193,8 @@ def continue_parser() -> argparse.ArgumentParser:
             action.help = (action.help.replace("%(default)s", str(real)).replace("%(default)g", f"{real:g}"
                                                                                  if isinstance(real, float) else str(real))
                            .replace("(default: ", "(as in the checkpoint; new runs: "))
-    p.epilog = ("Flags other than --data/--out and the speed/hardware group change the recipe and so need --lr "
-                "(a new phase); --out defaults to the checkpoint's directory.")
+    p.epilog = ("Flags other than --data/--out and the speed/hardware group, and --decode and --limit-steps, change "
+                "the results and so need --lr (a new phase); --out defaults to the checkpoint's directory.")
     return p
 
 

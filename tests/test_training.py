@@ -209,3 +209,17 @@ def test_a_checkpoint_whose_head_does_not_match_its_config_is_one_sentence(full_
     save_checkpoint(tmp_path / LAST, {**ckpt, "kind": "interrupted", "step_in_epoch": 1, "epoch": 1})
     with pytest.raises(FaceIDError, match="head does not match its own config"):
         continue_training(tmp_path / LAST, stop=StopFlag(enabled=False))
+
+
+def test_bad_values_and_missing_gpu_are_one_sentence(tiny_data):
+    base = ["--data", str(tiny_data), "--from-scratch", "--min-images", "4"]
+    assert "--workers must be 0 or more, got -1" in _cli_error([*base, "--workers", "-1"])
+    assert "--lr must be above 0, got -1.0" in _cli_error([*base, "--lr", "-1"])
+    if not torch.cuda.is_available():
+        assert "--device cuda needs a CUDA GPU" in _cli_error([*base, "--device", "cuda"])
+
+
+def test_an_exact_resume_keeps_the_settings_that_change_results(full_run):
+    for change in ({"decode": "cpu"}, {"limit_steps": 1}, {"deterministic": True}):
+        with pytest.raises(FaceIDError, match="can only change in a new phase"):
+            continue_training(full_run / LAST, change, stop=StopFlag(enabled=False))
