@@ -69,6 +69,8 @@ def run_cli(main: Callable[[], int | None], argv: list[str] | None = None) -> No
     except FaceIDError as err:
         _fail(str(err), err.exit_code, want_json, err.details)
     except KeyboardInterrupt:
+        if want_json:
+            _fail("Interrupted.", EXIT_INTERRUPTED, want_json, {})
         print("\ninterrupted", file=sys.stderr)
         _exit(EXIT_INTERRUPTED)
     except BrokenPipeError:

@@ -288,6 +288,13 @@ def test_import_seed_pickle(capsys, base, tmp_path):
     assert code == 0 and "Imported 1 people" in out
     _, lst = app_json(capsys, *base, "list")
     assert [(p["name"], p["samples"]) for p in lst["people"]] == [("seed person", 0)]
+    # the advice given works: --replace exists on import-seed, and reenroll says what it did with imports
+    code, again = app_json(capsys, *base, "import-seed", "--pickle", good)
+    assert code == 2 and "use --replace" in again["error"]
+    code, again = app_json(capsys, *base, "import-seed", "--pickle", good, "--replace")
+    assert code == 0 and again["people"] == 1
+    code, out, _ = app(capsys, *base, "reenroll")
+    assert code == 0 and "Kept 1 imported people as they are (e.g. 'seed person')" in out and "--replace" in out
 
     class Evil:
         def __reduce__(self):

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from faceid.checkpoint import INFERENCE_KIND, load_checkpoint, save_checkpoint, save_inference_checkpoint
+from faceid.decode import DecodeError, decode_image
 from faceid.errors import FaceIDError
 from faceid.model import build_backbone, load_embedder, read_state_dict
-from faceid.preprocessing import ALIGNED_SPEC, crops_to_tensor, decode_rgb, to_network_input
+from faceid.preprocessing import ALIGNED_SPEC, crops_to_tensor, to_network_input
 
 REPO = Path(__file__).resolve().parents[1]
 STAND_IN = Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
@@ -74,9 +75,10 @@ def _real_crops(shared: Path, n: int) -> list[np.ndarray]:
         crops = []
         for key in keys[::step]:
             payload = reader.read(key).payload
-            img = decode_rgb(payload) if payload else None
-            if img is not None:
-                crops.append(img)
+            try:
+                crops.append(decode_image(payload, f"record {key}"))
+            except DecodeError:
+                continue
             if len(crops) == n:
                 return crops
     raise AssertionError("too few decodable images in pins90 train.rec")
