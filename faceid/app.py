@@ -126,7 +126,7 @@ class App:
 
     def model_info(self) -> dict:
         e = self.pipeline.embedder
-        return {"source": e.source, "fingerprint": e.fingerprint, "crop": e.spec.crop,
+        return {"source": e.source, "runtime": e.runtime, "fingerprint": e.fingerprint, "crop": e.spec.crop,
                 "threshold": round(self.threshold(), 4),
                 "threshold_source": "option" if self.args.threshold is not None
                 else ("calibrated" if e.threshold_calibrated else "default")}
@@ -465,10 +465,13 @@ def info(message: str) -> None:
 
 def load_model(args: argparse.Namespace):
     """--model, else --weights, else ./checkpoints/best_face_model.pth if present, else VGGFace2 weights
-    ($FACEID_WEIGHTS, torch's cache, or a download unless --offline)."""
-    from .model import choose_embedder
+    ($FACEID_WEIGHTS, torch's cache, or a download unless --offline); on the --runtime export.choose_runtime picks."""
+    from .export import choose_runtime
 
-    return choose_embedder(args.model, args.weights, args.crop, args.device, download=not args.offline)
+    embedder, note = choose_runtime(args.model, args.weights, args.crop, args.device, download=not args.offline,
+                                    runtime=args.runtime, threads=args.threads)
+    info(f"network: {note}")
+    return embedder
 
 
 # ---------------------------------------------------------------------------- command line
@@ -506,14 +509,18 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
                    help="never open a window (headless: take the next good frames automatically)")
     add_max_pixels_argument(g, default=argparse.SUPPRESS if sub else None)
     g = p.add_argument_group("model and decision")
-    g.add_argument("--model", default=d(None), help=f"fine-tuned checkpoint (default: {DEFAULT_CHECKPOINT} if it "
-                   "exists, else the VGGFace2 weights)")
+    g.add_argument("--model", default=d(None), help=f"fine-tuned checkpoint, or its ONNX export (default: "
+                   f"{DEFAULT_CHECKPOINT} if it exists, else the VGGFace2 weights)")
     g.add_argument("--weights", default=d(None), help="backbone weights file instead of a checkpoint "
                    "(default: $FACEID_WEIGHTS, torch's cache, or a download of VGGFace2)")
     g.add_argument("--crop", choices=("box", "aligned5"), default=d(None),
                    help="crop style for --weights (default: box, as VGGFace2 was trained)")
     g.add_argument("--offline", action="store_true", default=d(False), help="never download weights")
     g.add_argument("--device", default=d(None), help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--runtime", choices=("auto", "torch", "onnx"), default=d("auto"),
+                   help="run the embedder on torch or onnxruntime (default: auto = onnxruntime for an .onnx --model, "
+                        "or for a checkpoint with its export_model.py export beside it when onnxruntime is installed "
+                        "(faster on CPU, see README); torch otherwise)")
     g.add_argument("--threads", type=int, default=d(1), help="CPU threads for torch (default: 1 - per-frame "
                    "work is small, and extra threads slow it down badly on a shared CPU)")
     g.add_argument("--threshold", type=float, default=d(None), help="cosine threshold (default: the one "

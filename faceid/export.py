@@ -8,8 +8,14 @@ The ONNX file holds the whole `model.EmbeddingNetwork` (backbone, mirror-and-sum
 - output ``embedding``: float32 (batch, 512), L2-normalised: a dot product of two is their cosine.
 - metadata (``metadata_props``, JSON values): ``faceid.format``, ``faceid.fingerprint`` (the same
   `backbone_fingerprint` the torch network gets, so a gallery registered on one runtime is used by
-  the other), and every key of `checkpoint.INFERENCE_KEYS` except the weights: ``faceid.preprocess``
-  (the crop the network expects), ``faceid.threshold`` and the calibration.
+  the other), every key of `checkpoint.INFERENCE_KEYS` except the weights: ``faceid.preprocess``
+  (the crop the network expects), ``faceid.threshold`` and the calibration; and ``faceid.sources``, the
+  sha256 of the checkpoint it was exported from and of the inference checkpoint written with it.
+
+The runtime choice (`choose_runtime`, the app's ``--runtime``): an ``.onnx`` model runs on onnxruntime;
+a checkpoint runs on onnxruntime when its export sits beside it (``<stem>.onnx``, written from that very
+file: the sha256 must match) and onnxruntime is installed, because that measured faster on CPU
+(bench/bench_latency.py --runtimes); otherwise, or with ``--runtime torch``, on torch.
 
 onnx/onnxscript are needed to export, onnxruntime to run; all three are optional: imported here, lazily,
 and their absence is one sentence. Without them everything runs on torch.
@@ -57,7 +63,7 @@ def checkpoint_for_export(model: str | os.PathLike | None, weights: str | os.Pat
         embedder.source
 
 
-def export_onnx(checkpoint: dict, path: str | os.PathLike, opset: int = OPSET) -> dict:
+def export_onnx(checkpoint: dict, path: str | os.PathLike, opset: int = OPSET, sources: list[str] = ()) -> dict:
     """Write the checkpoint's EmbeddingNetwork as ONNX (dynamic batch, metadata as above) atomically, after
     checking that onnxruntime reproduces torch's embeddings. Returns what was written (for the report)."""
     import torch
@@ -84,6 +90,7 @@ def export_onnx(checkpoint: dict, path: str | os.PathLike, opset: int = OPSET) -
         meta = {"format": ONNX_FORMAT, "fingerprint": backbone_fingerprint(backbone, spec)}
         meta.update({k: checkpoint.get(k) for k in INFERENCE_KEYS if k != "model"})
         meta["preprocess"] = spec.to_dict()
+        meta["sources"] = list(sources)
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = META_PREFIX + key, json.dumps(value, default=_plain)
@@ -209,12 +216,80 @@ def run_export(model: str | None, weights: str | None, crop: str | None, onnx_pa
         raise FaceIDError("Give either --model (a faceid checkpoint) or --weights (a backbone state_dict), not both.")
     if not model and not weights and DEFAULT_CHECKPOINT.is_file():
         model = str(DEFAULT_CHECKPOINT)
+    from .fileio import sha256_file
+
     checkpoint, source = checkpoint_for_export(model, weights, crop, download=download)
     default_onnx, default_slim = default_outputs(source)
     onnx_out = Path(onnx_path) if onnx_path else default_onnx
-    report = {"source": source, "onnx": export_onnx(checkpoint, onnx_out, opset=opset), "inference_checkpoint": None}
-    if slim:
-        slim_out = Path(slim_path) if slim_path else default_slim
-        save_inference_checkpoint(slim_out, checkpoint)
-        report["inference_checkpoint"] = {"path": str(slim_out), "bytes": slim_out.stat().st_size}
+    report: dict[str, Any] = {"source": source, "inference_checkpoint": None}
+    sources = [sha256_file(source)]
+    try:
+        if slim:   # first, so that the ONNX file records its hash: either file finds the other
+            slim_out = Path(slim_path) if slim_path else default_slim
+            save_inference_checkpoint(slim_out, checkpoint)
+            sources.append(sha256_file(slim_out))
+            report["inference_checkpoint"] = {"path": str(slim_out), "bytes": slim_out.stat().st_size}
+        report["onnx"] = export_onnx(checkpoint, onnx_out, opset=opset, sources=sources)
+    except OSError as err:
+        raise FaceIDError(f"Cannot write {err.filename or onnx_out}: {err.strerror}; choose another place with "
+                          f"--onnx / --inference-checkpoint.") from None
     return report
+
+
+def exported_beside(checkpoint: str | os.PathLike) -> Path | None:
+    """The ONNX file export_model.py wrote beside `checkpoint` (or beside the checkpoint it slimmed), if any."""
+    src = Path(checkpoint)
+    for candidate in (src.with_suffix(".onnx"), src.with_name(src.stem.removesuffix("_inference") + ".onnx")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def choose_runtime(model: str | os.PathLike | None, weights: str | os.PathLike | None, crop: str | None,
+                   device: str | None, download: bool, runtime: str = "auto", threads: int = 1):
+    """The app's embedder on the chosen runtime, and a note saying which and why (see the module docstring)."""
+    from .fileio import sha256_file
+    from .model import choose_embedder
+    from .paths import DEFAULT_CHECKPOINT
+
+    if runtime not in ("auto", *RUNTIMES):
+        raise FaceIDError(f"Unknown runtime {runtime!r}; use torch or onnx.")
+    if model and str(model).lower().endswith(".onnx"):
+        if runtime == "torch":
+            raise FaceIDError(f"{model} is an ONNX model: it runs with --runtime onnx; for torch pass the checkpoint "
+                              f"it was exported from.")
+        if weights or crop:
+            raise FaceIDError("An ONNX model carries its own weights and crop: drop --weights / --crop.")
+        if device and device != "cpu":
+            raise FaceIDError("The ONNX runtime here runs on the CPU: drop --device or use --runtime torch with the "
+                              "checkpoint.")
+        return load_onnx_embedder(model, threads), "runtime onnx (an .onnx model)"
+    checkpoint = model or (DEFAULT_CHECKPOINT if not weights and DEFAULT_CHECKPOINT.is_file() else None)
+    if runtime == "torch" or (runtime == "auto" and (checkpoint is None or (device or "cpu") != "cpu")):
+        return choose_embedder(model, weights, crop, device, download=download), "runtime torch"
+    onnx_file = exported_beside(checkpoint) if checkpoint else None
+    why = None
+    if checkpoint is None:
+        why = "--runtime onnx needs an exported model: run export_model.py and pass --model FILE.onnx"
+    elif device and device != "cpu":
+        why = "--runtime onnx runs on the CPU: drop --device"
+    elif onnx_file is None:
+        why = (f"no ONNX export beside {checkpoint}: run `export_model.py --model {checkpoint}` (writes "
+               f"{Path(checkpoint).with_suffix('.onnx')})")
+    elif not _has("onnxruntime"):
+        why = "onnxruntime is not installed (pip install -r requirements-dev.txt)"
+    if why is None:
+        embedder = load_onnx_embedder(onnx_file, threads)
+        forward = embedder.forward
+        if sha256_file(checkpoint) in read_metadata(forward, onnx_file).get("sources", []):
+            return embedder, f"runtime onnx ({onnx_file}, exported from this checkpoint)"
+        why = f"{onnx_file} was not exported from {checkpoint} (out of date?): run export_model.py again"
+    if runtime == "onnx":
+        raise FaceIDError(why[0].upper() + why[1:] + ".")
+    return choose_embedder(model, weights, crop, device, download=download), f"runtime torch ({why})"
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None

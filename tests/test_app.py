@@ -44,7 +44,7 @@ def reuse_loaded_models():
     real = app_module.load_model
 
     def cached(args):
-        key = (str(args.model), str(args.weights), args.crop, args.device, args.offline)
+        key = (str(args.model), str(args.weights), args.crop, args.device, args.offline, args.runtime)
         if key not in _LOADED:
             _LOADED[key] = real(args)
         return _LOADED[key]

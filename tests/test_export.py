@@ -141,3 +141,45 @@ def test_onnx_file_metadata_and_hostile_files(exported, tmp_path):
         load_onnx_embedder(junk)
     with pytest.raises(FaceIDError, match="Cannot read"):
         load_onnx_embedder(tmp_path / "missing.onnx")
+
+
+def _app_json(*argv) -> tuple[int, dict]:
+    """The app in a subprocess, as a user runs it: (exit code, its one JSON line)."""
+    result = subprocess.run([sys.executable, str(REPO / "faceid_app.py"), *map(str, argv), "--json"],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return result.returncode, json.loads(lines[0])
+
+
+def test_app_runs_on_onnx_with_a_gallery_registered_on_torch(exported, shared_data, tmp_path):
+    out, _ = exported
+    clip = shared_data / "videos" / "d18.mp4"
+    common = ["--data-dir", tmp_path / "gallery", "--no-preview", "--offline", "--sample-gap", "8", "--source", clip]
+    code, reg = _app_json(*common, "--weights", STAND_IN, "--crop", "aligned5", "--runtime", "torch", "--samples", "3",
+                          "--max-frames", 108, "register", "--name", "d18")
+    assert code == 0 and reg["model"]["runtime"] == "torch", reg
+    probe = ["--start-frame", 108, "--probe-samples", "1", "--threshold", "0.5"]
+    code, on_torch = _app_json(*common, *probe, "--weights", STAND_IN, "--crop", "aligned5", "verify", "--name", "d18")
+    code_onnx, on_onnx = _app_json(*common, *probe, "--model", out / "m.onnx", "verify", "--name", "d18")
+    assert code == code_onnx == 0 and on_onnx["model"]["runtime"] == "onnx", on_onnx
+    assert on_onnx["model"]["fingerprint"] == reg["model"]["fingerprint"]
+    assert abs(on_onnx["score"] - on_torch["score"]) < 1e-3, (on_onnx["score"], on_torch["score"])
+    # the slim checkpoint finds its export beside it: auto picks onnxruntime, --runtime torch keeps torch
+    code, auto = _app_json(*common, *probe, "--model", out / "m.pth", "verify", "--name", "d18")
+    assert code == 0 and auto["model"]["runtime"] == "onnx" and abs(auto["score"] - on_torch["score"]) < 1e-3
+    code, err = _app_json(*common, *probe, "--model", out / "m.onnx", "--runtime", "torch", "verify", "--name", "d18")
+    assert code == 2 and "--runtime onnx" in err["error"]
+
+
+def test_runtime_choice_without_an_export(tmp_path, stand_in):
+    from faceid.export import choose_runtime
+
+    full = tmp_path / "best.pth"
+    save_checkpoint(full, _full_checkpoint(stand_in))
+    embedder, note = choose_runtime(full, None, None, "cpu", download=False)
+    assert embedder.runtime == "torch" and "no ONNX export beside" in note
+    with pytest.raises(FaceIDError, match="No ONNX export beside .*export_model.py --model"):
+        choose_runtime(full, None, None, "cpu", download=False, runtime="onnx")
+    with pytest.raises(FaceIDError, match="needs an exported model"):
+        choose_runtime(None, stand_in, "aligned5", "cpu", download=False, runtime="onnx")
