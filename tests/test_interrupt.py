@@ -96,3 +96,12 @@ def test_sigterm_to_the_process_group_then_resume_is_exact(video_rec, tmp_path, 
     res = _run([sys.executable, *command[1:]])
     assert res.returncode == 0, res.stderr[-3000:]
     _assert_same_training_state(load_checkpoint(tmp_path / "ref" / FINAL), load_checkpoint(tmp_path / "run" / FINAL))
+
+
+def test_launcher_passes_a_failing_rank_exit_code_on_without_a_traceback(video_rec, tmp_path):
+    res = _run([*_launch(2), "train_model.py", "--data", str(video_rec), "--out", str(tmp_path), "--workers", "-1",
+                "--device", "cpu"])
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr and "ChildFailedError" not in res.stderr, res.stderr[-3000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors and all("--workers must be 0 or more" in ln for ln in errors)
