@@ -12,6 +12,11 @@ Needs the peer installed (not a project dependency):
     pip install dlib-bin face-recognition-models && pip install --no-deps face_recognition
 
 Usage: .venv/bin/python bench/bench_peer_lfw.py [--limit N] [--threads 1] [--out-dir faceid_data/bench_peer]
+
+--open-set: open-set 1:N on every image under --images instead (faceid/open_set.py): people with >= 2
+images enrol, the others are strangers; FNIR at FPIR 1e-3 / 1e-2 and rank-1 per gallery size for both
+backends on the same enrolment and galleries, one DET plot; with --calibration, the app's thresholds too.
+  .venv/bin/python bench/bench_peer_lfw.py --open-set --cache faceid_data/lfw_cache.sqlite --threads 1
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ STAND_IN = ROOT.parent / "shared/models/pins90_scratch_irv1_fp16.pt"
 
 def table(reports: dict[str, dict]) -> str:
     """Side-by-side results, one column per backend."""
-    rows = [("accuracy (10-fold)", lambda r: f"{100 * r['metrics']['accuracy']:.2f} ± {100 * r['metrics']['accuracy_std']:.2f}%"),
+    rows = [("accuracy (10-fold, ± SEM)", lambda r: f"{100 * r['metrics']['accuracy']:.2f} ± {100 * r['metrics']['accuracy_sem']:.2f}%"),
             ("ROC AUC", lambda r: f"{r['metrics']['auc']:.4f}"),
             ("EER", lambda r: f"{100 * r['metrics']['eer']:.2f}%"),
             ("TAR @ FAR=1e-3", lambda r: f"{100 * r['metrics']['tar@far=0.001']:.2f}%"),
@@ -62,6 +67,12 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
     p.add_argument("--cache", default=None, help="embedding cache to use for both (default: none, to time them).")
     p.add_argument("--out-dir", default="faceid_data/bench_peer", help="report JSON + ROC PNG folder.")
+    p.add_argument("--open-set", action="store_true", help="1:N on every image under --images (default: pairs).")
+    p.add_argument("--calibration", default=None,
+                   help="--open-set: calibration table for --weights (evaluate_model.py --calibrate), so the app's "
+                        "per-gallery-size threshold is measured too (default: none)")
+    p.add_argument("--gallery-sizes", default="10,100,1000", help="--open-set: sizes besides 'all' (default: 10,100,1000)")
+    p.add_argument("--draws", type=int, default=5, help="--open-set: random galleries per size (default: 5)")
     args = p.parse_args()
 
     import torch
@@ -72,9 +83,23 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     peer = FaceRecognitionBackend()  # first: a missing install fails before anything slow
-    dataset = load_pairs_dataset(args.pairs, args.images, limit=args.limit)
     ours = load_faceid_backend(model=args.model, weights=None if args.model else args.weights,
-                               crop=None if args.model else args.crop, device=args.device, batch_size=args.batch_size)
+                               crop=None if args.model else args.crop, device=args.device, batch_size=args.batch_size,
+                               calibration=args.calibration)
+    if args.open_set:
+        from faceid.open_set import format_identification, run_identification
+
+        cache = EmbedCache(args.cache) if args.cache else None
+        try:
+            sizes = tuple(int(v) for v in args.gallery_sizes.split(","))
+            report = run_identification([ours, peer], args.images, args.out_dir, cache, sizes=sizes,
+                                        draws=args.draws, batch_size=args.batch_size)
+        finally:
+            if cache:
+                cache.close()
+        print(format_identification(report))
+        return 0
+    dataset = load_pairs_dataset(args.pairs, args.images, limit=args.limit)
     cache = EmbedCache(args.cache) if args.cache else None
     reports, curves = {}, {}
     try:

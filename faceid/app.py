@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration import FAR_TARGET, FPIR_TARGET, MAX_TABLE_FAR, PROBE_SAMPLES, SAMPLES
 from .camera import Preview, display_available, open_source
 from .decode import add_max_pixels_argument, apply_max_pixels
 from .errors import EXIT_OK, ArgumentParser, FaceIDError, debug_enabled, describe_unexpected
@@ -43,6 +44,20 @@ class Outcome:
     code: int
     data: dict
     lines: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The threshold one decision uses, and the words that say where it came from."""
+
+    value: float
+    text: str            # e.g. "threshold 0.710 = FPIR 0.001 for 1,000 people, calibrated on ..."
+    source: str          # option | table | checkpoint | default
+    detail: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"threshold": round(self.value, 4), "threshold_source": self.source, "threshold_text": self.text,
+                "calibration": self.detail}
 
 
 @dataclass
@@ -98,9 +113,10 @@ class App:
 
             torch.set_num_threads(self.args.threads)
             embedder = load_model(self.args)
-            threshold_note = self.threshold_text(embedder)
-            info(f"model: {embedder.source} (crop {embedder.spec.crop}, fingerprint {embedder.fingerprint}, "
-                 f"{threshold_note})")
+            cal = embedder.calibration
+            note = (f"calibrated on {cal.source}" + (" (BENCHMARK DATA)" if cal.benchmark_data else "")
+                    if cal is not None else "no calibration table: decisions are uncalibrated")
+            info(f"model: {embedder.source} (crop {embedder.spec.crop}, fingerprint {embedder.fingerprint}, {note})")
             if self.accelerate:
                 info(optimize_for_cpu(embedder))
             self._pipeline = FacePipeline(embedder)
@@ -111,25 +127,38 @@ class App:
 
         return Gallery.open(self.args.data_dir)
 
-    def threshold(self) -> float:
-        t = self.args.threshold
-        return float(t) if t is not None else self.pipeline.embedder.threshold
-
-    def threshold_text(self, embedder=None) -> str:
-        embedder = embedder or self.pipeline.embedder
-        if self.args.threshold is not None:
-            return f"threshold {self.args.threshold:.3f} from --threshold"
-        if embedder.threshold_calibrated:
-            return f"threshold {embedder.threshold:.3f} calibrated in training"
-        return (f"threshold {embedder.threshold:.3f} is the uncalibrated default: train and calibrate a "
-                f"checkpoint (--model) or pass --threshold")
+    def threshold(self, gallery_size: int | None = None) -> Threshold:
+        """verify (gallery_size None): the table's threshold at --far per comparison; identify: at --fpir for a
+        gallery of `gallery_size` people. --threshold overrides both. Without a table: the checkpoint's single
+        threshold, else the default, each labelled uncalibrated."""
+        a, e = self.args, self.pipeline.embedder
+        if a.threshold is not None:
+            return Threshold(float(a.threshold), f"threshold {a.threshold:.3f} from --threshold", "option")
+        if e.calibration is not None:
+            t = (e.calibration.threshold_for_far(a.far) if gallery_size is None
+                 else e.calibration.threshold_for_fpir(a.fpir, gallery_size))
+            return Threshold(t.value, t.text, "table", t.to_dict())
+        scope = "" if gallery_size is None else f", not adjusted for {gallery_size:,} people"
+        if e.threshold_calibrated:
+            return Threshold(e.threshold, f"threshold {e.threshold:.3f} UNCALIBRATED: the checkpoint has no "
+                             f"calibration table, only a 1:1 threshold from single images{scope}", "checkpoint")
+        return Threshold(e.threshold, f"threshold {e.threshold:.3f} is the UNCALIBRATED default{scope}: use a "
+                         f"calibrated checkpoint (--model), a --calibration file, or --threshold", "default")
 
     def model_info(self) -> dict:
         e = self.pipeline.embedder
+        cal = e.calibration
         return {"source": e.source, "runtime": e.runtime, "fingerprint": e.fingerprint, "crop": e.spec.crop,
-                "threshold": round(self.threshold(), 4),
-                "threshold_source": "option" if self.args.threshold is not None
-                else ("calibrated" if e.threshold_calibrated else "default")}
+                "threshold_source": "option" if self.args.threshold is not None else
+                ("table" if cal is not None else "checkpoint" if e.threshold_calibrated else "default"),
+                "calibration": None if cal is None else {"source": cal.source, "benchmark_data": cal.benchmark_data,
+                                                          "comparison": f"template of {cal.samples} vs probe of "
+                                                                        f"{cal.probe_samples}",
+                                                          "impostor_comparisons": cal.impostors}}
+
+    def gallery_size(self, gallery) -> int:
+        """People identify compares a probe with: those registered with the loaded model."""
+        return int(gallery.fingerprints().get(self.pipeline.embedder.fingerprint, 0))
 
     # ------------------------------------------------------------------ frames -> samples
     def collect(self, n: int, key: str, per_key: int = 1) -> tuple[list[Sample], list[str]]:
@@ -294,7 +323,7 @@ class App:
         embeddings = np.stack([s.embedding for s in samples]).astype(np.float32)
         template = embeddings.mean(axis=0)
         template /= max(float(np.linalg.norm(template)), 1e-12)
-        if live_face is not None and float(template @ live_face) < self.threshold():
+        if live_face is not None and float(template @ live_face) < self.threshold().value:
             # the samples are taken after the challenge: they must show the face that passed it
             return Outcome(EXIT_NO_MATCH, {"action": "register", "name": name, "registered": False,
                                            "liveness": liveness},
@@ -303,9 +332,10 @@ class App:
         warning = None
         with self.gallery() as g:
             other = g.best_other_match(template, fp, exclude_name=name)
-            if other is not None and other.score >= self.threshold():
-                warning = (f"this face already matches {other.name!r} (score {other.score:.3f} >= threshold "
-                           f"{self.threshold():.3f}); check that they are different people")
+            duplicate = self.threshold(max(1, self.gallery_size(g)))   # as identify would decide it
+            if other is not None and other.score >= duplicate.value:
+                warning = (f"this face already matches {other.name!r} (score {other.score:.3f} >= "
+                           f"{duplicate.text}); check that they are different people")
             person = g.register(name, [s.crop for s in samples], embeddings, fp, replace=replace)
         spread = float((embeddings @ template).min())
         lines.append(f"Registered {person.name!r} from {len(samples)} samples "
@@ -330,17 +360,17 @@ class App:
         with self.gallery() as g:
             score = float(g.verify(name, sample.embedding, fp))
             other = g.best_other_match(sample.embedding, fp, exclude_name=name)
-        threshold = self.threshold()
+        decision = self.threshold()
+        threshold = decision.value
         match = score >= threshold
         verdict = "MATCH" if match else "NO MATCH"
-        lines = [f"{verdict}: {name!r} score {score:.3f} {'>=' if match else '<'} threshold {threshold:.3f} "
-                 f"({self.threshold_text()})."]
+        lines = [f"{verdict}: {name!r} score {score:.3f} {'>=' if match else '<'} {threshold:.3f} ({decision.text})."]
         if other is not None:
             lines.append(f"closest other person: {other.name!r} {other.score:.3f}")
         lines += [f"note: {n}" for n in notes]
         self.show_verdict(f"{verdict} {name} {score:.3f} (threshold {threshold:.3f})", match)
         data = {"action": "verify", "name": name, "match": match, "score": round(score, 4),
-                "threshold": round(threshold, 4), "closest_other": None if other is None else
+                **decision.to_dict(), "closest_other": None if other is None else
                 {"name": other.name, "score": round(float(other.score), 4)}, "quality": sample.metrics,
                 "notes": notes, "liveness": liveness, "model": self.model_info()}
         return Outcome(EXIT_OK if match else EXIT_NO_MATCH, data, lines)
@@ -354,11 +384,11 @@ class App:
         sample, notes, liveness = self.probe("v")
         with self.gallery() as g:
             matches = g.identify(sample.embedding, self.pipeline.embedder.fingerprint, k=self.args.top_k)
-        threshold = self.threshold()
+            decision = self.threshold(self.gallery_size(g))
+        threshold = decision.value
         best = matches[0] if matches and matches[0].score >= threshold else None
-        lines = [f"IDENTIFIED: {best.name!r} score {best.score:.3f} >= threshold {threshold:.3f} "
-                 f"({self.threshold_text()})." if best else
-                 f"UNKNOWN: nobody scored at or above the threshold {threshold:.3f} ({self.threshold_text()})."]
+        lines = [f"IDENTIFIED: {best.name!r} score {best.score:.3f} >= {threshold:.3f} ({decision.text})." if best else
+                 f"UNKNOWN: nobody scored at or above {threshold:.3f} ({decision.text})."]
         lines += [f"  {i}. {m.name:<24} {m.score:.3f}{'  <- above threshold' if m.score >= threshold else ''}"
                   for i, m in enumerate(matches, 1)]
         lines += [f"note: {n}" for n in notes]
@@ -366,7 +396,7 @@ class App:
         self.show_verdict(f"{label}, threshold {threshold:.3f}", best is not None)
         data = {"action": "identify", "identified": None if best is None else best.name,
                 "matches": [{"name": m.name, "score": round(float(m.score), 4)} for m in matches],
-                "threshold": round(threshold, 4), "quality": sample.metrics, "notes": notes,
+                **decision.to_dict(), "quality": sample.metrics, "notes": notes,
                 "liveness": liveness, "model": self.model_info()}
         return Outcome(EXIT_OK if best else EXIT_NO_MATCH, data, lines)
 
@@ -471,6 +501,12 @@ def load_model(args: argparse.Namespace):
     embedder, note = choose_runtime(args.model, args.weights, args.crop, args.device, download=not args.offline,
                                     runtime=args.runtime, threads=args.threads)
     info(f"network: {note}")
+    if args.calibration is not None:   # a table measured for these weights (evaluate_model.py --calibrate)
+        from dataclasses import replace
+
+        from .calibration import read_calibration_file
+
+        embedder = replace(embedder, calibration=read_calibration_file(args.calibration, embedder.fingerprint))
     return embedder
 
 
@@ -497,9 +533,10 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
     g = p.add_argument_group("source and capture")
     g.add_argument("--source", default=d("0"), help="webcam index, video file, image file or folder of images "
                    "(default: 0, the first webcam)")
-    g.add_argument("--samples", type=int, default=d(5), help="good samples to register (default: 5)")
-    g.add_argument("--probe-samples", type=int, default=d(3), help="verify/identify: good frames averaged "
-                   "into the probe (default: 3)")
+    g.add_argument("--samples", type=int, default=d(SAMPLES), help=f"good samples to register (default: {SAMPLES}; "
+                   "calibration tables are measured with this many)")
+    g.add_argument("--probe-samples", type=int, default=d(PROBE_SAMPLES), help="verify/identify: good frames "
+                   f"averaged into the probe (default: {PROBE_SAMPLES})")
     g.add_argument("--max-frames", type=int, default=d(None), help="read at most this many frames per action "
                    f"(default: the whole file; {LIVE_FRAME_LIMIT} from a camera without a window)")
     g.add_argument("--start-frame", type=int, default=d(0), help="skip this many frames of a video/folder first")
@@ -523,8 +560,16 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
                         "(faster on CPU, see README); torch otherwise)")
     g.add_argument("--threads", type=int, default=d(1), help="CPU threads for torch (default: 1 - per-frame "
                    "work is small, and extra threads slow it down badly on a shared CPU)")
-    g.add_argument("--threshold", type=float, default=d(None), help="cosine threshold (default: the one "
-                   "calibrated in training and stored in the checkpoint, else 0.6)")
+    g.add_argument("--threshold", type=float, default=d(None), help="fixed cosine threshold for every decision "
+                   "(default: read from the model's calibration table at --far / --fpir; a model without a table "
+                   "uses its checkpoint's single threshold, else 0.6, and says it is uncalibrated)")
+    g.add_argument("--far", type=float, default=d(FAR_TARGET), help="verify: the false-accept rate per comparison "
+                   f"the threshold is read at (default: {FAR_TARGET:g})")
+    g.add_argument("--fpir", type=float, default=d(FPIR_TARGET), help="identify: the chance that an unregistered "
+                   "person is accepted as someone, for the number of people registered; the threshold rises with "
+                   f"the gallery (default: {FPIR_TARGET:g})")
+    g.add_argument("--calibration", default=d(None), help="calibration table for --weights, written by "
+                   "`evaluate_model.py --calibrate` (default: the checkpoint's table, if any)")
     g.add_argument("--top-k", type=int, default=d(5), help="identify: how many names to list (default: 5)")
     g.add_argument("--liveness", action="store_true", default=d(False),
                    help="require a random head-turn challenge before verify/identify/register")
@@ -566,6 +611,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise FaceIDError(f"Unknown --device {args.device!r}; use cpu, cuda or cuda:N.")
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise FaceIDError("--threshold is a cosine similarity: give a value between -1 and 1.")
+    if not (0 < args.far <= MAX_TABLE_FAR and 0 < args.fpir <= MAX_TABLE_FAR):
+        raise FaceIDError(f"--far and --fpir are rates: give values above 0 and at most {MAX_TABLE_FAR:g}.")
 
 
 def run_action(app: App, action: str, args: argparse.Namespace) -> Outcome:

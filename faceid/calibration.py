@@ -278,3 +278,39 @@ class Calibration:
                 and np.all(np.diff(top) <= 0) and np.all(np.diff(genuine) >= 0)):
             raise FaceIDError(f"{bad} (scores must be sorted cosines in [-1, 1] and counts consistent).")
         return cls(ranks, top, impostors, genuine, samples, probe, source, benchmark, identities)
+
+
+# ---------------------------------------------------------------------------- a table for backbone weights
+
+MAX_FILE_BYTES = 16 << 20
+
+
+def write_calibration_file(path, table: Calibration, fingerprint: str, report: dict | None = None) -> None:
+    """A table for weights without a checkpoint (evaluate_model.py --calibrate): tied to their fingerprint."""
+    from .fileio import atomic_write_json
+
+    atomic_write_json(path, {"fingerprint": fingerprint, "calibration": table.to_dict(), "report": report or {}})
+
+
+def read_calibration_file(path, fingerprint: str) -> Calibration:
+    """Read a table written by `write_calibration_file`; refuse one made for another model (one sentence)."""
+    import json
+    import os
+
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise FaceIDError(f"The calibration file {path} is {size:,} bytes; a table is far smaller, so it is "
+                              f"not one.")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as err:
+        raise FaceIDError(f"Cannot read the calibration file {path}: {err.strerror or err}.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FaceIDError(f"The calibration file {path} is not JSON.") from None
+    if not isinstance(data, dict) or "calibration" not in data:
+        raise FaceIDError(f"{path} is not a calibration file (no 'calibration' table).")
+    if data.get("fingerprint") != fingerprint:
+        raise FaceIDError(f"The calibration file {path} was measured for model {data.get('fingerprint')!r}, not the "
+                          f"loaded {fingerprint}; calibrate this model.")
+    return Calibration.from_dict(data["calibration"], where=str(path))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -33,99 +33,11 @@ import numpy as np
 from .decode import check_image_file, decode_image, image_size, read_image_file
 from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
 from .errors import FaceIDError
-from .verification import read_pairs, load_verification_bin, roc_curve, stratified_folds, verification_report
+from .verification import (Dataset, load_bin_dataset, load_pairs_dataset, roc_curve,  # noqa: F401 (re-exported)
+                           verification_report)
 
 FACE_CHOICE = "detection closest to the image centre (LFW convention)"
 MISS_RULE = "centre crop (preprocessing.center_crop), counted and listed"
-
-
-# ----------------------------------------------------------------------------- data sets
-
-@dataclass
-class Dataset:
-    """Pairs to score. items: unique image paths (pairs files) or JPEG bytes (.bin); index: (P, 2) into items;
-    labels: (P,) bool, True = same person; folds: (P,) int fold of each pair."""
-
-    kind: str                       # "lfw-pairs" or "verification-bin"
-    name: str                       # file stem, used to name the outputs
-    items: list
-    index: np.ndarray
-    labels: np.ndarray
-    folds: np.ndarray
-    describe: dict = field(default_factory=dict)
-
-
-def _take_limit(labels: np.ndarray, limit: int | None) -> np.ndarray:
-    """Indices of the first ceil(limit/2) genuine and floor(limit/2) impostor pairs (all when limit is None)."""
-    if not limit or limit >= len(labels):
-        return np.arange(len(labels))
-    if limit < 2:
-        raise FaceIDError("--limit must be at least 2 (one genuine and one impostor pair).")
-    genuine, impostor = np.nonzero(labels)[0], np.nonzero(~labels)[0]
-    return np.sort(np.r_[genuine[: (limit + 1) // 2], impostor[: limit // 2]])
-
-
-def _is_view2(path: Path) -> bool:
-    """True when the pairs file's header is View 2's ``folds<TAB>N`` (read_pairs has already validated it)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return len(f.readline().split()) == 2
-
-
-def load_pairs_dataset(pairs_path: str | os.PathLike, image_root: str | os.PathLike, folds: int = 10,
-                       limit: int | None = None) -> Dataset:
-    """Parse the pairs file and check every image exists (before any model is loaded).
-
-    Folds: a View 2 file used whole keeps its own folds; View 1, or any subset, is cut into `folds`
-    stratified folds (genuine and impostor pairs each in file order), as ``verification`` documents.
-    """
-    pairs_path, root = Path(pairs_path), Path(image_root)
-    if not root.is_dir():
-        raise FaceIDError(f"The image root {root} is not a directory; pass the folder that holds <Name>/<Name>_NNNN.jpg.")
-    pairs = read_pairs(pairs_path)
-    if not pairs:
-        raise FaceIDError(f"{pairs_path} lists no pairs.")
-    labels = np.array([p.same for p in pairs], dtype=bool)
-    if labels.all() or not labels.any():
-        raise FaceIDError(f"{pairs_path} needs both same-person and different-person pairs.")
-    keep = _take_limit(labels, limit)
-    whole = len(keep) == len(labels)
-    pairs, labels = [pairs[i] for i in keep], labels[keep]
-    view2 = _is_view2(pairs_path)
-    if view2 and whole:
-        fold_ids = np.array([p.fold for p in pairs])
-    else:
-        fold_ids = stratified_folds(labels, folds)
-    paths: dict[Path, int] = {}
-    index = np.array([[paths.setdefault(a, len(paths)), paths.setdefault(b, len(paths))]
-                      for a, b in (p.paths(root) for p in pairs)], dtype=np.int64)
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise FaceIDError(f"{len(missing)} of the {len(paths)} images named by {pairs_path} are missing under "
-                          f"{root} (first: {missing[0]}); check --images.")
-    describe = {"pairs_file": str(pairs_path), "image_root": str(root),
-                "header": "View 2 (folds<TAB>N)" if view2 else "View 1 (single count)",
-                "folds": int(len(np.unique(fold_ids))),
-                "fold_source": "the file's own folds" if view2 and whole else "stratified, in file order"}
-    return Dataset("lfw-pairs", pairs_path.stem, list(paths), index, labels, fold_ids, describe)
-
-
-def load_bin_dataset(bin_path: str | os.PathLike, folds: int = 10, limit: int | None = None) -> Dataset:
-    """An insightface .bin: images 2i and 2i+1 form pair i; identical JPEGs are embedded once."""
-    bin_path = Path(bin_path)
-    if not bin_path.is_file():
-        raise FaceIDError(f"The verification file {bin_path} does not exist.")
-    blobs, issame = load_verification_bin(bin_path)
-    if issame.all() or not issame.any():
-        raise FaceIDError(f"{bin_path} needs both same-person and different-person pairs.")
-    keep = _take_limit(issame, limit)
-    unique: dict[bytes, int] = {}
-    index = np.array([[unique.setdefault(blobs[2 * i], len(unique)), unique.setdefault(blobs[2 * i + 1], len(unique))]
-                      for i in keep], dtype=np.int64)
-    labels = issame[keep]
-    describe = {"bin": str(bin_path), "folds": int(folds), "fold_source": "stratified, in file order",
-                "note": "images are pre-aligned 112x112 crops: detection skipped, embedded directly"}
-    return Dataset("verification-bin", bin_path.stem, list(unique), index, labels,
-                   stratified_folds(labels, folds), describe)
 
 
 # ----------------------------------------------------------------------------- backends
@@ -227,6 +139,14 @@ class FaceIDBackend:
 
     def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", a, b)
+
+    def template(self, embeddings: np.ndarray) -> np.ndarray:
+        """The app's template: the L2-normalised mean of the samples' embeddings."""
+        mean = np.asarray(embeddings, np.float32).mean(0)
+        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+    def score_matrix(self, probes: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        return probes @ templates.T
 
 
 # ----------------------------------------------------------------------------- embedding images
@@ -331,6 +251,8 @@ def evaluate_dataset(backend: Backend, dataset: Dataset, cache: EmbedCache | Non
                      if dataset.kind == "lfw-pairs" else "not applicable: detection skipped for pre-aligned crops",
                      "multiple_faces": sum(1 for info in infos if (info.get("faces") or 0) > 1)},
         "speed": stats,
+        "pair_scores": [{"a": names[i], "b": names[j], "same": bool(same), "fold": int(fold), "score": round(float(sc), 6)}
+                        for (i, j), same, fold, sc in zip(dataset.index, dataset.labels, dataset.folds, scores)],
     }
     describe = report["model"]
     if "threshold" in describe:  # how the threshold the app would use fares on these pairs
@@ -356,8 +278,8 @@ def format_summary(report: dict) -> str:
              f"model       {report['model'].get('weights', report['model'].get('model', ''))}"
              + (f" (fingerprint {report['model']['fingerprint']}, crop {report['model']['spec']['crop']}, "
                 f"flip {'on' if report['model']['flip'] else 'off'})" if "spec" in report["model"] else ""),
-             f"accuracy    {_pct(m['accuracy'])} ± {_pct(m['accuracy_std'])} ({d['folds']} folds, threshold "
-             f"chosen on the other folds; mean threshold {m['accuracy_threshold']:.4f})",
+             f"accuracy    {_pct(m['accuracy'])} ± {_pct(m['accuracy_sem'])} (mean ± standard error over {d['folds']} "
+             f"folds, each fold's threshold chosen on the others; mean threshold {m['accuracy_threshold']:.4f})",
              f"ROC AUC     {m['auc']:.4f}",
              f"EER         {_pct(m['eer'])} (threshold {m['eer_threshold']:.4f})"]
     for far in ("0.001", "0.01"):
@@ -401,12 +323,13 @@ def write_outputs(report: dict, curves: dict[str, tuple[np.ndarray, np.ndarray]]
 # ----------------------------------------------------------------------------- the command
 
 def load_faceid_backend(model: str | None = None, weights: str | None = None, crop: str | None = None,
-                        device: str | None = None, flip: bool = True, batch_size: int = 64) -> FaceIDBackend:
+                        device: str | None = None, flip: bool = True, batch_size: int = 64,
+                        calibration: str | None = None) -> FaceIDBackend:
     """The app's model choice: --model, else ./checkpoints/best_face_model.pth if present (unless --weights),
     else backbone weights (--weights, $FACEID_WEIGHTS, torch's cache, download; one clear error offline)."""
     from .model import choose_embedder
 
-    embedder = choose_embedder(model, weights, crop, device, download=True)
+    embedder = choose_embedder(model, weights, crop, device, download=True, calibration=calibration)
     return FaceIDBackend(embedder, batch_size=batch_size, flip=flip)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import Calibration
 from .checkpoint import INFERENCE_KEYS, load_checkpoint
 from .errors import FaceIDError
 from .fileio import atomic_write_bytes
@@ -194,10 +195,12 @@ def load_onnx_embedder(path: str | os.PathLike, threads: int = 1):
     threshold = meta.get("threshold")
     if threshold is not None and not (isinstance(threshold, (int, float)) and -1 <= threshold <= 1):
         raise FaceIDError(f"{path} records an invalid threshold {threshold!r}; export it again.")
+    table = meta.get("calibration")
+    table = None if table is None else Calibration.from_dict(table, where=str(path))
     return Embedder(model=None, spec=PreprocessSpec.from_dict(meta["preprocess"]),
                     threshold=float(threshold if threshold is not None else DEFAULT_THRESHOLD),
                     threshold_calibrated=threshold is not None, fingerprint=meta["fingerprint"], source=str(path),
-                    device=torch.device("cpu"), forward=forward)
+                    device=torch.device("cpu"), forward=forward, calibration=table)
 
 
 def default_outputs(source: str) -> tuple[Path, Path]:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .calibration import Calibration, read_calibration_file
 from .errors import FaceIDError
 from .paths import DEFAULT_CHECKPOINT
 from .preprocessing import PreprocessSpec, VGGFACE2_SPEC
@@ -152,6 +153,7 @@ class Embedder:
     fingerprint: str
     source: str          # human-readable: which file the weights came from
     device: torch.device
+    calibration: Calibration | None = None   # score -> FAR table (checkpoint or --calibration); None: uncalibrated
     # Another runtime's whole EmbeddingNetwork (onnxruntime, faceid.export): normalised input -> final
     # embeddings. When set, `model` is None: the torch network is never built.
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -177,11 +179,13 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                  crop: str | None = None, device: str | None = None, download: bool = True) -> Embedder:
+                  crop: str | None = None, device: str | None = None, download: bool = True,
+                  calibration: str | os.PathLike | None = None) -> Embedder:
     """Load a fine-tuned checkpoint (its spec and calibrated threshold come with it) or backbone weights.
 
     model_path: a checkpoint written by the trainer. Else `weights` (a state_dict file, $FACEID_WEIGHTS or
     VGGFace2) with the spec of `crop` ("box", VGGFace2's style, by default) and the seed's fixed threshold.
+    calibration: a table file from `evaluate_model.py --calibrate` for these weights (replaces a checkpoint's).
     """
     from .checkpoint import load_checkpoint
 
@@ -194,19 +198,25 @@ def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os
         threshold = ckpt.get("threshold")
         calibrated = threshold is not None
         source = str(model_path)
+        table = ckpt.get("calibration")
+        table = None if table is None else Calibration.from_dict(table, where=str(model_path))
     else:
         path = resolve_weights(weights, download=download)
         load_backbone_weights(model, read_state_dict(path), str(path))
         spec = VGGFACE2_SPEC if crop in (None, "box") else PreprocessSpec(crop=crop)
-        threshold, calibrated, source = None, False, str(path)
+        threshold, calibrated, source, table = None, False, str(path), None
     model.eval().to(dev)
+    fingerprint = backbone_fingerprint(model, spec)
+    if calibration is not None:
+        table = read_calibration_file(calibration, fingerprint)
     return Embedder(model=model, spec=spec, threshold=float(threshold if threshold is not None else DEFAULT_THRESHOLD),
-                    threshold_calibrated=calibrated, fingerprint=backbone_fingerprint(model, spec),
-                    source=source, device=dev)
+                    threshold_calibrated=calibrated, fingerprint=fingerprint,
+                    source=source, device=dev, calibration=table)
 
 
 def choose_embedder(model: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                    crop: str | None = None, device: str | None = None, download: bool = True) -> Embedder:
+                    crop: str | None = None, device: str | None = None, download: bool = True,
+                    calibration: str | os.PathLike | None = None) -> Embedder:
     """The app's (and evaluator's) model choice: --model, else --weights, else ./checkpoints/best_face_model.pth
     if present, else VGGFace2 weights ($FACEID_WEIGHTS, torch's cache, or a download when allowed)."""
     if model and weights:
@@ -218,8 +228,8 @@ def choose_embedder(model: str | os.PathLike | None = None, weights: str | os.Pa
     if not model and not weights and DEFAULT_CHECKPOINT.is_file():
         model = DEFAULT_CHECKPOINT
     if model:
-        return load_embedder(model_path=model, device=device)
-    return load_embedder(weights=weights, crop=crop, device=device, download=download)
+        return load_embedder(model_path=model, device=device, calibration=calibration)
+    return load_embedder(weights=weights, crop=crop, device=device, download=download, calibration=calibration)
 
 
 def optimize_for_cpu(embedder) -> str:

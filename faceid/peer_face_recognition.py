@@ -119,3 +119,11 @@ class FaceRecognitionBackend:
 
     def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return -np.linalg.norm(a - b, axis=1)
+
+    def template(self, embeddings: np.ndarray) -> np.ndarray:
+        """Several known encodings of one person: their mean descriptor."""
+        return np.asarray(embeddings, np.float32).mean(0)
+
+    def score_matrix(self, probes: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        d2 = (probes ** 2).sum(1)[:, None] + (templates ** 2).sum(1)[None, :] - 2 * probes @ templates.T
+        return -np.sqrt(np.maximum(d2, 0))

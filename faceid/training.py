@@ -82,6 +82,7 @@ class TrainConfig:
     select_metric: str = "tar@far=0.01"
     select_set: str = "heldout"
     target_far: float = 1e-3
+    tune_on_benchmark: bool = False
     crop_style: str = "aligned5"
     seed: int = 42
     augment_flip: bool = True
@@ -137,7 +138,8 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict = {}
         self.metrics: dict = {}
-        self.calibration: dict | None = None
+        self.calibration: dict | None = None        # summary of the latest table (history, summary line)
+        self.calibration_table: dict | None = None  # Calibration.to_dict() of the latest validation
 
     # --- data -------------------------------------------------------------------------------------
     def _open_data(self) -> None:
@@ -168,15 +170,27 @@ class Trainer:
         eval_batch = self.cfg.eval_batch_size or min(256, self.batch_size * 2)
         amp = lambda: autocast_context(self.precision, self.env.device)  # noqa: E731  (validate as we train)
         return Validator(self.data, self.val_idx, pair_sets, self.feed, eval_batch, self.workers, cfg.target_far,
-                         amp=amp, closed_set_images=cfg.val_images, seed=cfg.seed)
+                         amp=amp, closed_set_images=cfg.val_images, seed=cfg.seed,
+                         heldout=self.heldout, tune_on_benchmark=cfg.tune_on_benchmark)
 
-    def _selection(self, validator: Validator) -> tuple[str, str]:
-        """(set, metric) that picks the best checkpoint; falls back when the asked set is not evaluated."""
-        names = [ps.name for ps in validator.pair_sets]
-        if self.cfg.select_set in names:
-            return self.cfg.select_set, self.cfg.select_metric
-        if names:
-            return names[0], self.cfg.select_metric
+    def _selection(self) -> tuple[str, str]:
+        """(set, metric) that picks the best checkpoint. Benchmark files (.bin) are test data: selecting on one
+        needs --tune-on-benchmark (stamped in the checkpoint's calibration); without held-out people and without
+        .bin files, the closed-set accuracy selects and no calibration table is written."""
+        # every rank decides alike (no collective): a refusal stops all of them
+        benchmarks = [p.stem for p in find_verification_bins(self.data.root)] if self.cfg.bins else []
+        names = (["heldout"] if self.heldout is not None else []) + benchmarks
+        wanted = self.cfg.select_set if self.cfg.select_set in names else ("heldout" if "heldout" in names else None)
+        if wanted is None and benchmarks:
+            wanted = benchmarks[0]
+        if wanted in benchmarks and not self.cfg.tune_on_benchmark:
+            why = ("there are no held-out identities (--holdout-fraction 0)" if "heldout" not in names
+                   else f"--select-set {wanted} names a benchmark file")
+            raise FaceIDError(f"Model selection would read the benchmark {wanted} because {why}; keep identities "
+                              f"held out (--holdout-fraction 0.1) or pass --tune-on-benchmark to accept tuning on "
+                              f"test data (stamped in the checkpoint and shown by the app).")
+        if wanted is not None:
+            return wanted, self.cfg.select_metric
         return "closed_set", "accuracy"
 
     # --- model ------------------------------------------------------------------------------------
@@ -241,7 +255,7 @@ class Trainer:
         cal = self.calibration or {}
         return {
             "kind": kind, "model": cpu(self.net.backbone.state_dict()), "preprocess": self.data.spec.to_dict(),
-            "threshold": cal.get("threshold"), "threshold_info": cal or None,
+            "threshold": cal.get("threshold"), "threshold_info": cal or None, "calibration": self.calibration_table,
             "head": cpu(self.net.head.state_dict()), "head_config": self.head_cfg,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "precision": self.precision,
@@ -265,7 +279,7 @@ class Trainer:
                               f"unaltered checkpoint, or start a new run from its weights.") from None
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.history, self.best, self.metrics = list(ckpt["history"]), dict(ckpt["best"]), dict(ckpt["metrics"])
-        self.calibration = ckpt.get("threshold_info")
+        self.calibration, self.calibration_table = ckpt.get("threshold_info"), ckpt.get("calibration")
         if not exact:
             return
         self.step_in_epoch = int(ckpt["step_in_epoch"])
@@ -398,6 +412,8 @@ class Trainer:
         elif not self.per_step:
             self.scheduler.step()
         self.metrics, self.calibration = metrics, metrics.get("calibration")
+        table = validator.last_calibration if env.main and validator is not None else None
+        self.calibration_table = self._bcast(table.to_dict() if table is not None else None)
         record.update(metrics)
         self.history.append(record)
         lower = selection[1] in LOWER_IS_BETTER
@@ -427,7 +443,7 @@ class Trainer:
         state."""
         env = self.env
         validator = self._validator() if env.main else None
-        selection = self._bcast(self._selection(validator) if env.main else None)
+        selection = self._selection()
         if env.main:
             self.out.mkdir(parents=True, exist_ok=True)
             label_map = self.data.label_map()
@@ -476,7 +492,11 @@ class Trainer:
             f"{', compiled' if cfg.compile else ''}{', deterministic' if cfg.deterministic else ''}, device {self.env.device}",
             f"phase     {self.phase.index}: epochs {self.phase.start_epoch + 1}-{self.phase.end_epoch}, "
             f"{self.steps_per_epoch} steps per epoch; starting at epoch {self.epoch + 1}, step {self.step}",
-            f"select    best checkpoint by {selection[0]} {selection[1]}; threshold at FAR {cfg.target_far:g}",
+            f"select    best checkpoint by {selection[0]} {selection[1]}"
+            + (" (BENCHMARK DATA: --tune-on-benchmark)" if selection[0] not in ("heldout", "closed_set") else "")
+            + f"; calibration table (threshold at FAR {cfg.target_far:g} shown) from "
+            + ("the held-out identities" if self.heldout is not None else
+               "the first benchmark file (--tune-on-benchmark)" if cfg.tune_on_benchmark else "nothing: uncalibrated"),
         ]
         lines += [f"validate  {line}" for line in validator.describe()]
         return "\n".join(lines)
@@ -504,12 +524,10 @@ class Trainer:
             thr = "" if best_thr is None else f"; its threshold {best_thr:.4f} is in {BEST}"
             lines.append(f"best          epoch {self.best['epoch']}: {self.best['set']} {self.best['metric']}{value}{thr}")
         if cal:
-            note = "" if cal["resolved"] else (f" (FAR {cal['target_far']:g} not resolvable with "
-                                               f"{cal['impostor_pairs']} impostor pairs: strictest point used)")
-            lines.append(f"threshold     last epoch: {cal['threshold']:.4f} at FAR {cal['target_far']:g} on {cal['source']}, "
-                         f"TAR {cal['tar']:.4f}{note}")
+            lines.append(f"calibration   last epoch: {cal['text']}; TAR {cal['tar']:.4f} (the app reads any FAR, and "
+                         f"FPIR by gallery size, from the table in the checkpoint)")
         else:
-            lines.append("threshold     none calibrated (no verification pairs); the app falls back to its default")
+            lines.append("calibration   none (no held-out identities); the app labels its decisions uncalibrated")
         lines.append(f"files         {self.out}/{{{BEST}, {FINAL}, {LAST}, {LABEL_MAP}, {HISTORY}, curves_*.png}}")
         lines.append("              (* = that FAR is finer than the impostor pairs can resolve)")
         lines.append(rule)

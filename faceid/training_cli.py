@@ -92,11 +92,12 @@ def _recipe_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     g.add_argument("--select-metric", choices=SELECT_METRICS, default=d(D.select_metric),
                    help="verification metric that picks best_face_model.pth (default: %(default)s)")
     g.add_argument("--select-set", default=d(D.select_set),
-                   help="pair set it is read from: heldout, or a .bin's name such as lfw (default: %(default)s; falls "
-                        "back to the first .bin, then closed-set accuracy, when absent)")
+                   help="pair set it is read from: heldout (default: %(default)s), or a .bin's name such as lfw, "
+                        "which needs --tune-on-benchmark; without held-out identities or .bin files: closed-set "
+                        "accuracy")
     g.add_argument("--target-far", type=float, default=d(D.target_far),
-                   help="false-accept rate at which the app's cosine threshold is calibrated on the held-out pairs "
-                        "(default: %(default)g)")
+                   help="false-accept rate whose threshold the summary shows; the checkpoint keeps the whole "
+                        "score->FAR table of the held-out identities (default: %(default)g)")
 
 
 def _new_run_args(p: argparse.ArgumentParser) -> None:
@@ -125,6 +126,10 @@ def _new_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--holdout-fraction", type=float, default=D.holdout_fraction,
                    help="share of identities (at least 2) never trained on, for open-set verification and the "
                         "threshold; 0 disables (default: %(default)s)")
+    g.add_argument("--tune-on-benchmark", action="store_true", default=D.tune_on_benchmark,
+                   help="allow selecting the model on a .bin benchmark and, without held-out identities, "
+                        "calibrating on it: tuning on test data, stamped in the checkpoint and shown by the app "
+                        "(default: off, which makes that an error)")
     g.add_argument("--pairs", type=int, default=D.pairs,
                    help="genuine and impostor pairs each among the held-out identities (default: %(default)s)")
     g.add_argument("--crop-style", choices=("aligned5", "box"), default=D.crop_style,

@@ -3,11 +3,15 @@
 - Closed set: accuracy (and loss) of the head's margin-free argmax on the 20% of the training identities'
   images held back by the seed's 80/20 split. Comparable with the seed's 87.65%; says nothing about people
   the network has never seen.
-- Held-out identities: up to 3,000 genuine + 3,000 impostor pairs among people never trained on
-  (deterministic, seed 42); ROC AUC, EER, TAR at FAR 1e-3 / 1e-2, 10-fold accuracy. The app's cosine
-  threshold is calibrated here at the target FAR.
+- Held-out identities: up to `--pairs` genuine + as many impostor pairs among people never trained on
+  (deterministic, seed 42); ROC AUC, EER, TAR at FAR 1e-3 / 1e-2, 10-fold accuracy. Model selection reads
+  this set.
+- Calibration (faceid.calibration): on the same held-out people, the comparison the app makes (templates of
+  5 images vs probes of 3), every cross-identity template/probe pair as an impostor comparison; the
+  score->FAR table goes into the checkpoint. Never computed from benchmark files unless the run was
+  started with --tune-on-benchmark (then the table says so).
 - insightface verification files beside the data (lfw.bin, cfp_fp.bin, agedb_30.bin, any *.bin): the
-  10-fold protocol plus the same ROC numbers.
+  10-fold protocol plus the same ROC numbers, reported only.
 
 Embeddings are computed as the app computes them: `to_network_input`, L2-normalised sum of the image's and
 its mirror's outputs (`faceid.model.embed`), in the training precision (bf16 autocast on an H100 costs about
@@ -32,7 +36,10 @@ from .feed import BatchFeed, FaceSamples, make_loader
 from .heads import Normalized
 from .model import embed
 from .preprocessing import PreprocessSpec
-from .verification import load_verification_bin, threshold_at_far, verification_report
+from .calibration import PROBE_SAMPLES, SAMPLES, Calibration, template_probe_scores
+from .verification import load_bin_dataset, stratified_folds, verification_report
+
+CALIBRATION_IMAGES = 20_000   # held-out images embedded for the calibration table per validation, at most
 
 
 class EncodedImages:
@@ -61,6 +68,7 @@ class PairSet:
     pairs: np.ndarray
     issame: np.ndarray
     note: str = ""
+    folds: np.ndarray | None = None   # fold of each pair for the 10-fold accuracy (None: stratified, in order)
     scores: np.ndarray | None = field(default=None, repr=False)
 
 
@@ -76,7 +84,7 @@ def make_pairs(labels: np.ndarray, n_genuine: int = 3000, n_impostor: int = 3000
     groups = [np.nonzero(labels == c)[0] for c in np.unique(labels)]
     counts = np.array([len(g) * (len(g) - 1) // 2 for g in groups], dtype=np.int64)
     n = len(labels)
-    total_imp = n * (n - 1) // 2 - int(counts.sum())
+    total_imp = n * (n - 1) // 2 - int(counts.sum())  # every cross-identity pair
     if counts.sum() <= n_genuine:
         genuine = [(g[i], g[j]) for g in groups for i in range(len(g)) for j in range(i + 1, len(g))]
     else:
@@ -101,8 +109,9 @@ def make_pairs(labels: np.ndarray, n_genuine: int = 3000, n_impostor: int = 3000
     issame = np.r_[np.ones(len(genuine), bool), np.zeros(len(impostor), bool)]
     note = ""
     if len(genuine) < n_genuine or len(impostor) < n_impostor:
-        note = (f"only {len(genuine)} genuine and {len(impostor)} impostor pairs exist among these images "
-                f"(asked for {n_genuine} + {n_impostor})")
+        # what exists, not what was drawn: a kind that had enough was sampled down to what was asked for
+        note = (f"{int(counts.sum()):,} genuine and {total_imp:,} impostor pairs exist among these images "
+                f"(asked for {n_genuine:,} + {n_impostor:,}; using {len(genuine):,} + {len(impostor):,})")
     return pairs, issame, note
 
 
@@ -112,9 +121,10 @@ def heldout_pairs(heldout: FaceDataset, n_pairs: int, seed: int) -> PairSet:
 
 
 def bin_pairs(path: Path, spec: PreprocessSpec) -> PairSet:
-    images, issame = load_verification_bin(path)
-    pairs = np.arange(len(images), dtype=np.int64).reshape(-1, 2)
-    return PairSet(path.stem, EncodedImages(images, spec, path.name), pairs, issame)
+    """A .bin through the evaluator's loader (verification.load_bin_dataset): the same unique images, pairs and
+    folds as evaluate_model.py --bin, so both report the same numbers for the same weights."""
+    data = load_bin_dataset(path)
+    return PairSet(path.stem, EncodedImages(data.items, spec, path.name), data.index, data.labels, folds=data.folds)
 
 
 @torch.no_grad()
@@ -139,7 +149,8 @@ def score_pairs(backbone, pair_set: PairSet, feed: BatchFeed, batch_size: int, w
     emb = embed_samples(backbone, pair_set.source, used, feed, batch_size, workers, f"embed {pair_set.name}", amp)
     inv = torch.from_numpy(inverse.reshape(-1, 2))
     pair_set.scores = (emb[inv[:, 0]] * emb[inv[:, 1]]).sum(1).double().numpy()
-    report = verification_report(pair_set.scores, pair_set.issame, 10)
+    folds = pair_set.folds if pair_set.folds is not None else stratified_folds(pair_set.issame, 10)
+    report = verification_report(pair_set.scores, pair_set.issame, folds)
     if pair_set.note:
         report["note"] = pair_set.note
     return report
@@ -162,16 +173,47 @@ def closed_set(net, source: FaceDataset, indices: np.ndarray, feed: BatchFeed, b
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "images": n}
 
 
-def calibrate_threshold(pair_set: PairSet, target_far: float) -> dict:
-    """The cosine threshold accepting at most `target_far` of impostors, and the TAR it gives.
+def calibration_indices(labels: np.ndarray, budget: int = CALIBRATION_IMAGES, seed: int = 42) -> np.ndarray:
+    """Held-out images to embed for calibration: every one up to `budget`, else an even share per person
+    (at least a template and a probe's worth each), chosen deterministically."""
+    labels = np.asarray(labels)
+    if len(labels) <= budget:
+        return np.arange(len(labels))
+    people = np.unique(labels)
+    share = max(SAMPLES + PROBE_SAMPLES, budget // len(people))
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.nonzero(labels == p)[0])[:share] for p in people]
+    return np.sort(np.concatenate(chosen))
 
-    With fewer than 1/target_far impostor pairs the FAR cannot be resolved; the threshold is then the
-    strictest point measured (no impostor accepted) and `resolved` is False.
-    """
-    threshold, tar = threshold_at_far(pair_set.scores, pair_set.issame, target_far)
-    impostors = int((~pair_set.issame).sum())
-    return {"threshold": float(threshold), "target_far": float(target_far), "tar": float(tar),
-            "resolved": bool(impostors * target_far >= 1), "impostor_pairs": impostors, "source": pair_set.name}
+
+def heldout_calibration(backbone, heldout: FaceDataset, feed: BatchFeed, batch_size: int, workers: int,
+                        amp=nullcontext) -> Calibration | None:
+    """The app's comparison (template of SAMPLES vs probe of PROBE_SAMPLES) on the held-out identities; None
+    when fewer than two of them have the SAMPLES + PROBE_SAMPLES images it needs."""
+    _, per_person = np.unique(heldout.labels, return_counts=True)
+    if int((per_person >= SAMPLES + PROBE_SAMPLES).sum()) < 2:
+        return None
+    idx = calibration_indices(heldout.labels)
+    emb = embed_samples(backbone, heldout, idx, feed, batch_size, workers, "embed calibration", amp).numpy()
+    genuine, impostor, counts = template_probe_scores(emb, heldout.labels[idx], SAMPLES, PROBE_SAMPLES)
+    source = (f"{counts['identities']} held-out identities ({len(idx):,} images, {counts['templates']} templates, "
+              f"{counts['probes']} probes)")
+    return Calibration.from_scores(genuine, impostor, SAMPLES, PROBE_SAMPLES, source, identities=counts["identities"])
+
+
+def benchmark_calibration(pair_set: PairSet) -> Calibration:
+    """Only with --tune-on-benchmark: single-image pairs of a benchmark file, stamped as benchmark data."""
+    scores, same = pair_set.scores, pair_set.issame
+    return Calibration.from_scores(scores[same], scores[~same], 1, 1, f"benchmark pairs {pair_set.name} (single images)",
+                                   benchmark_data=True)
+
+
+def calibration_summary(table: Calibration, target_far: float) -> dict:
+    """JSON-ready record of a table for the history and the summary line."""
+    t = table.threshold_for_far(target_far)
+    return {"threshold": t.value, "target_far": float(target_far), "tar": t.tar, "resolved": t.resolved,
+            "impostor_pairs": table.impostors, "source": table.source, "benchmark_data": table.benchmark_data,
+            "text": t.text, "table": table.table()}
 
 
 class Validator:
@@ -182,7 +224,8 @@ class Validator:
 
     def __init__(self, train_set: FaceDataset, val_indices: np.ndarray, pair_sets: list[PairSet],
                  feed: BatchFeed, batch_size: int, workers: int, target_far: float, amp=nullcontext,
-                 closed_set_images: int | None = None, seed: int = 42):
+                 closed_set_images: int | None = None, seed: int = 42,
+                 heldout: FaceDataset | None = None, tune_on_benchmark: bool = False):
         self.held_back = len(val_indices)
         if closed_set_images is not None and len(val_indices) > closed_set_images:
             pick = np.random.default_rng(seed).choice(len(val_indices), closed_set_images, replace=False)
@@ -190,6 +233,8 @@ class Validator:
         self.train_set, self.val_indices, self.pair_sets = train_set, val_indices, pair_sets
         self.feed, self.batch_size, self.workers, self.target_far = feed, batch_size, workers, target_far
         self.amp = amp
+        self.heldout, self.tune_on_benchmark = heldout, tune_on_benchmark
+        self.last_calibration: Calibration | None = None   # the table of the latest run(), for the checkpoint
 
     def describe(self) -> list[str]:
         capped = f" of the {self.held_back} held back" if len(self.val_indices) < self.held_back else ""
@@ -208,8 +253,19 @@ class Validator:
                                                self.batch_size, self.workers, self.amp)
         for ps in self.pair_sets:
             metrics[ps.name] = score_pairs(net.backbone, ps, self.feed, self.batch_size, self.workers, self.amp)
-        if self.pair_sets:
-            metrics["calibration"] = calibrate_threshold(self.pair_sets[0], self.target_far)
+        table = None
+        if self.heldout is not None:
+            table = heldout_calibration(net.backbone, self.heldout, self.feed, self.batch_size, self.workers,
+                                        self.amp)
+        elif self.tune_on_benchmark and self.pair_sets:
+            table = benchmark_calibration(self.pair_sets[0])
+        self.last_calibration = table
+        if table is not None:
+            metrics["calibration"] = calibration_summary(table, self.target_far)
+        elif self.heldout is not None:
+            metrics["calibration_note"] = (f"no calibration table: fewer than two held-out identities have the "
+                                           f"{SAMPLES + PROBE_SAMPLES} images a template of {SAMPLES} and a probe of "
+                                           f"{PROBE_SAMPLES} need")
         net.train(was_training)
         return metrics
 

@@ -7,6 +7,10 @@ threshold is chosen on the other folds (the LFW protocol).
 Formats: LFW pair lists (View 1's single count header, View 2's ``folds<TAB>pairs`` header) and
 insightface's verification ``.bin`` (a pickle of (list of JPEG bytes, list of bool)), read with an
 unpickler that allows no globals, so a hostile file cannot run code.
+
+Pair sets (`Dataset`, `load_pairs_dataset`, `load_bin_dataset`): the one loader of pairs files and .bin files
+that both the evaluator and training's validation use (the same unique images, pairs and folds), so
+the two report the same numbers for the same file and weights (tests/test_evaluate.py checks it).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +80,8 @@ def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray | i
 
     folds: an array giving each pair's fold, or a number k: then the genuine pairs are cut in order into
     k folds and so are the impostors (for insightface's lfw.bin, in View 2 order, these are the official
-    folds). Returns mean, std, per-fold accuracies and thresholds.
+    folds). Returns mean, std (sample, ddof=1), sem (standard error of the mean = std / sqrt(folds): the
+    ± LFW's protocol asks for), per-fold accuracies and thresholds.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
@@ -89,7 +94,9 @@ def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray | i
         threshold = best_accuracy_threshold(scores[train], labels[train])
         thrs.append(threshold)
         accs.append(float(np.mean((scores[test] >= threshold) == labels[test])))
-    return {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "folds": accs, "thresholds": thrs}
+    std = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
+    return {"mean": float(np.mean(accs)), "std": std, "sem": std / float(np.sqrt(len(accs))), "folds": accs,
+            "thresholds": thrs}
 
 
 def stratified_folds(labels: np.ndarray, k: int) -> np.ndarray:
@@ -126,7 +133,9 @@ def verification_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarra
     acc = kfold_accuracy(scores, labels, folds)
     report = {
         "pairs": int(len(scores)), "genuine": int(labels.sum()), "impostor": int((~labels).sum()),
-        "accuracy": acc["mean"], "accuracy_std": acc["std"], "accuracy_threshold": float(np.mean(acc["thresholds"])),
+        "accuracy": acc["mean"], "accuracy_sem": acc["sem"], "accuracy_std": acc["std"],
+        "accuracy_threshold": float(np.mean(acc["thresholds"])),
+        "fold_accuracies": acc["folds"], "fold_thresholds": acc["thresholds"],
         "auc": roc_auc(fpr, tpr), "eer": eer, "eer_threshold": eer_thr,
     }
     for far in fars:
@@ -210,6 +219,95 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
         except ValueError:
             raise FaceIDError(f"{path}, line {i + 2}: expected 'name n1 n2' or 'name1 n1 name2 n2'.") from None
     return pairs
+
+
+# ----------------------------------------------------------------------------- pair sets (evaluator and training validation)
+
+@dataclass
+class Dataset:
+    """Pairs to score. items: unique image paths (pairs files) or JPEG bytes (.bin); index: (P, 2) into items;
+    labels: (P,) bool, True = same person; folds: (P,) int fold of each pair."""
+
+    kind: str                       # "lfw-pairs" or "verification-bin"
+    name: str                       # file stem, used to name the outputs
+    items: list
+    index: np.ndarray
+    labels: np.ndarray
+    folds: np.ndarray
+    describe: dict = field(default_factory=dict)
+
+
+def _take_limit(labels: np.ndarray, limit: int | None) -> np.ndarray:
+    """Indices of the first ceil(limit/2) genuine and floor(limit/2) impostor pairs (all when limit is None)."""
+    if not limit or limit >= len(labels):
+        return np.arange(len(labels))
+    if limit < 2:
+        raise FaceIDError("--limit must be at least 2 (one genuine and one impostor pair).")
+    genuine, impostor = np.nonzero(labels)[0], np.nonzero(~labels)[0]
+    return np.sort(np.r_[genuine[: (limit + 1) // 2], impostor[: limit // 2]])
+
+
+def _is_view2(path: Path) -> bool:
+    """True when the pairs file's header is View 2's ``folds<TAB>N`` (read_pairs has already validated it)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return len(f.readline().split()) == 2
+
+
+def load_pairs_dataset(pairs_path: str | os.PathLike, image_root: str | os.PathLike, folds: int = 10,
+                       limit: int | None = None) -> Dataset:
+    """Parse the pairs file and check every image exists (before any model is loaded).
+
+    Folds: a View 2 file used whole keeps its own folds; View 1, or any subset, is cut into `folds`
+    stratified folds (genuine and impostor pairs each in file order), as ``verification`` documents.
+    """
+    pairs_path, root = Path(pairs_path), Path(image_root)
+    if not root.is_dir():
+        raise FaceIDError(f"The image root {root} is not a directory; pass the folder that holds <Name>/<Name>_NNNN.jpg.")
+    pairs = read_pairs(pairs_path)
+    if not pairs:
+        raise FaceIDError(f"{pairs_path} lists no pairs.")
+    labels = np.array([p.same for p in pairs], dtype=bool)
+    if labels.all() or not labels.any():
+        raise FaceIDError(f"{pairs_path} needs both same-person and different-person pairs.")
+    keep = _take_limit(labels, limit)
+    whole = len(keep) == len(labels)
+    pairs, labels = [pairs[i] for i in keep], labels[keep]
+    view2 = _is_view2(pairs_path)
+    if view2 and whole:
+        fold_ids = np.array([p.fold for p in pairs])
+    else:
+        fold_ids = stratified_folds(labels, folds)
+    paths: dict[Path, int] = {}
+    index = np.array([[paths.setdefault(a, len(paths)), paths.setdefault(b, len(paths))]
+                      for a, b in (p.paths(root) for p in pairs)], dtype=np.int64)
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FaceIDError(f"{len(missing)} of the {len(paths)} images named by {pairs_path} are missing under "
+                          f"{root} (first: {missing[0]}); check --images.")
+    describe = {"pairs_file": str(pairs_path), "image_root": str(root),
+                "header": "View 2 (folds<TAB>N)" if view2 else "View 1 (single count)",
+                "folds": int(len(np.unique(fold_ids))),
+                "fold_source": "the file's own folds" if view2 and whole else "stratified, in file order"}
+    return Dataset("lfw-pairs", pairs_path.stem, list(paths), index, labels, fold_ids, describe)
+
+
+def load_bin_dataset(bin_path: str | os.PathLike, folds: int = 10, limit: int | None = None) -> Dataset:
+    """An insightface .bin: images 2i and 2i+1 form pair i; identical JPEGs are embedded once."""
+    bin_path = Path(bin_path)
+    if not bin_path.is_file():
+        raise FaceIDError(f"The verification file {bin_path} does not exist.")
+    blobs, issame = load_verification_bin(bin_path)
+    if issame.all() or not issame.any():
+        raise FaceIDError(f"{bin_path} needs both same-person and different-person pairs.")
+    keep = _take_limit(issame, limit)
+    unique: dict[bytes, int] = {}
+    index = np.array([[unique.setdefault(blobs[2 * i], len(unique)), unique.setdefault(blobs[2 * i + 1], len(unique))]
+                      for i in keep], dtype=np.int64)
+    labels = issame[keep]
+    describe = {"bin": str(bin_path), "folds": int(folds), "fold_source": "stratified, in file order",
+                "note": "images are pre-aligned 112x112 crops: detection skipped, embedded directly"}
+    return Dataset("verification-bin", bin_path.stem, list(unique), index, labels,
+                   stratified_folds(labels, folds), describe)
 
 
 # ----------------------------------------------------------------------------- insightface .bin

@@ -44,7 +44,8 @@ def reuse_loaded_models():
     real = app_module.load_model
 
     def cached(args):
-        key = (str(args.model), str(args.weights), args.crop, args.device, args.offline, args.runtime)
+        key = (str(args.model), str(args.weights), args.crop, args.device, args.offline, args.runtime,
+               str(args.calibration))
         if key not in _LOADED:
             _LOADED[key] = real(args)
         return _LOADED[key]
@@ -193,7 +194,7 @@ def test_ctrl_c_in_the_menu_exits_130(tmp_path):
 def test_subcommands_json_and_exit_codes(capsys, base, videos):
     clip = ["--source", videos / "d0.mp4", "--samples", "2"]
     code, reg = app_json(capsys, *base, *clip, "register", "--name", "alice")
-    assert code == 0 and reg["registered"] and reg["samples"] == 2 and reg["model"]["threshold_source"] == "calibrated"
+    assert code == 0 and reg["registered"] and reg["samples"] == 2 and reg["model"]["threshold_source"] == "checkpoint"
     code, dup = app_json(capsys, *base, *clip, "register", "--name", "alice")
     assert code == 2 and not dup["ok"] and "already registered" in dup["error"]
     code, rep = app_json(capsys, *base, *clip, "register", "--name", "alice", "--replace")
@@ -380,3 +381,54 @@ def test_check_action_reports_intact_and_damaged_galleries(capsys, tmp_path):
     (data / "samples" / "1" / "1.jpg").unlink()
     code, out, err = app(capsys, "--data-dir", data, "check")
     assert code == 2 and "is damaged" in err and "1.jpg is missing" in err and out == ""
+
+
+# ----------------------------------------------------------------------------- calibrated decisions, real model
+
+@pytest.fixture(scope="module")
+def clip_calibration(tmp_path_factory, real_media) -> Path:
+    """A calibration table for the stand-in weights from real frames of six clips (8 frames each: one template
+    of 5 and one probe of 3 per person), written by the evaluator's --calibrate as a user would."""
+    people = tmp_path_factory.mktemp("people")
+    for clip in ("d0", "d3", "d10", "d11", "d18", "d19"):
+        cap = cv2.VideoCapture(str(real_media / f"{clip}.mp4"))
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        (people / clip).mkdir()
+        for i, at in enumerate(np.linspace(0, count - 1, 8).round().astype(int)):
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(at))
+            ok, frame = cap.read()
+            assert ok, (clip, at)
+            cv2.imwrite(str(people / clip / f"{i}.jpg"), frame)
+        cap.release()
+    out = people.parent / "standin.cal.json"
+    res = subprocess.run([sys.executable, str(REPO / "evaluate_model.py"), "--calibrate", str(people), "--weights",
+                          str(STAND_IN), "--crop", "aligned5", "--device", "cpu", "--threads", "1", "--no-cache",
+                          "--quiet", "--calibration-out", str(out)], capture_output=True, text=True, cwd=REPO,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "6 people" in res.stdout and "30 impostor comparisons" in res.stdout, res.stdout
+    return out
+
+
+def test_real_identify_threshold_follows_the_gallery_size(capsys, tmp_path, real_media, clip_calibration):
+    opts = ["--data-dir", tmp_path / "gallery", "--weights", STAND_IN, "--crop", "aligned5", "--offline",
+            "--no-preview", "--sample-gap", "8", "--calibration", clip_calibration, "--fpir", "0.1"]
+    for clip in ("d18", "d19", "d14"):
+        code, reg = app_json(capsys, *opts, "--source", real_media / f"{clip}.mp4", "--max-frames",
+                             REAL_CLIPS[clip] // 2, "--samples", "3", "register", "--name", clip)
+        assert code == 0 and reg["registered"] and reg["model"]["threshold_source"] == "table", reg
+    probe = [*second_half(real_media, "d14"), "--probe-samples", "3"]
+    code, three = app_json(capsys, *opts, *probe, "identify")
+    assert three["threshold_source"] == "table" and "= FPIR 0.1 for 3 people" in three["threshold_text"], three
+    assert "calibrated on 6 people" in three["threshold_text"] and "template of 5 vs probe of 3" in three["threshold_text"]
+    for name in ("d18", "d19"):
+        assert app_json(capsys, *opts, "delete", "--name", name)[0] == 0
+    code, one_person = app_json(capsys, *opts, *probe, "identify")
+    assert code == 0 and one_person["identified"] == "d14" and "for 1 person" in one_person["threshold_text"]
+    # the same probe, two people fewer: a stranger has fewer chances to pass, so the threshold must be lower
+    # (FAR per comparison 0.1 instead of 1 - 0.9^(1/3) = 0.035 of the 30 impostor comparisons)
+    assert one_person["threshold"] < three["threshold"], (one_person["threshold"], three["threshold"])
+    code, one = app_json(capsys, *opts, *probe, "verify", "--name", "d14")
+    assert "= FAR 0.001" in one["threshold_text"] and one["threshold"] >= three["threshold"]
+    code, fixed = app_json(capsys, *opts, *probe, "--threshold", "0.3", "identify")
+    assert fixed["threshold"] == 0.3 and fixed["threshold_source"] == "option"

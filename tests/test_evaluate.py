@@ -114,7 +114,7 @@ def test_end_to_end_report_misses_and_cache(tmp_path, small_lfw, backend):
     # real faces: a weak but real model separates them
     m = report["metrics"]
     assert 0.6 < m["auc"] <= 1 and 0 <= m["eer"] < 0.5 and 0.5 < m["accuracy"] <= 1
-    assert {"tar@far=0.001", "tar@far=0.01", "accuracy_std", "eer_threshold"} <= set(m)
+    assert {"tar@far=0.001", "tar@far=0.01", "accuracy_sem", "eer_threshold"} <= set(m)
     assert report["speed"]["computed"] == len(ds.items) and report["speed"]["images_per_s"] > 0
 
     # second run: everything from the cache, much faster, identical embeddings and metrics
@@ -200,3 +200,85 @@ def test_peer_backend_if_installed(small_lfw, shared_data):
     with pytest.raises(FaceIDError, match="cannot embed pre-aligned"):
         bin_ds = load_bin_dataset(shared_data / "recordio/pins90_112x112/lfw_dev.bin", limit=2)
         evaluate_dataset(peer, bin_ds, None, progress=False)
+
+
+# ----------------------------------------------------------------------------- one evaluation core
+
+def test_training_validation_and_the_evaluator_give_the_same_numbers_on_a_bin(tmp_path, shared_data):
+    """The same .bin and weights through training's validation (loader, feed, eager network) and through
+    evaluate_model.py --bin (cv2, traced CPU network): the same pairs, folds and metrics."""
+    import pickle
+
+    import torch
+
+    from faceid.feed import BatchFeed
+    from faceid.model import build_backbone, load_backbone_weights, read_state_dict
+    from faceid.preprocessing import PreprocessSpec
+    from faceid.validation import bin_pairs, score_pairs
+    from faceid.verification import load_verification_bin
+
+    full = shared_data / "recordio/pins90_112x112/lfw_dev.bin"
+    blobs, same = load_verification_bin(full)
+    keep = [*range(12), *range(len(same) - 12, len(same))]     # 12 same-person pairs, 12 different
+    small = tmp_path / "small.bin"
+    small.write_bytes(pickle.dumps(([blobs[2 * i + k] for i in keep for k in (0, 1)], [bool(same[i]) for i in keep]),
+                                   protocol=4))
+    done = _cli("--bin", str(small), "--weights", str(_need(STAND_IN)), "--crop", "aligned5", "--device", "cpu",
+                "--threads", "1", "--no-cache", "--quiet", "--json", "--out-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    evaluator = json.loads(done.stdout)
+
+    torch.set_num_threads(1)
+    spec = PreprocessSpec(crop="aligned5")
+    backbone = build_backbone()
+    load_backbone_weights(backbone, read_state_dict(STAND_IN), "stand-in")
+    backbone.eval()
+    ps = bin_pairs(small, spec)
+    training = score_pairs(backbone, ps, BatchFeed(spec, torch.device("cpu"), "cpu", False), 16, 0)
+
+    scores = np.array([p["score"] for p in evaluator["pair_scores"]])
+    np.testing.assert_allclose(scores, ps.scores, atol=2e-4)
+    assert evaluator["metrics"]["fold_thresholds"] == pytest.approx(training["fold_thresholds"], abs=2e-4)
+    for key in ("accuracy", "auc", "eer", "tar@far=0.01"):
+        assert evaluator["metrics"][key] == pytest.approx(training[key], abs=1e-3), key
+    assert evaluator["metrics"]["fold_accuracies"] == training["fold_accuracies"]
+
+
+def test_lfw_report_gives_the_standard_error_and_every_fold_and_pair(tmp_path, small_lfw, backend):
+    pairs, images = small_lfw
+    report, _ = evaluate_dataset(backend, load_pairs_dataset(pairs, images), None, progress=False)
+    m = report["metrics"]
+    folds = np.array(m["fold_accuracies"])
+    assert len(folds) == 10 and len(m["fold_thresholds"]) == 10 and m["accuracy"] == pytest.approx(folds.mean())
+    assert m["accuracy_sem"] == pytest.approx(folds.std(ddof=1) / np.sqrt(10))
+    assert len(report["pair_scores"]) == 20 and {"a", "b", "same", "fold", "score"} <= set(report["pair_scores"][0])
+
+
+# ----------------------------------------------------------------------------- 1:N and calibration
+
+def test_open_set_on_real_lfw_people(tmp_path, small_lfw, backend):
+    from faceid.open_set import run_identification
+
+    _, images = small_lfw
+    report = run_identification([backend], images, tmp_path / "out", None, gallery_samples=5, sizes=(3,), draws=4,
+                                progress=False)
+    d = report["dataset"]
+    # people with >= 2 images enrol (one image always left as a probe); one-image people are the strangers
+    assert d["enrolled"] == 10 and d["gallery_sizes"] == [3, 10] and d["nonmated_probes"] > 10
+    rows = report["backends"]["faceid"]["by_gallery_size"]
+    assert rows["3"]["draws"] == 4 and rows["10"]["draws"] == 1
+    for row in rows.values():
+        assert 0 <= row["fnir@fpir=0.01"] <= 1 and 0 < row["rank1"] <= 1
+        assert row["nonmated_searches"] == row["draws"] * d["nonmated_probes"]
+        # the app's default threshold on the same searches, reported beside the curve
+        assert row["app_fixed_threshold"]["threshold"] == 0.6
+    assert Path(report["outputs"]["det_png"]).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(Path(report["outputs"]["report_json"]).read_text())["dataset"] == d
+
+
+def test_calibration_refuses_benchmark_data(tmp_path, shared_data):
+    done = _cli("--calibrate", str(shared_data / "lfw" / "images"), "--weights", str(_need(STAND_IN)), "--crop",
+                "aligned5", "--no-cache", "--calibration-out", str(tmp_path / "cal.json"), cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "benchmark data must stay test data" in lines[0], done.stderr
+    assert not (tmp_path / "cal.json").exists()

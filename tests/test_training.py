@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from faceid.calibration import Calibration
 from faceid.checkpoint import load_checkpoint, save_checkpoint
 from faceid.errors import EXIT_INTERRUPTED, FaceIDError
 from faceid.model import load_embedder
@@ -32,9 +33,10 @@ PY = sys.executable
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    """5 people x 4 faces (2 held out for verification, 3 trained on) and an lfw.bin of 4 pairs beside them."""
+    """5 people x 8 faces (2 held out for verification and calibration, 3 trained on) and an lfw.bin of 4 pairs
+    beside them."""
     base = tmp_path_factory.mktemp("data")
-    root = make_folder_tree(base / "faces", {f"person{i}": 4 for i in range(5)})
+    root = make_folder_tree(base / "faces", {f"person{i}": 8 for i in range(5)})
     images = [face_jpeg(10 + p // 2, p) for p in range(8)]            # pairs (0,1),(2,3) same person...
     images[5], images[7] = face_jpeg(20, 0), face_jpeg(21, 0)        # ...pairs 2 and 3 different people
     (base / "faces" / "lfw.bin").write_bytes(pickle.dumps((images, [True, True, False, False]), protocol=4))
@@ -93,8 +95,12 @@ def test_tiny_run_writes_loadable_outputs(full_run):
     history = ckpt["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert {"closed_set", "heldout", "lfw", "calibration"} <= set(history[-1])
-    assert history[-1]["lfw"]["pairs"] == 4 and history[-1]["heldout"]["impostor"] == 16
-    assert ckpt["threshold_info"]["source"] == "heldout" and ckpt["threshold_info"]["resolved"] is False
+    assert history[-1]["lfw"]["pairs"] == 4 and history[-1]["heldout"]["impostor"] == 40
+    # the table compares what the app compares, on the held-out people only: 2 people x 8 images give each
+    # one template of 5 and one probe of 3, so 2 genuine and 2 impostor comparisons
+    table = Calibration.from_dict(ckpt["calibration"])
+    assert not table.benchmark_data and table.impostors == 2 and (table.samples, table.probe_samples) == (5, 3)
+    assert ckpt["threshold_info"]["source"].startswith("2 held-out identities") and not ckpt["threshold_info"]["resolved"]
     embedder = load_embedder(model_path=full_run / BEST, device="cpu")
     assert embedder.threshold_calibrated and embedder.spec.size == 160
 
@@ -223,3 +229,18 @@ def test_an_exact_resume_keeps_the_settings_that_change_results(full_run):
     for change in ({"decode": "cpu"}, {"limit_steps": 1}, {"deterministic": True}):
         with pytest.raises(FaceIDError, match="can only change in a new phase"):
             continue_training(full_run / LAST, change, stop=StopFlag(enabled=False))
+
+
+def test_no_tuning_on_benchmark_data_without_the_flag(tiny_data, tmp_path):
+    # no held-out people and an lfw.bin beside the data: selection would read the test set -> one sentence
+    msg = _cli_error(["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--from-scratch", "--batch-size", "2",
+                      "--workers", "0", "--min-images", "4", "--holdout-fraction", "0", "--limit-steps", "1"])
+    assert "benchmark lfw" in msg and "--tune-on-benchmark" in msg
+    msg = _cli_error(["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--from-scratch", "--batch-size", "2",
+                      "--workers", "0", "--min-images", "4", "--select-set", "lfw", "--limit-steps", "1"])
+    assert "--select-set lfw names a benchmark file" in msg
+    # with the flag the run goes through, and the checkpoint's table says it came from benchmark data
+    assert train(tiny_config(tiny_data, tmp_path / "b", holdout_fraction=0, tune_on_benchmark=True, epochs=1,
+                             limit_steps=1), stop=StopFlag(enabled=False)) == 0
+    table = Calibration.from_dict(load_checkpoint(tmp_path / "b" / BEST)["calibration"])
+    assert table.benchmark_data and "ON BENCHMARK DATA" in table.threshold_for_far(1e-3).text
