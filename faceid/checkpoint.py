@@ -6,7 +6,10 @@ opens it and no code runs on load. Keys:
 - ``format`` ("faceid-checkpoint"), ``version`` (int)
 - ``model``: the backbone state_dict (InceptionResnetV1 without logits)
 - ``preprocess``: PreprocessSpec as a dict (how the app must crop and normalise)
-- ``threshold``: cosine threshold calibrated on held-out pairs at ``threshold_far`` (float or None)
+- ``calibration``: the score->FAR table of the app's comparison on held-out people (`faceid.calibration`,
+  ``Calibration.to_dict()``; validated by ``Calibration.from_dict`` on load) or None; the app reads its
+  thresholds from it. ``threshold`` (its threshold at ``--target-far``, float or None) and
+  ``threshold_info`` (a summary) stay for readers of older checkpoints.
 - ``head``, ``head_config``, ``optimizer``, ``scheduler``, ``scaler``: training state (may be None)
 - ``epoch``, ``step``, ``rng``, ``config``, ``metrics``, ``history``: where training stands
 - ``label_map``: class index -> identity name (list of str)
