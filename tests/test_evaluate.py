@@ -285,3 +285,31 @@ def test_calibration_refuses_benchmark_data(tmp_path, shared_data):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "benchmark data must stay test data" in lines[0], done.stderr
     assert not (tmp_path / "cal.json").exists()
+
+
+_FAULTS_SCRIPT = """
+import resource, sys
+import torch
+sys.path.insert(0, {repo!r})
+from faceid.evaluate import keep_freed_memory
+torch.set_num_threads(1)
+if {keep}:
+    assert keep_freed_memory()
+x, w1, w2 = torch.randn(16, 3, 160, 160), torch.randn(32, 3, 3, 3), torch.randn(32, 32, 3, 3)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(6):           # what every batch does: big activation buffers per layer, written, freed
+    torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, w1), w2).relu().sum()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_keep_freed_memory_stops_refaulting_big_buffers():
+    faults = {}
+    for keep in (False, True):
+        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT.format(repo=str(REPO), keep=keep)],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        faults[keep] = int(out.stdout)
+    # measured: ~74k page faults per iteration without it; after the first iteration almost none with it
+    assert faults[False] > 3 * faults[True], faults
