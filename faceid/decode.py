@@ -22,7 +22,6 @@ import contextlib
 import io
 import os
 import stat
-import sys
 import threading
 from pathlib import Path
 
@@ -209,8 +208,7 @@ def _native_warnings_silenced():
     global _DEVNULL
     if _DEVNULL is None:
         _DEVNULL = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    sys.stderr.flush()
-    saved = os.dup(2)
+    saved = os.dup(2)     # (Python's own buffered stderr text is written later, after fd 2 is back)
     try:
         os.dup2(_DEVNULL, 2)
         yield
