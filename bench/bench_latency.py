@@ -113,11 +113,11 @@ def main() -> int:
     if weights is not None:
         embedder = load_embedder(weights=weights, crop="aligned5", device=args.device, download=False)
     else:
-        from faceid.checkpoint import save_checkpoint  # random init: timing does not depend on weights
+        from faceid.checkpoint import Checkpoint, save_checkpoint  # random init: timing does not depend on weights
         import tempfile
         from faceid.preprocessing import ALIGNED_SPEC
         tmp = Path(tempfile.mkdtemp()) / "random.pth"
-        save_checkpoint(tmp, {"model": build_backbone().state_dict(), "preprocess": ALIGNED_SPEC.to_dict()})
+        save_checkpoint(tmp, Checkpoint(model=build_backbone().state_dict(), preprocess=ALIGNED_SPEC.to_dict()))
         embedder = load_embedder(model_path=tmp, device=args.device)
     if not args.eager:
         print(optimize_for_cpu(embedder))

@@ -36,7 +36,7 @@ from faceid.heads import TrainNet, build_head  # noqa: E402
 from faceid.model import build_backbone  # noqa: E402
 from faceid.preprocessing import ALIGNED_SPEC  # noqa: E402
 from faceid.recipe import autocast_context, build_optimizer, resolve_precision, scaled_lr  # noqa: E402
-from faceid.training import DEFAULT_HEAD, TrainConfig  # noqa: E402
+from faceid.config import DEFAULT_HEAD, TrainConfig  # noqa: E402
 
 
 class SyntheticFaces:

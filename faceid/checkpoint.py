@@ -1,28 +1,28 @@
-"""The checkpoint schema, atomic save and safe load.
+"""The checkpoint schema (one place: every reader and writer goes through `Checkpoint`), atomic save, safe load.
 
-A checkpoint is a dict of plain Python types and tensors only, so ``torch.load(weights_only=True)``
-opens it and no code runs on load. Keys:
+On disk a checkpoint is one flat dict of plain Python types and tensors, so ``torch.load(weights_only=True)``
+opens it and no code runs on load. `Checkpoint` is that dict with names and types:
 
-- ``format`` ("faceid-checkpoint"), ``version`` (int)
-- ``model``: the backbone state_dict (InceptionResnetV1 without logits)
-- ``preprocess``: PreprocessSpec as a dict (how the app must crop and normalise)
-- ``calibration``: the score->FAR table of the app's comparison on held-out people (`faceid.calibration`,
+- ``format`` ("faceid-checkpoint") and ``version`` (int), filled in on save and checked on load;
+- ``kind``: why the file was written ("last", "best", "final", "interrupted", or "inference");
+- what the app needs (`INFERENCE_KEYS`): ``model`` (the backbone state_dict, InceptionResnetV1 without
+  logits), ``preprocess`` (PreprocessSpec as a dict: how to crop and normalise) and ``calibration``: the
+  score->FAR table of the app's comparison on held-out people (`faceid.calibration`,
   ``Calibration.to_dict()``; validated by ``Calibration.from_dict`` on load) or None; the app reads its
   thresholds from it. ``threshold`` (its threshold at ``--target-far``, float or None) and
-  ``threshold_info`` (a summary) stay for readers of older checkpoints.
-- ``head``, ``head_config``, ``optimizer``, ``scheduler``, ``scaler``: training state (may be None)
-- ``epoch``, ``step``, ``rng``, ``config``, ``metrics``, ``history``: where training stands
-- ``label_map``: class index -> identity name (list of str)
+  ``threshold_info`` (a summary) stay for readers of older checkpoints;
+- what training needs to continue (`TrainingState`, absent from checkpoints not written by the trainer):
+  head, optimizer, scheduler, scaler, counters, RNG states of every rank, config, metrics, history, best.
 
-The *inference* checkpoint (``kind`` "inference", `inference_checkpoint`) keeps only what the app needs:
-``model`` (float32, so its fingerprint equals the full checkpoint's and registered templates stay
-valid), ``preprocess``, ``threshold`` and the calibration keys in `INFERENCE_KEYS`. It loads through
-the same `load_checkpoint` as the full one; it cannot resume training.
+The *inference* checkpoint (``kind`` "inference", `inference_checkpoint`) keeps only what the app needs,
+with the weights in float32 (so its fingerprint equals the full checkpoint's and registered templates stay
+valid). It loads through the same `load_checkpoint` as the full one; it cannot resume training.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,40 +33,105 @@ from .fileio import atomic_torch_save
 
 FORMAT = "faceid-checkpoint"
 VERSION = 1
-REQUIRED_KEYS = ("format", "version", "model", "preprocess")
 INFERENCE_KIND = "inference"
 # What the app reads from a checkpoint: the inference checkpoint and the ONNX metadata carry exactly these.
 INFERENCE_KEYS = ("model", "preprocess", "threshold", "threshold_info", "calibration")
 
 
-def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
-    """Write atomically; fills in format/version."""
-    checkpoint = {"format": FORMAT, "version": VERSION, **checkpoint}
-    missing = [k for k in REQUIRED_KEYS if checkpoint.get(k) is None]
-    if missing:
-        raise ValueError(f"checkpoint lacks {missing}")
-    atomic_torch_save(path, checkpoint)
+@dataclass(frozen=True)
+class TrainingState:
+    """Where a training run stands: enough to resume it exactly, or to start its next phase."""
+
+    head: dict[str, torch.Tensor]  # the classification head's state_dict
+    head_config: dict             # how to rebuild the head (`faceid.heads.head_config`)
+    optimizer: dict
+    scheduler: dict
+    scaler: dict
+    precision: str                # the resolved precision (bf16 / fp16 / fp32)
+    epoch: int                    # epochs completed
+    step: int                     # optimizer steps completed, all phases
+    step_in_epoch: int            # steps into the current epoch (non-zero only when interrupted)
+    phase: dict                   # `faceid.training.Phase` as a dict
+    world_size: int               # processes that trained (an exact resume needs the same)
+    rng: list                     # one `capture_rng_state()` per rank
+    config: dict                  # `faceid.config.TrainConfig.to_dict()`
+    metrics: dict                 # the last epoch's validation
+    history: list                 # one record per epoch
+    best: dict                    # which epoch is best_face_model.pth, by what
+    label_map: list               # class index -> identity name
+    progress: dict                # the current epoch's loss/images/seconds so far (kept across a resume)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+TRAINING_KEYS = tuple(f.name for f in fields(TrainingState))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A faceid checkpoint: the inference part every checkpoint has, plus the training state when it has one."""
+
+    model: dict[str, torch.Tensor]
+    preprocess: dict
+    threshold: float | None = None
+    threshold_info: dict | None = None
+    calibration: dict | None = None
+    kind: str | None = None
+    training: TrainingState | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat on-disk dict (format and version first; optional parts only when present)."""
+        out: dict[str, Any] = {"format": FORMAT, "version": VERSION}
+        for name in ("kind",) + INFERENCE_KEYS:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.training is not None:
+            out.update({name: getattr(self.training, name) for name in TRAINING_KEYS})
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "the checkpoint") -> Checkpoint:
+        """Read the on-disk dict; a missing or bad field is one clear error (`check_inference_fields`)."""
+        check_inference_fields(raw, source)
+        present = [k for k in TRAINING_KEYS if k in raw]
+        training = None
+        if present:
+            if len(present) < len(TRAINING_KEYS):
+                absent = [k for k in TRAINING_KEYS if k not in raw]
+                raise FaceIDError(f"{source} holds an incomplete training state (no {', '.join(absent)}).")
+            training = TrainingState(**{k: raw[k] for k in TRAINING_KEYS})
+        threshold = raw.get("threshold")
+        return cls(model=raw["model"], preprocess=raw["preprocess"],
+                   threshold=None if threshold is None else float(threshold), threshold_info=raw.get("threshold_info"),
+                   calibration=raw.get("calibration"), kind=raw.get("kind"), training=training)
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
+    """Write atomically (temp file + rename)."""
+    atomic_torch_save(path, checkpoint.to_dict())
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """Whether a loaded object is a faceid checkpoint dict (rather than, say, a plain state_dict)."""
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Open a checkpoint with weights_only=True; a missing, corrupt or foreign file is one clear error."""
     path = Path(path)
     if not path.is_file():
         raise FaceIDError(f"Checkpoint not found: {path}.")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # zip errors, unpickling errors, EOF: all mean "not a usable checkpoint"
         raise FaceIDError(f"Cannot read checkpoint {path} ({type(err).__name__}); it is corrupt or not a "
                           f"faceid checkpoint.") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise FaceIDError(f"{path} is not a faceid checkpoint (a plain state_dict? pass it with --weights).")
-    version = ckpt.get("version", 0)
+    if not is_checkpoint(raw):
+        raise FaceIDError(f"{path} is not a faceid checkpoint (a plain state_dict? load it as backbone weights).")
+    version = raw.get("version", 0)
     if not isinstance(version, int) or isinstance(version, bool):
         raise FaceIDError(f"Checkpoint {path}: field 'version' is {version!r}, not a whole number.")
     if version > VERSION:
-        raise FaceIDError(f"{path} was written by a newer faceid (checkpoint version {ckpt['version']}).")
-    check_inference_fields(ckpt, str(path))
-    return ckpt
+        raise FaceIDError(f"{path} was written by a newer faceid (checkpoint version {version}).")
+    return Checkpoint.from_dict(raw, str(path))
 
 
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024   # network input side: InceptionResnetV1 needs >= ~32 px to pool
@@ -127,20 +192,15 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def inference_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+def inference_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
     """The slim inference checkpoint of a full one: weights (float32), preprocessing spec, threshold and
     calibration; no head, optimizer, RNG or history (about a quarter of the size)."""
-    missing = [k for k in ("model", "preprocess") if checkpoint.get(k) is None]
-    if missing:
-        raise ValueError(f"checkpoint lacks {missing}")
-    slim: dict[str, Any] = {k: checkpoint[k] for k in INFERENCE_KEYS if checkpoint.get(k) is not None}
-    slim["model"] = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
-                     for k, v in checkpoint["model"].items()}
-    slim["kind"] = INFERENCE_KIND
-    return slim
+    model = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in checkpoint.model.items()}
+    return replace(checkpoint, model=model, kind=INFERENCE_KIND, training=None)
 
 
-def save_inference_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+def save_inference_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     """Write `inference_checkpoint(checkpoint)` atomically (what training and export_model.py call)."""
     save_checkpoint(path, inference_checkpoint(checkpoint))
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .calibration import Calibration
-from .checkpoint import INFERENCE_KEYS, load_checkpoint
+from .checkpoint import INFERENCE_KEYS, Checkpoint, load_checkpoint
 from .errors import FaceIDError
 from .fileio import atomic_write_bytes
 
@@ -52,19 +52,18 @@ def _plain(value: Any) -> Any:
 
 
 def checkpoint_for_export(model: str | os.PathLike | None, weights: str | os.PathLike | None,
-                          crop: str | None, download: bool = False) -> tuple[dict, str]:
-    """(a checkpoint-shaped dict with the INFERENCE_KEYS, where it came from): a faceid checkpoint, or
+                          crop: str | None, download: bool = False) -> tuple[Checkpoint, str]:
+    """(a checkpoint, where it came from): a faceid checkpoint, or
     backbone weights with the spec of `crop` and no calibration (the app's model choice, model.choose_embedder)."""
     from .model import choose_embedder
 
     if model:
         return load_checkpoint(model), str(model)
     embedder = choose_embedder(None, weights, crop, "cpu", download=download)
-    return {"model": embedder.model.state_dict(), "preprocess": embedder.spec.to_dict(), "threshold": None}, \
-        embedder.source
+    return Checkpoint(model=embedder.model.state_dict(), preprocess=embedder.spec.to_dict()), embedder.source
 
 
-def export_onnx(checkpoint: dict, path: str | os.PathLike, opset: int = OPSET, sources: list[str] = ()) -> dict:
+def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike, opset: int = OPSET, sources: list[str] = ()) -> dict:
     """Write the checkpoint's EmbeddingNetwork as ONNX (dynamic batch, metadata as above) atomically, after
     checking that onnxruntime reproduces torch's embeddings. Returns what was written (for the report)."""
     import torch
@@ -74,9 +73,9 @@ def export_onnx(checkpoint: dict, path: str | os.PathLike, opset: int = OPSET, s
 
     onnx = _require("onnx", "export to ONNX")
     _require("onnxscript", "export to ONNX")
-    spec = PreprocessSpec.from_dict(checkpoint["preprocess"])
+    spec = PreprocessSpec.from_dict(checkpoint.preprocess)
     backbone = build_backbone()
-    load_backbone_weights(backbone, {k: v.float() for k, v in checkpoint["model"].items()}, "the checkpoint")
+    load_backbone_weights(backbone, {k: v.float() for k, v in checkpoint.model.items()}, "the checkpoint")
     backbone.eval()
     network = EmbeddingNetwork(backbone, spec.flip).eval()
     example = torch.zeros(2, 3, spec.size, spec.size)
@@ -89,7 +88,7 @@ def export_onnx(checkpoint: dict, path: str | os.PathLike, opset: int = OPSET, s
                                         opset_version=opset, dynamo=True, verbose=False)
         proto = program.model_proto
         meta = {"format": ONNX_FORMAT, "fingerprint": backbone_fingerprint(backbone, spec)}
-        meta.update({k: checkpoint.get(k) for k in INFERENCE_KEYS if k != "model"})
+        meta.update({k: getattr(checkpoint, k) for k in INFERENCE_KEYS if k != "model"})
         meta["preprocess"] = spec.to_dict()
         meta["sources"] = list(sources)
         for key, value in meta.items():

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .calibration import Calibration, read_calibration_file
+from .checkpoint import Checkpoint, is_checkpoint, load_checkpoint
 from .errors import FaceIDError
 from .paths import DEFAULT_CHECKPOINT
 from .preprocessing import PreprocessSpec, VGGFACE2_SPEC
@@ -85,8 +86,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file; all mean the same to the user
         raise FaceIDError(f"Cannot read weights from {path}: {type(err).__name__}: {str(err)[:200]}") from None
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # a faceid checkpoint passed as --weights: use its backbone
+    if is_checkpoint(obj):
+        obj = Checkpoint.from_dict(obj, str(path)).model  # a faceid checkpoint passed as weights: its backbone
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise FaceIDError(f"{path} is not a state_dict of tensors.")
     return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
@@ -187,18 +188,16 @@ def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os
     VGGFace2) with the spec of `crop` ("box", VGGFace2's style, by default) and the seed's fixed threshold.
     calibration: a table file from `evaluate_model.py --calibrate` for these weights (replaces a checkpoint's).
     """
-    from .checkpoint import load_checkpoint
-
     dev = pick_device(device)
     ckpt = load_checkpoint(model_path) if model_path is not None else None   # a bad field fails before the build
     model = build_backbone()
     if model_path is not None:
-        load_backbone_weights(model, ckpt["model"], str(model_path))
-        spec = PreprocessSpec.from_dict(ckpt["preprocess"])
-        threshold = ckpt.get("threshold")
+        load_backbone_weights(model, ckpt.model, str(model_path))
+        spec = PreprocessSpec.from_dict(ckpt.preprocess)
+        threshold = ckpt.threshold
         calibrated = threshold is not None
         source = str(model_path)
-        table = ckpt.get("calibration")
+        table = ckpt.calibration
         table = None if table is None else Calibration.from_dict(table, where=str(model_path))
     else:
         path = resolve_weights(weights, download=download)

@@ -21,7 +21,6 @@ import torch
 import torch.distributed as dist
 
 from .errors import FaceIDError
-from .validation import LOWER_IS_BETTER
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "plateau", "constant")
@@ -97,14 +96,14 @@ def setup_distributed(device_name: str, deterministic: bool = False) -> Dist:
 def resolve_precision(choice: str, device: torch.device) -> str:
     """auto: bf16 on compute capability >= 8 (A100, H100, L4...), fp16 + GradScaler below (T4, V100), fp32 on CPU."""
     if choice not in PRECISIONS:
-        raise FaceIDError(f"Unknown --precision {choice!r}; choose one of {', '.join(PRECISIONS)}.")
+        raise FaceIDError(f"Unknown precision {choice!r}; choose one of {', '.join(PRECISIONS)}.")
     if choice == "auto":
         if device.type != "cuda":
             return "fp32"
         major, _ = torch.cuda.get_device_capability(device)
         return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
     if choice == "fp16" and device.type != "cuda":
-        raise FaceIDError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU.")
+        raise FaceIDError("fp16 precision needs a CUDA GPU; use bf16 or fp32 on the CPU.")
     return choice
 
 
@@ -131,8 +130,6 @@ def default_weight_decay(optimizer: str) -> float:
 
 def build_optimizer(cfg, net: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
     """Weight decay on weight matrices/kernels only (not BN or biases); fused kernels on CUDA."""
-    if cfg.optimizer not in OPTIMIZERS:
-        raise FaceIDError(f"Unknown --optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
     wd = default_weight_decay(cfg.optimizer) if cfg.weight_decay is None else cfg.weight_decay
     params = [p for p in net.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
@@ -144,16 +141,14 @@ def build_optimizer(cfg, net: torch.nn.Module, lr: float, device: torch.device) 
     return cls(groups, lr=lr, **extra)
 
 
-def build_scheduler(cfg, optimizer, steps_per_epoch: int, phase_epochs: int):
+def build_scheduler(cfg, optimizer, steps_per_epoch: int, phase_epochs: int, lower_is_better: bool = False):
     """(scheduler, per_step). cosine: linear warmup then cosine to 0 over the phase, stepped per batch;
-    step: StepLR per epoch; plateau: ReduceLROnPlateau on the selection metric per epoch; constant."""
-    if cfg.scheduler not in SCHEDULERS:
-        raise FaceIDError(f"Unknown --scheduler {cfg.scheduler!r}; choose one of {', '.join(SCHEDULERS)}.")
+    step: StepLR per epoch; plateau: ReduceLROnPlateau on the selection metric per epoch (`lower_is_better`
+    says which way it improves); constant."""
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma), False
     if cfg.scheduler == "plateau":
-        mode = "min" if cfg.select_metric in LOWER_IS_BETTER else "max"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.plateau_factor,
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min" if lower_is_better else "max", factor=cfg.plateau_factor,
                                                           patience=cfg.plateau_patience), False
     total = max(1, phase_epochs * steps_per_epoch)
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)

@@ -1,6 +1,6 @@
-"""The trainer: configuration, state (checkpoints, resume, phases), the loop, and the entry points.
+"""The trainer: state (checkpoints, resume, phases), the loop, and the entry points.
 
-The recipe's parts (precision, optimizer, schedule, process group, Ctrl-C flag) live in `faceid.recipe`.
+The settings live in `faceid.config`, the checkpoint schema in `faceid.checkpoint`. The recipe's parts (precision, optimizer, schedule, process group, Ctrl-C flag) live in `faceid.recipe`.
 
 What a run does (train_model.py -> `train`; continue_training.py -> `continue_training`):
 1. open the data (`faceid.datasets`), hold out whole identities for verification, split the rest 80/20
@@ -24,7 +24,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import (Checkpoint, TrainingState, capture_rng_state, load_checkpoint, restore_rng_state,
+                         save_checkpoint)
+from .config import SettingError, TrainConfig, refused_changes
 from .datasets import find_verification_bins, open_dataset, split_identities, split_images
 from .errors import FaceIDError
 from .feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, clean_worker_error, make_loader, resolve_decode
@@ -45,65 +47,8 @@ from .recipe import (Dist, StopFlag, autocast_context, build_optimizer, build_sc
                      default_workers, resolve_precision, scaled_lr, setup_distributed)
 from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
 
-DEFAULT_HEAD = "softmax"  # chosen by measurement (weak, CPU-sized): see the README's "Training" section
 BEST, FINAL, LAST = "best_face_model.pth", "final_face_model.pth", "last_face_model.pth"
 LABEL_MAP, HISTORY = "label_map.json", "history.json"
-
-
-@dataclass
-class TrainConfig:
-    """Every training setting; stored in checkpoints as a plain dict. None = decided at run time (see help)."""
-
-    data: str = "./datasets/casia-webface-images"
-    out: str = "./checkpoints"
-    weights: str | None = None
-    from_scratch: bool = False
-    head: str = DEFAULT_HEAD
-    scale: float | None = None
-    margin: float | None = None
-    epochs: int = 20
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str = "adamw"
-    weight_decay: float | None = None
-    momentum: float = 0.9
-    scheduler: str = "cosine"
-    warmup_epochs: float = 1.0
-    step_size: int = 7
-    gamma: float = 0.1
-    plateau_patience: int = 2
-    plateau_factor: float = 0.1
-    min_images: int = 5
-    max_images: int = 100
-    val_fraction: float = 0.2
-    holdout_fraction: float = 0.1
-    pairs: int = 3000
-    bins: bool = True
-    select_metric: str = "tar@far=0.01"
-    select_set: str = "heldout"
-    target_far: float = 1e-3
-    tune_on_benchmark: bool = False
-    crop_style: str = "aligned5"
-    seed: int = 42
-    augment_flip: bool = True
-    precision: str = "auto"
-    decode: str = "auto"
-    channels_last: bool | None = None
-    compile: bool = False
-    workers: int | None = None
-    device: str = "auto"
-    eval_batch_size: int | None = None
-    limit_steps: int | None = None
-    deterministic: bool = False
-    val_images: int | None = 10000
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise FaceIDError(f"Unknown training setting(s) {', '.join(unknown)}; see --help for the valid names.")
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -122,9 +67,13 @@ class Phase:
 
 
 class Trainer:
-    """Owns the data, network, optimizer, schedule and bookkeeping of one run (one process of it)."""
+    """Owns the data, network, optimizer, schedule and bookkeeping of one run (one process of it).
 
-    def __init__(self, cfg: TrainConfig, env: Dist):
+    Complete after construction, for one of three starts (use the classmethods): `new_run` (phase 0 from the
+    initial weights), `resume` (exactly where a checkpoint stopped: same phase, optimizer, schedule, RNG) or
+    `next_phase` (a checkpoint's weights, history and counters with a fresh optimizer and schedule)."""
+
+    def __init__(self, cfg: TrainConfig, env: Dist, origin: Checkpoint | None = None, exact: bool = False):
         self.cfg, self.env = cfg, env
         self.precision = resolve_precision(cfg.precision, env.device)
         self.decode = resolve_decode(cfg.decode, env.device)
@@ -134,12 +83,40 @@ class Trainer:
         self.out = Path(cfg.out).expanduser()
         self._open_data()
         self.feed = BatchFeed(self.data.spec, env.device, self.decode, self.channels_last)
+        self._build_network(init_weights=origin is None)
         self.epoch = self.step = self.step_in_epoch = 0
         self.history: list[dict] = []
         self.best: dict = {}
         self.metrics: dict = {}
         self.calibration: dict | None = None        # summary of the latest table (history, summary line)
         self.calibration_table: dict | None = None  # Calibration.to_dict() of the latest validation
+        self.progress = _fresh_progress()
+        if origin is not None:
+            self._load_weights_and_counters(origin)
+        if origin is not None and exact:
+            self.phase = Phase(**_training(origin).phase)
+        else:
+            index = 0 if origin is None else int(_training(origin).phase["index"]) + 1
+            lr = cfg.lr or scaled_lr(cfg.optimizer, self.batch_size * env.world)
+            self.phase = Phase(index, self.epoch, self.epoch + cfg.epochs, lr)
+        self.optimizer = build_optimizer(cfg, self.net, self.phase.lr, env.device)
+        self.scheduler, self.per_step = build_scheduler(cfg, self.optimizer, self.steps_per_epoch,
+                                                        self.phase.end_epoch - self.phase.start_epoch,
+                                                        lower_is_better=cfg.select_metric in LOWER_IS_BETTER)
+        if origin is not None and exact:
+            self._load_optimizer_and_rng(_training(origin))
+
+    @classmethod
+    def new_run(cls, cfg: TrainConfig, env: Dist) -> Trainer:
+        return cls(cfg, env)
+
+    @classmethod
+    def resume(cls, cfg: TrainConfig, env: Dist, ckpt: Checkpoint) -> Trainer:
+        return cls(cfg, env, ckpt, exact=True)
+
+    @classmethod
+    def next_phase(cls, cfg: TrainConfig, env: Dist, ckpt: Checkpoint) -> Trainer:
+        return cls(cfg, env, ckpt, exact=False)
 
     # --- data -------------------------------------------------------------------------------------
     def _open_data(self) -> None:
@@ -151,8 +128,8 @@ class Trainer:
         world_batch = self.batch_size * self.env.world
         self.steps_per_epoch = len(self.train_idx) // world_batch
         if self.steps_per_epoch == 0:
-            raise FaceIDError(f"Only {len(self.train_idx)} training images for a batch of {world_batch}; "
-                              f"lower --batch-size.")
+            raise SettingError(f"Only {len(self.train_idx)} training images for a global batch of {world_batch}; "
+                               f"the batch size must be smaller.", "batch_size")
         if cfg.limit_steps:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.limit_steps)
         self.sampler = EpochSampler(len(self.train_idx), self.batch_size, self.env.world, self.env.rank, cfg.seed)
@@ -194,7 +171,7 @@ class Trainer:
         return "closed_set", "accuracy"
 
     # --- model ------------------------------------------------------------------------------------
-    def build(self, init_weights: bool) -> None:
+    def _build_network(self, init_weights: bool) -> None:
         cfg, env = self.cfg, self.env
         backbone = build_backbone()
         if init_weights and not cfg.from_scratch:
@@ -215,19 +192,6 @@ class Trainer:
             dist.barrier()
         return path
 
-    def new_phase(self, index: int, epochs: int) -> None:
-        """Fresh optimizer and schedule for `epochs` more epochs from the current one."""
-        if epochs < 1:
-            raise FaceIDError(f"--epochs must be at least 1, got {epochs}.")
-        lr = self.cfg.lr or scaled_lr(self.cfg.optimizer, self.batch_size * self.env.world)
-        self.set_phase(Phase(index, self.epoch, self.epoch + epochs, lr))
-
-    def set_phase(self, phase: Phase) -> None:
-        self.phase = phase
-        self.optimizer = build_optimizer(self.cfg, self.net, phase.lr, self.env.device)
-        self.scheduler, self.per_step = build_scheduler(self.cfg, self.optimizer, self.steps_per_epoch,
-                                                        phase.end_epoch - phase.start_epoch)
-
     def wrap(self) -> torch.nn.Module:
         """The module the training step calls: DDP when distributed, compiled when asked."""
         model = self.net
@@ -242,70 +206,63 @@ class Trainer:
         return model
 
     # --- state ------------------------------------------------------------------------------------
-    def state(self, kind: str) -> dict:
+    def state(self, kind: str) -> Checkpoint:
         """The full checkpoint (plain types and tensors). Collective: every rank must call it."""
         rng = capture_rng_state()
         if self.env.world > 1:
             gathered = [None] * self.env.world
             dist.all_gather_object(gathered, rng)
-            rng = gathered
+            rngs = gathered
         else:
-            rng = [rng]
-        cpu = lambda sd: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}  # noqa: E731
+            rngs = [rng]
         cal = self.calibration or {}
-        return {
-            "kind": kind, "model": cpu(self.net.backbone.state_dict()), "preprocess": self.data.spec.to_dict(),
-            "threshold": cal.get("threshold"), "threshold_info": cal or None, "calibration": self.calibration_table,
-            "head": cpu(self.net.head.state_dict()), "head_config": self.head_cfg,
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "precision": self.precision,
-            "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
-            "phase": self.phase.to_dict(), "world_size": self.env.world, "rng": rng,
-            "config": asdict(self.cfg), "metrics": self.metrics, "history": self.history, "best": self.best,
-            "label_map": list(self.data.identities), "progress": dict(self._progress or _fresh_progress()),
-        }
+        training = TrainingState(
+            head=_cpu(self.net.head.state_dict()), head_config=self.head_cfg,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), precision=self.precision, epoch=self.epoch, step=self.step,
+            step_in_epoch=self.step_in_epoch, phase=self.phase.to_dict(), world_size=self.env.world, rng=rngs,
+            config=self.cfg.to_dict(), metrics=self.metrics, history=self.history, best=self.best,
+            label_map=list(self.data.identities), progress=dict(self.progress))
+        return Checkpoint(model=_cpu(self.net.backbone.state_dict()), preprocess=self.data.spec.to_dict(),
+                          threshold=cal.get("threshold"), threshold_info=cal or None,
+                          calibration=self.calibration_table, kind=kind, training=training)
 
-    def load_state(self, ckpt: dict, exact: bool) -> None:
-        """Weights, counters, history from a checkpoint; with `exact` also optimizer, schedule, scaler, RNG."""
-        if list(ckpt.get("label_map", [])) != list(self.data.identities):
-            raise FaceIDError("The data's identities differ from the checkpoint's label map; pass the same --data "
+    def _load_weights_and_counters(self, ckpt: Checkpoint) -> None:
+        """Weights, counters, history and the epoch's progress so far from a checkpoint's training state."""
+        origin = _training(ckpt)
+        if list(origin.label_map) != list(self.data.identities):
+            raise FaceIDError("The data's identities differ from the checkpoint's label map; give the same data "
                               "and filters the run was started with.")
-        load_backbone_weights(self.net.backbone, ckpt["model"], "the checkpoint")
+        load_backbone_weights(self.net.backbone, ckpt.model, "the checkpoint")
         try:
-            self.net.head.load_state_dict(ckpt["head"])
+            self.net.head.load_state_dict(origin.head)
         except (RuntimeError, KeyError, TypeError):
             raise FaceIDError(f"The checkpoint's head does not match its own config ({describe_head(self.head_cfg)}, "
                               f"{self.data.num_identities} identities): the file was altered; continue from an "
                               f"unaltered checkpoint, or start a new run from its weights.") from None
-        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
-        self.history, self.best, self.metrics = list(ckpt["history"]), dict(ckpt["best"]), dict(ckpt["metrics"])
-        self.calibration, self.calibration_table = ckpt.get("threshold_info"), ckpt.get("calibration")
-        if not exact:
-            return
-        self.step_in_epoch = int(ckpt["step_in_epoch"])
-        self._progress = dict(ckpt.get("progress") or _fresh_progress())
+        self.epoch, self.step = int(origin.epoch), int(origin.step)
+        self.step_in_epoch = int(origin.step_in_epoch)
+        self.history, self.best, self.metrics = list(origin.history), dict(origin.best), dict(origin.metrics)
+        self.calibration, self.calibration_table = ckpt.threshold_info, ckpt.calibration
+        self.progress = dict(origin.progress or _fresh_progress())
+
+    def _load_optimizer_and_rng(self, origin: TrainingState) -> None:
+        """An exact resume: the optimizer, schedule, scaler and every RNG as they were."""
         try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.optimizer.load_state_dict(origin.optimizer)
+            self.scheduler.load_state_dict(origin.scheduler)
         except (ValueError, KeyError, TypeError, RuntimeError):
             raise FaceIDError("The checkpoint's optimizer or schedule state does not match its network and config: "
                               "the file was altered; continue from an unaltered checkpoint, or start a new phase "
-                              "with --lr.") from None
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        rng = ckpt["rng"]
+                              "from it.") from None
+        if origin.scaler:
+            self.scaler.load_state_dict(origin.scaler)
+        rng = origin.rng
         if len(rng) == self.env.world:
             restore_rng_state(rng[self.env.rank])
         elif self.env.main:
             print(f"note: the checkpoint was written by {len(rng)} processes, this run has {self.env.world}; "
                   f"the data order and RNG differ from an uninterrupted run.")
-
-    def save(self, name: str, kind: str) -> Path:
-        state = self.state(kind)
-        path = self.out / name
-        if self.env.main:
-            save_checkpoint(path, state)
-        return path
 
     # --- the loop ---------------------------------------------------------------------------------
     def _bcast(self, obj):
@@ -368,8 +325,8 @@ class Trainer:
                 if at_log or stopping:
                     value = float(loss_acc)
                     if not math.isfinite(value):
-                        raise FaceIDError(f"The training loss became {value} at step {self.step}; lower --lr "
-                                          f"or use --precision fp32.")
+                        raise SettingError(f"The training loss became {value} at step {self.step}; a lower "
+                                           f"learning rate or fp32 precision avoids that.", "lr", "precision")
                     progress["loss_sum"] += value
                     progress["steps"] += acc_steps
                     now = time.perf_counter()
@@ -400,6 +357,7 @@ class Trainer:
                   "train_loss": progress["loss_sum"] / max(progress["steps"], 1),
                   "images_per_s": progress["images"] / max(progress["seconds"], 1e-9),
                   "train_seconds": progress["seconds"]}
+        self.progress = _fresh_progress()  # the next epoch's; the checkpoints below are at its start
         metrics = None
         if env.main:
             t0 = time.perf_counter()
@@ -436,7 +394,7 @@ class Trainer:
         state = self.state(targets[0][1])
         if self.env.main:
             for name, kind in targets:
-                save_checkpoint(self.out / name, {**state, "kind": kind})
+                save_checkpoint(self.out / name, replace(state, kind=kind))
 
     def run(self, stop: StopFlag) -> int:
         """Train to the end of the phase. Returns 0, or 130 (SIGINT) / 143 (SIGTERM) after saving a resumable
@@ -452,15 +410,12 @@ class Trainer:
             print(self.header(validator, selection), flush=True)
         model = self.wrap()
         self.net.train()
-        progress = dict(self._progress)
         started = time.perf_counter()
         while self.epoch < self.phase.end_epoch:
-            finished = self.train_epoch(model, stop, progress)
+            finished = self.train_epoch(model, stop, self.progress)
             if finished:
-                self.end_epoch(validator, selection, progress)
-                progress = _fresh_progress()
+                self.end_epoch(validator, selection, self.progress)
             if not finished or (self.epoch < self.phase.end_epoch and self._stop_agreed(stop)):
-                self._progress = progress
                 self.save_many([(LAST, "interrupted")])
                 if env.main:
                     launcher = "" if env.world == 1 else f"-m faceid.launch --standalone --nproc_per_node {env.world} "
@@ -468,13 +423,10 @@ class Trainer:
                           f"{self.steps_per_epoch} in this epoch); saved {self.out / LAST}. Resume with: "
                           f"python {launcher}continue_training.py --checkpoint {self.out / LAST}", flush=True)
                 return stop.exit_code
-        self._progress = _fresh_progress()
         self.save_many([(FINAL, "final")])
         if env.main:
             print(self.summary(selection, time.perf_counter() - started), flush=True)
         return 0
-
-    _progress: dict = None  # set by train() / continue_training() before run()
 
     # --- text -------------------------------------------------------------------------------------
     def header(self, validator: Validator, selection: tuple[str, str]) -> str:
@@ -534,6 +486,16 @@ class Trainer:
         return "\n".join(lines)
 
 
+def _training(ckpt: Checkpoint) -> TrainingState:
+    if ckpt.training is None:
+        raise FaceIDError("The checkpoint holds no training state (it was not written by train_model.py).")
+    return ckpt.training
+
+
+def _cpu(state_dict: dict) -> dict:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+
+
 def _fresh_progress() -> dict:
     return {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}
 
@@ -566,31 +528,6 @@ def epoch_line(record: dict, selection: tuple[str, str], is_best: bool) -> str:
 
 # ----------------------------------------------------------------------------- entry points
 
-SELECT_METRICS = ("auc", "eer", "accuracy", "tar@far=0.001", "tar@far=0.01")
-# Settings continue_training.py may change without breaking an exact resume (they don't touch the math).
-# Not here: decode (nvJPEG and OpenCV decode to slightly different pixels), limit_steps (epoch length, hence
-# the schedule) and deterministic (GPU kernel choice): an exact resume keeps them, a new phase may change them.
-RUNTIME_SETTINGS = ("data", "out", "workers", "compile", "device", "eval_batch_size", "bins", "val_images")
-# Settings a new phase may change as well.
-PHASE_SETTINGS = ("lr", "optimizer", "weight_decay", "momentum", "scheduler", "warmup_epochs", "step_size", "gamma",
-                  "plateau_patience", "plateau_factor", "select_metric", "select_set", "target_far", "precision",
-                  "augment_flip", "channels_last", "decode", "limit_steps", "deterministic")
-# Value ranges: setting -> (test, what the value must be). None always passes (decided at run time).
-RANGES = {
-    "epochs": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 2, "at least 2 (BatchNorm needs two samples)"),
-    "lr": (lambda v: v > 0, "above 0"), "weight_decay": (lambda v: v >= 0, "0 or more"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"), "warmup_epochs": (lambda v: v >= 0, "0 or more"),
-    "step_size": (lambda v: v >= 1, "at least 1"), "gamma": (lambda v: v > 0, "above 0"),
-    "plateau_patience": (lambda v: v >= 0, "0 or more"), "plateau_factor": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "scale": (lambda v: v > 0, "above 0"), "margin": (lambda v: v >= 0, "0 or more"),
-    "min_images": (lambda v: v >= 1, "at least 1"), "max_images": (lambda v: v >= 1, "at least 1"),
-    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "holdout_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "pairs": (lambda v: v >= 1, "at least 1"), "target_far": (lambda v: 0 < v < 1, "between 0 and 1"),
-    "workers": (lambda v: v >= 0, "0 or more"), "eval_batch_size": (lambda v: v >= 1, "at least 1"),
-    "limit_steps": (lambda v: v >= 1, "at least 1"), "val_images": (lambda v: v >= 1, "at least 1"),
-}
-
-
 def seed_everything(seed: int) -> None:
     import random
 
@@ -599,29 +536,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check(cfg: TrainConfig) -> None:
-    if cfg.weights and cfg.from_scratch:
-        raise FaceIDError("--weights and --from-scratch contradict each other; pass one of them.")
-    if cfg.select_metric not in SELECT_METRICS:
-        raise FaceIDError(f"Unknown --select-metric {cfg.select_metric!r}; choose one of {', '.join(SELECT_METRICS)}.")
-    for name, (ok, what) in RANGES.items():
-        value = getattr(cfg, name)
-        if value is not None and not ok(value):
-            raise FaceIDError(f"--{name.replace('_', '-')} must be {what}, got {value}.")
-    if cfg.max_images < cfg.min_images:
-        raise FaceIDError(f"--max-images ({cfg.max_images}) is below --min-images ({cfg.min_images}).")
-
-
-def _execute(cfg: TrainConfig, prepare, stop: StopFlag | None) -> int:
-    """Set up the process (group), build a Trainer, let `prepare(trainer)` initialise it, run it."""
-    _check(cfg)
+def _execute(cfg: TrainConfig, make_trainer, stop: StopFlag | None) -> int:
+    """Set up the process (group), build the Trainer with `make_trainer(cfg, env)`, run it."""
     env = setup_distributed(cfg.device, cfg.deterministic)
     own_stop = stop is None
     stop = StopFlag(announce=env.main) if own_stop else stop
     try:
         seed_everything(cfg.seed + env.rank)
-        trainer = Trainer(cfg, env)
-        prepare(trainer)
+        trainer = make_trainer(cfg, env)
         return trainer.run(stop)
     finally:
         if own_stop:
@@ -632,44 +554,30 @@ def _execute(cfg: TrainConfig, prepare, stop: StopFlag | None) -> int:
 
 def train(cfg: TrainConfig, stop: StopFlag | None = None) -> int:
     """A new run (phase 0) from the initial weights. Returns 0, or 130/143 after a resumable save."""
-    def prepare(trainer: Trainer) -> None:
-        trainer.build(init_weights=True)
-        trainer._progress = _fresh_progress()
-        trainer.new_phase(0, cfg.epochs)
-
-    return _execute(cfg, prepare, stop)
+    return _execute(cfg, Trainer.new_run, stop)
 
 
-def continue_training(checkpoint: str | os.PathLike, overrides: dict | None = None, new_lr: float | None = None,
-                      epochs: int | None = None, stop: StopFlag | None = None) -> int:
-    """Resume exactly (new_lr None: same phase, optimizer, schedule, RNG, data order) or start a new phase at
-    new_lr for `epochs` more epochs (history, best and counters continue). `overrides`: RUNTIME_SETTINGS,
-    plus PHASE_SETTINGS for a new phase."""
+def continue_training(checkpoint: str | os.PathLike, changes: dict | None = None, new_phase: bool = False,
+                      stop: StopFlag | None = None) -> int:
+    """Resume exactly (same phase, optimizer, schedule, RNG, data order) or start a new phase (fresh optimizer
+    and schedule; history, best and counters continue). `changes`: settings to change, only those
+    `faceid.config.changeable(new_phase)` allows; a new phase needs its ``lr``. ``out`` defaults to the
+    checkpoint's directory."""
     ckpt = load_checkpoint(checkpoint)
-    if not all(k in ckpt for k in ("config", "optimizer", "phase", "rng")):
-        raise FaceIDError(f"{checkpoint} holds no training state (not written by train_model.py).")
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    allowed = RUNTIME_SETTINGS + (PHASE_SETTINGS if new_lr is not None else ())
-    refused = sorted(set(overrides) - set(allowed))
+    state = ckpt.training
+    if state is None:
+        raise FaceIDError(f"{checkpoint} holds no training state (it was not written by train_model.py).")
+    changes = {k: v for k, v in (changes or {}).items() if v is not None}
+    refused = refused_changes(changes, new_phase)
     if refused:
-        raise FaceIDError(f"{', '.join(refused)} can only change in a new phase (pass --lr); an exact resume keeps them.")
-    cfg = TrainConfig.from_dict({**ckpt["config"], **overrides, **({"lr": new_lr} if new_lr is not None else {})})
-    if "out" not in overrides:
-        cfg.out = str(Path(checkpoint).expanduser().parent)
-    phase = Phase(**ckpt["phase"])
-    if new_lr is None and ckpt["epoch"] >= phase.end_epoch and ckpt["step_in_epoch"] == 0:
-        raise FaceIDError(f"{checkpoint} finished its phase (epoch {ckpt['epoch']} of {phase.end_epoch}); start a new "
-                          f"phase with --lr (e.g. --lr 3e-5 --scheduler plateau --epochs 10).")
-
-    def prepare(trainer: Trainer) -> None:
-        trainer.build(init_weights=False)
-        if new_lr is None:
-            trainer.set_phase(phase)
-            trainer.load_state(ckpt, exact=True)
-        else:
-            trainer.load_state(ckpt, exact=False)
-            trainer._progress = dict(ckpt.get("progress") or _fresh_progress())
-            trainer.step_in_epoch = int(ckpt["step_in_epoch"])
-            trainer.new_phase(phase.index + 1, epochs or 10)
-
-    return _execute(cfg, prepare, stop)
+        raise SettingError(f"{', '.join(refused)} can only change in a new phase; an exact resume keeps them, and a "
+                           f"new phase starts with a new learning rate.", "lr")
+    if new_phase and "lr" not in changes:
+        raise SettingError("A new phase needs its learning rate.", "lr")
+    phase = Phase(**state.phase)
+    if not new_phase and state.epoch >= phase.end_epoch and state.step_in_epoch == 0:
+        raise SettingError(f"{checkpoint} finished its phase (epoch {state.epoch} of {phase.end_epoch}); continue it "
+                           f"with a new phase, which starts with a new learning rate (e.g. 3e-5 with the plateau "
+                           f"scheduler).", "lr")
+    cfg = TrainConfig.from_dict({**state.config, "out": str(Path(checkpoint).expanduser().parent), **changes})
+    return _execute(cfg, lambda c, env: (Trainer.next_phase if new_phase else Trainer.resume)(c, env, ckpt), stop)

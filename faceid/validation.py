@@ -276,4 +276,6 @@ def metric_value(metrics: dict, set_name: str, metric: str) -> float | None:
     return None if value is None else float(value)
 
 
+# The verification metrics a run can select its best checkpoint by, and which of them improve downwards.
+SELECT_METRICS = ("auc", "eer", "accuracy", "tar@far=0.001", "tar@far=0.01")
 LOWER_IS_BETTER = ("eer", "loss")

@@ -61,11 +61,11 @@ def make_rec(path: Path, counts: list[int], insightface: bool = True) -> Path:
 def make_random_checkpoint(path: Path, seed: int) -> Path:
     """A real checkpoint of a randomly initialised network (aligned crops, threshold 0.5): an honest model
     for tests that exercise everything but recognition quality."""
-    from faceid.checkpoint import save_checkpoint
+    from faceid.checkpoint import Checkpoint, save_checkpoint
     from faceid.model import build_backbone
     from faceid.preprocessing import ALIGNED_SPEC
 
     torch.manual_seed(seed)
-    save_checkpoint(path, {"model": build_backbone().state_dict(), "preprocess": ALIGNED_SPEC.to_dict(),
-                           "threshold": 0.5})
+    save_checkpoint(path, Checkpoint(model=build_backbone().state_dict(), preprocess=ALIGNED_SPEC.to_dict(),
+                                     threshold=0.5))
     return path

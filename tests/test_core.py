@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceid.checkpoint import load_checkpoint, save_checkpoint
+from faceid.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from faceid.errors import FaceIDError
 from faceid.fileio import atomic_write, atomic_write_json, sha256_file
 from faceid.model import (WEIGHTS_ENV, build_backbone, load_backbone_weights, load_embedder, read_state_dict,
@@ -98,7 +98,7 @@ def test_bad_weights_files_are_refused(tmp_path):
 def test_checkpoint_round_trip_and_corruption(tmp_path):
     model = build_backbone()
     path = tmp_path / "best_face_model.pth"
-    save_checkpoint(path, {"model": model.state_dict(), "preprocess": ALIGNED_SPEC.to_dict(), "threshold": 0.42})
+    save_checkpoint(path, Checkpoint(model=model.state_dict(), preprocess=ALIGNED_SPEC.to_dict(), threshold=0.42))
     embedder = load_embedder(model_path=path, device="cpu")
     assert embedder.threshold == pytest.approx(0.42) and embedder.threshold_calibrated
     assert embedder.spec == ALIGNED_SPEC and len(embedder.fingerprint) == 16
@@ -112,7 +112,7 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
         load_checkpoint(truncated)
     plain = tmp_path / "plain.pth"
     torch.save(model.state_dict(), plain)
-    with pytest.raises(FaceIDError, match="--weights"):
+    with pytest.raises(FaceIDError, match="not a faceid checkpoint"):
         load_checkpoint(plain)
 
 

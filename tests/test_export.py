@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from faceid.checkpoint import INFERENCE_KIND, load_checkpoint, save_checkpoint, save_inference_checkpoint
+from faceid.checkpoint import (INFERENCE_KEYS, INFERENCE_KIND, Checkpoint, TrainingState, load_checkpoint,
+                               save_checkpoint, save_inference_checkpoint)
 from faceid.decode import DecodeError, decode_image
 from faceid.errors import FaceIDError
 from faceid.model import build_backbone, load_embedder, read_state_dict
@@ -34,7 +35,7 @@ def stand_in() -> Path:
     return STAND_IN
 
 
-def _full_checkpoint(weights: Path) -> dict:
+def _full_checkpoint(weights: Path) -> Checkpoint:
     """A training checkpoint as the trainer writes one: backbone, head, optimizer state, calibration."""
     model = build_backbone()
     model.load_state_dict(read_state_dict(weights))
@@ -42,10 +43,15 @@ def _full_checkpoint(weights: Path) -> dict:
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()))
     model(torch.zeros(2, 3, 160, 160)).sum().backward()
     opt.step()
-    return {"kind": "best", "model": model.state_dict(), "preprocess": ALIGNED_SPEC.to_dict(), "threshold": 0.3125,
-            "threshold_info": {"threshold": 0.3125, "target_far": 1e-3, "source": "heldout"},
-            "head": head.state_dict(), "optimizer": opt.state_dict(), "epoch": 3, "step": 30,
-            "history": [{"epoch": 1}], "label_map": [f"id{i}" for i in range(90)]}
+    training = TrainingState(
+        head=head.state_dict(), head_config={"name": "softmax"}, optimizer=opt.state_dict(), scheduler={}, scaler={},
+        precision="fp32", epoch=3, step=30, step_in_epoch=0, phase={"index": 0, "start_epoch": 0, "end_epoch": 3,
+                                                                    "lr": 1e-4},
+        world_size=1, rng=[], config={}, metrics={}, history=[{"epoch": 1}], best={},
+        label_map=[f"id{i}" for i in range(90)], progress={})
+    return Checkpoint(model=model.state_dict(), preprocess=ALIGNED_SPEC.to_dict(), threshold=0.3125,
+                      threshold_info={"threshold": 0.3125, "target_far": 1e-3, "source": "heldout"}, kind="best",
+                      training=training)
 
 
 def test_inference_checkpoint_is_slim_and_loads_like_the_full_one(tmp_path, stand_in):
@@ -53,16 +59,18 @@ def test_inference_checkpoint_is_slim_and_loads_like_the_full_one(tmp_path, stan
     save_checkpoint(tmp_path / "full.pth", full)
     save_inference_checkpoint(tmp_path / "slim.pth", full)
     slim = load_checkpoint(tmp_path / "slim.pth")
-    assert slim["kind"] == INFERENCE_KIND
-    assert set(slim) == {"format", "version", "kind", "model", "preprocess", "threshold", "threshold_info"}
+    assert slim.kind == INFERENCE_KIND and slim.training is None
+    raw = torch.load(tmp_path / "slim.pth", weights_only=True)
+    assert set(raw) == {"format", "version", "kind", "model", "preprocess", "threshold", "threshold_info"}
+    assert set(raw) <= {"format", "version", "kind", *INFERENCE_KEYS}
     assert (tmp_path / "slim.pth").stat().st_size < 0.4 * (tmp_path / "full.pth").stat().st_size
     a, b = (load_embedder(model_path=tmp_path / n, device="cpu") for n in ("full.pth", "slim.pth"))
     assert a.fingerprint == b.fingerprint, "templates registered with the full checkpoint must stay valid"
     assert (a.threshold, a.spec) == (b.threshold, b.spec) == (0.3125, ALIGNED_SPEC) and b.threshold_calibrated
     x = to_network_input(torch.randint(0, 256, (2, 112, 112, 3), dtype=torch.uint8), ALIGNED_SPEC)
     assert torch.equal(a.embed_batch(x), b.embed_batch(x))
-    with pytest.raises(ValueError):
-        save_inference_checkpoint(tmp_path / "bad.pth", {"model": full["model"]})
+    with pytest.raises(FaceIDError, match="field 'preprocess' is None"):
+        Checkpoint.from_dict({"format": "faceid-checkpoint", "model": full.model})
 
 
 def _real_crops(shared: Path, n: int) -> list[np.ndarray]:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,8 @@ from faceid.checkpoint import load_checkpoint, save_checkpoint
 from faceid.errors import EXIT_INTERRUPTED, FaceIDError
 from faceid.model import load_embedder
 from faceid.recipe import StopFlag
-from faceid.training import BEST, FINAL, LAST, TrainConfig, continue_training, train
-from faceid.training_cli import _load_config_file, train_parser
+from faceid.config import TrainConfig
+from faceid.training import BEST, FINAL, LAST, continue_training, train
 
 from builders import face_jpeg, make_folder_tree
 
@@ -91,16 +92,17 @@ def test_tiny_run_writes_loadable_outputs(full_run):
         for key in ("head", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config", "metrics"):
             assert key in raw
     ckpt = load_checkpoint(full_run / FINAL)
-    assert ckpt["epoch"] == 2 and ckpt["step"] == 4 and ckpt["kind"] == "final"
-    history = ckpt["history"]
+    state = ckpt.training
+    assert state.epoch == 2 and state.step == 4 and ckpt.kind == "final"
+    history = state.history
     assert [h["epoch"] for h in history] == [1, 2]
     assert {"closed_set", "heldout", "lfw", "calibration"} <= set(history[-1])
     assert history[-1]["lfw"]["pairs"] == 4 and history[-1]["heldout"]["impostor"] == 40
     # the table compares what the app compares, on the held-out people only: 2 people x 8 images give each
     # one template of 5 and one probe of 3, so 2 genuine and 2 impostor comparisons
-    table = Calibration.from_dict(ckpt["calibration"])
+    table = Calibration.from_dict(ckpt.calibration)
     assert not table.benchmark_data and table.impostors == 2 and (table.samples, table.probe_samples) == (5, 3)
-    assert ckpt["threshold_info"]["source"].startswith("2 held-out identities") and not ckpt["threshold_info"]["resolved"]
+    assert ckpt.threshold_info["source"].startswith("2 held-out identities") and not ckpt.threshold_info["resolved"]
     embedder = load_embedder(model_path=full_run / BEST, device="cpu")
     assert embedder.threshold_calibrated and embedder.spec.size == 160
 
@@ -109,29 +111,31 @@ def test_interrupt_then_resume_matches_uninterrupted_run(tiny_data, full_run, tm
     torch.manual_seed(0)
     cfg = tiny_config(tiny_data, tmp_path, bins=False)  # validation never touches the training math or RNG
     assert train(cfg, stop=StopAt(3)) == EXIT_INTERRUPTED
-    saved = load_checkpoint(tmp_path / LAST)
-    assert (saved["kind"], saved["epoch"], saved["step"], saved["step_in_epoch"]) == ("interrupted", 1, 3, 1)
-    assert all(int(s["step"]) == 3 for s in saved["optimizer"]["state"].values())
+    saved_ckpt = load_checkpoint(tmp_path / LAST)
+    saved = saved_ckpt.training
+    assert (saved_ckpt.kind, saved.epoch, saved.step, saved.step_in_epoch) == ("interrupted", 1, 3, 1)
+    assert all(int(s["step"]) == 3 for s in saved.optimizer["state"].values())
     assert not (tmp_path / FINAL).exists()
 
     assert continue_training(tmp_path / LAST, stop=StopFlag(enabled=False)) == 0
-    resumed, reference = load_checkpoint(tmp_path / FINAL), load_checkpoint(full_run / FINAL)
-    assert (resumed["epoch"], resumed["step"]) == (reference["epoch"], reference["step"])
-    for part in ("model", "head"):
-        for k, v in reference[part].items():
-            assert torch.allclose(resumed[part][k].float(), v.float(), atol=1e-6), f"{part}.{k} differs"
-    ref_opt, res_opt = reference["optimizer"]["state"], resumed["optimizer"]["state"]
+    resumed_ckpt, reference_ckpt = load_checkpoint(tmp_path / FINAL), load_checkpoint(full_run / FINAL)
+    resumed, reference = resumed_ckpt.training, reference_ckpt.training
+    assert (resumed.epoch, resumed.step) == (reference.epoch, reference.step)
+    for part, res, ref in (("model", resumed_ckpt.model, reference_ckpt.model), ("head", resumed.head, reference.head)):
+        for k, v in ref.items():
+            assert torch.allclose(res[k].float(), v.float(), atol=1e-6), f"{part}.{k} differs"
+    ref_opt, res_opt = reference.optimizer["state"], resumed.optimizer["state"]
     assert all(torch.allclose(res_opt[i]["exp_avg"], ref_opt[i]["exp_avg"], atol=1e-7) for i in ref_opt)
-    assert resumed["scheduler"] == reference["scheduler"]
-    assert [round(h["train_loss"], 5) for h in resumed["history"]] == [round(h["train_loss"], 5) for h in reference["history"]]
+    assert resumed.scheduler == reference.scheduler
+    assert [round(h["train_loss"], 5) for h in resumed.history] == [round(h["train_loss"], 5) for h in reference.history]
 
     # A new phase at a new LR (the seed's second phase): history continues, optimizer is fresh.
-    assert continue_training(tmp_path / FINAL, {"scheduler": "plateau", "limit_steps": 1}, new_lr=3e-5, epochs=1,
-                             stop=StopFlag(enabled=False)) == 0
-    phase = load_checkpoint(tmp_path / FINAL)
-    assert [h["phase"] for h in phase["history"]] == [0, 0, 1]
-    assert phase["history"][-1]["lr"] == pytest.approx(3e-5) and phase["step"] == 5
-    assert phase["config"]["scheduler"] == "plateau" and phase["phase"]["index"] == 1
+    assert continue_training(tmp_path / FINAL, {"lr": 3e-5, "scheduler": "plateau", "epochs": 1, "limit_steps": 1},
+                             new_phase=True, stop=StopFlag(enabled=False)) == 0
+    phase = load_checkpoint(tmp_path / FINAL).training
+    assert [h["phase"] for h in phase.history] == [0, 0, 1]
+    assert phase.history[-1]["lr"] == pytest.approx(3e-5) and phase.step == 5
+    assert phase.config["scheduler"] == "plateau" and phase.phase["index"] == 1 and phase.config["epochs"] == 1
 
 
 def _env() -> dict:
@@ -153,8 +157,9 @@ def test_sigint_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
     assert proc.returncode == EXIT_INTERRUPTED, err[-2000:]
     assert "Resume with: python continue_training.py --checkpoint" in out
     ckpt = load_checkpoint(tmp_path / LAST)
-    assert ckpt["kind"] == "interrupted" and ckpt["step"] >= 1 and ckpt["epoch"] == 0
-    assert ckpt["step_in_epoch"] == ckpt["step"] and ckpt["optimizer"]["state"]
+    state = ckpt.training
+    assert ckpt.kind == "interrupted" and state.step >= 1 and state.epoch == 0
+    assert state.step_in_epoch == state.step and state.optimizer["state"]
 
 
 def test_two_process_gloo_run(tiny_data, tmp_path):
@@ -166,9 +171,9 @@ def test_two_process_gloo_run(tiny_data, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("training summary") == 1 and res.stdout.count("\ndata ") + res.stdout.startswith("data ") == 1
     assert "batch 2 x 2 process(es)" in res.stdout
-    ckpt = load_checkpoint(tmp_path / FINAL)
-    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2          # both ranks took part
-    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
+    state = load_checkpoint(tmp_path / FINAL).training
+    assert state.world_size == 2 and len(state.rng) == 2          # both ranks took part
+    assert not torch.equal(state.rng[0]["torch"], state.rng[1]["torch"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [BEST, FINAL, LAST, "label_map.json", "history.json", "curves_loss.png", "curves_accuracy.png",
          "curves_verification.png"])
@@ -197,30 +202,19 @@ def test_bad_data_is_one_sentence(tmp_path, tiny_data):
                                        "--min-images", "4"])
 
 
-def test_help_and_config_files():
-    for script in ("train_model.py", "continue_training.py"):
-        res = subprocess.run([PY, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0 and "--data" in res.stdout and "default" in res.stdout
-    seed = _load_config_file(str(REPO / "configs" / "seed.json"))
-    parser = train_parser()
-    parser.set_defaults(**seed)
-    args = parser.parse_args(["--epochs", "3"])
-    assert (args.head, args.batch_size, args.optimizer, args.precision, args.epochs) == ("softmax", 16, "adam", "fp32", 3)
-    _load_config_file(str(REPO / "configs" / "pins105.json"))
-
-
 def test_a_checkpoint_whose_head_does_not_match_its_config_is_one_sentence(full_run, tmp_path):
     ckpt = load_checkpoint(full_run / FINAL)
-    ckpt["head"] = {k: v[:, :-1] if v.dim() == 2 else v for k, v in ckpt["head"].items()}   # one column short
-    save_checkpoint(tmp_path / LAST, {**ckpt, "kind": "interrupted", "step_in_epoch": 1, "epoch": 1})
+    head = {k: v[:, :-1] if v.dim() == 2 else v for k, v in ckpt.training.head.items()}   # one column short
+    save_checkpoint(tmp_path / LAST, replace(ckpt, kind="interrupted",
+                                             training=replace(ckpt.training, head=head, step_in_epoch=1, epoch=1)))
     with pytest.raises(FaceIDError, match="head does not match its own config"):
         continue_training(tmp_path / LAST, stop=StopFlag(enabled=False))
 
 
 def test_bad_values_and_missing_gpu_are_one_sentence(tiny_data):
     base = ["--data", str(tiny_data), "--from-scratch", "--min-images", "4"]
-    assert "--workers must be 0 or more, got -1" in _cli_error([*base, "--workers", "-1"])
-    assert "--lr must be above 0, got -1.0" in _cli_error([*base, "--lr", "-1"])
+    assert "workers must be 0 or more, got -1 (--workers)" in _cli_error([*base, "--workers", "-1"])
+    assert "lr must be above 0, got -1.0 (--lr)" in _cli_error([*base, "--lr", "-1"])
     if not torch.cuda.is_available():
         assert "--device cuda needs a CUDA GPU" in _cli_error([*base, "--device", "cuda"])
 
