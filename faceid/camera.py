@@ -23,9 +23,7 @@ import cv2
 import numpy as np
 
 from .errors import FaceIDError
-from .decode import DecodeError, read_image_file
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from .decode import IMAGE_EXTENSIONS, DecodeError, read_image_file
 
 
 @dataclass
@@ -120,7 +118,7 @@ def open_source(source: str | int, max_frames: int | None = None, start_frame: i
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not images:
-            raise FaceIDError(f"The folder {path} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+            raise FaceIDError(f"The folder {path} contains no images ({', '.join(IMAGE_EXTENSIONS)}).")
         return FrameSource(f"folder {path} ({len(images)} images)", live=False, max_frames=max_frames,
                            repeat=repeat, stills=True, _images=images[start_frame:])
     if path.suffix.lower() in IMAGE_EXTENSIONS:

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .decode import IMAGE_EXTENSIONS
 from .errors import FaceIDError
 from .preprocessing import ALIGNED_SPEC, PreprocessSpec
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VERIFICATION_BINS = ("lfw.bin", "cfp_fp.bin", "agedb_30.bin")
 
 

@@ -31,6 +31,9 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import FaceIDError
 
+# The file names read as images wherever a folder is scanned (app sources, training trees, liveness stills):
+# the formats this gate reads.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 120_000_000
 MAX_PIXELS_ENV = "FACEID_MAX_PIXELS"
 # Pillow's own bomb check warns (or raises with its own wording) above ~89 MP; the limit is ours, enforced

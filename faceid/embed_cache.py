@@ -98,9 +98,6 @@ class EmbedCache:
             raise FaceIDError(f"Cannot write to the embedding cache {self.path} ({err}); delete it or pass "
                               f"--no-cache.") from None
 
-    def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
-
     def close(self) -> None:
         self._db.close()
 

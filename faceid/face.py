@@ -136,7 +136,3 @@ class FacePipeline:
             result.embedding = self.embed_crops([result.crop])[0]
         return result
 
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of L2-normalised vectors: a (512,) or (N, 512) against b (M, 512) -> (M,) or (N, M)."""
-    return np.asarray(a, np.float32) @ np.asarray(b, np.float32).T

@@ -176,12 +176,13 @@ def _advance(step: str, need_center: bool, yaw: float, frame: np.ndarray, result
 def measure(paths: list[str], pipeline: FacePipeline, cfg: ChallengeConfig, seeds: int) -> list[dict]:
     """Run the challenge on each still (fed repeatedly, as if held in front of a camera) and each clip
     (with `seeds` different random prompt sequences). Returns one record per run."""
-    from .camera import IMAGE_EXTENSIONS, open_source
+    from .camera import open_source
+    from .decode import IMAGE_EXTENSIONS
 
     frames_needed = (cfg.prompts + 1) * cfg.frames_per_prompt + 1
     records = []
     for index, path in enumerate(paths):
-        still = path.lower().endswith(tuple(IMAGE_EXTENSIONS))
+        still = path.lower().endswith(IMAGE_EXTENSIONS)
         for seed in ([index] if still else range(seeds)):   # stills: a different prompt sequence each
             prompts = random_prompts(cfg.prompts, random.Random(seed))
             with open_source(path, repeat=frames_needed if still else 1) as src:

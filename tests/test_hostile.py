@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from builders import make_random_checkpoint
-from faceid.checkpoint import load_checkpoint, save_checkpoint
+from faceid.checkpoint import load_checkpoint
 from faceid.errors import FaceIDError
 from faceid.gallery import Gallery
 from hostile import BAD_IMAGES, bomb_jpeg, write_bad_images
@@ -249,7 +249,7 @@ def tampered(path: Path, **changes) -> Path:
         else:
             ckpt[key] = value
     out = path.with_name(f"bad-{abs(hash(repr(sorted(changes.items(), key=str)))) % 10**8}.pth")
-    save_checkpoint(out, ckpt)
+    torch.save(ckpt, out)   # a hostile file: written raw, as an attacker would, not through our schema
     return out
 
 
@@ -275,12 +275,12 @@ def test_bad_calibration_and_wrong_shapes_and_nan_weights_are_named(world):
     ckpt = torch.load(world["model"], weights_only=True)
     ckpt["model"]["last_linear.weight"] = torch.zeros(128, 1792)
     shapes = world["root"] / "shapes.pth"
-    save_checkpoint(shapes, ckpt)
+    torch.save(ckpt, shapes)
     with pytest.raises(FaceIDError, match="does not fit InceptionResnetV1 with 512-d embeddings"):
         load_embedder(model_path=shapes)
     ckpt = torch.load(world["model"], weights_only=True)
     ckpt["model"]["last_linear.weight"][0, 0] = float("nan")
-    save_checkpoint(shapes, ckpt)
+    torch.save(ckpt, shapes)
     with pytest.raises(FaceIDError, match="non-finite weights"):
         load_embedder(model_path=shapes)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceid.checkpoint import load_checkpoint
+from faceid.checkpoint import Checkpoint, load_checkpoint
 from faceid.training import FINAL, LAST
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,15 +66,16 @@ def _sigterm_after_header(cmd: list[str]) -> tuple[int, str, str]:
     return proc.returncode, "".join(head) + out, err
 
 
-def _assert_same_training_state(a: dict, b: dict) -> None:
-    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"])
-    for part in ("model", "head"):
-        for k, v in a[part].items():
-            assert torch.equal(b[part][k], v), f"{part}.{k} differs"
-    for i, state in a["optimizer"]["state"].items():
+def _assert_same_training_state(a: Checkpoint, b: Checkpoint) -> None:
+    ta, tb = a.training, b.training
+    assert (ta.epoch, ta.step) == (tb.epoch, tb.step)
+    for part, pa, pb in (("model", a.model, b.model), ("head", ta.head, tb.head)):
+        for k, v in pa.items():
+            assert torch.equal(pb[k], v), f"{part}.{k} differs"
+    for i, state in ta.optimizer["state"].items():
         for k, v in state.items():
-            assert torch.equal(b["optimizer"]["state"][i][k], v), f"optimizer {i}.{k} differs"
-    assert a["scheduler"] == b["scheduler"]
+            assert torch.equal(tb.optimizer["state"][i][k], v), f"optimizer {i}.{k} differs"
+    assert ta.scheduler == tb.scheduler
 
 
 @pytest.mark.parametrize("world", [1, 2])
@@ -88,8 +89,8 @@ def test_sigterm_to_the_process_group_then_resume_is_exact(video_rec, tmp_path, 
     assert len(resume) == 1, out
     assert "Traceback" not in err and "killed by signal" not in err, err[-3000:]
     saved = load_checkpoint(tmp_path / "run" / LAST)
-    assert saved["kind"] == "interrupted" and saved["step"] < STEPS and saved["world_size"] == world
-    assert len(saved["rng"]) == world            # every rank stopped at the same step and took part
+    assert saved.kind == "interrupted" and saved.training.step < STEPS and saved.training.world_size == world
+    assert len(saved.training.rng) == world            # every rank stopped at the same step and took part
 
     command = resume[0].split("Resume with: ", 1)[1].split()
     assert command[0] == "python" and command[-1] == str(tmp_path / "run" / LAST)
