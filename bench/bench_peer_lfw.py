@@ -77,7 +77,7 @@ def main() -> int:
 
     import torch
 
-    from faceid.peer_face_recognition import FaceRecognitionBackend
+    from bench.peer_face_recognition import FaceRecognitionBackend
     from faceid.evaluate import write_outputs
 
     if args.threads:

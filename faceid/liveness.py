@@ -13,15 +13,13 @@ eye distance by the same factor, so the yaw ratio does not move either). The cha
    (cosine >= ``min_same_person``).
 
 "left" is the subject's own left: the nose moves toward the image's right in a non-mirrored camera.
-Run ``python -m faceid.liveness --help`` to measure the challenge on photos and clips.
+bench/measure_liveness.py measures the challenge on photos and clips.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -169,61 +167,3 @@ def _advance(step: str, need_center: bool, yaw: float, frame: np.ndarray, result
         if float(emb @ out.start.embedding) < cfg.min_same_person:
             return "the turned face does not look like the starting face"
     return True
-
-
-# ----------------------------------------------------------------------------- measurement
-
-def measure(paths: list[str], pipeline: FacePipeline, cfg: ChallengeConfig, seeds: int) -> list[dict]:
-    """Run the challenge on each still (fed repeatedly, as if held in front of a camera) and each clip
-    (with `seeds` different random prompt sequences). Returns one record per run."""
-    from .camera import open_source
-    from .decode import IMAGE_EXTENSIONS
-
-    frames_needed = (cfg.prompts + 1) * cfg.frames_per_prompt + 1
-    records = []
-    for index, path in enumerate(paths):
-        still = path.lower().endswith(IMAGE_EXTENSIONS)
-        for seed in ([index] if still else range(seeds)):   # stills: a different prompt sequence each
-            prompts = random_prompts(cfg.prompts, random.Random(seed))
-            with open_source(path, repeat=frames_needed if still else 1) as src:
-                result = run_challenge(src, pipeline, cfg, prompts=prompts)
-            records.append({"source": path, "kind": "still" if still else "clip", "seed": seed, **result.to_dict()})
-            print(json.dumps(records[-1]), flush=True)
-    return records
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m faceid.liveness [model options] PATH... : measure the challenge on stills and clips."""
-    import argparse
-
-    from .app import build_parser, load_model
-    from .face import FaceDetector
-
-    ap = argparse.ArgumentParser(description="Measure the head-turn challenge: every still must fail.")
-    ap.add_argument("paths", nargs="+", help="image files and/or video clips")
-    ap.add_argument("--seeds", type=int, default=4, help="prompt sequences tried per clip")
-    ap.add_argument("--frames-per-prompt", type=int, default=ChallengeConfig.frames_per_prompt)
-    ap.add_argument("--summary", help="write the records as JSON here")
-    args, rest = ap.parse_known_args(argv)
-    model_args = build_parser().parse_args(rest)
-    import torch
-
-    torch.set_num_threads(model_args.threads)
-    pipeline = FacePipeline(load_model(model_args), FaceDetector())
-    cfg = ChallengeConfig(frames_per_prompt=args.frames_per_prompt)
-    records = measure(args.paths, pipeline, cfg, args.seeds)
-    stills = [r for r in records if r["kind"] == "still"]
-    print(f"stills: {sum(r['passed'] for r in stills)} of {len(stills)} passed (must be 0); reasons: "
-          f"{dict(Counter(r['reason'].split(' within')[0] for r in stills))}")
-    clips = [r for r in records if r["kind"] == "clip"]
-    print(f"clips: {sum(r['passed'] for r in clips)} of {len(clips)} runs passed")
-    if args.summary:
-        from .fileio import atomic_write_json
-        atomic_write_json(args.summary, records)
-    return 0
-
-
-if __name__ == "__main__":
-    from .errors import run_cli
-
-    run_cli(main)

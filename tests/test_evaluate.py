@@ -190,7 +190,7 @@ def test_peer_backend_if_installed(small_lfw, shared_data):
 
     if any(importlib.util.find_spec(m) is None for m in ("dlib", "face_recognition_models", "face_recognition")):
         pytest.skip("the optional peer (face_recognition) is not installed")
-    from faceid.peer_face_recognition import FaceRecognitionBackend
+    from bench.peer_face_recognition import FaceRecognitionBackend
 
     pairs, images = small_lfw
     peer = FaceRecognitionBackend()

@@ -1,7 +1,8 @@
 """Optional peer backend: the `face_recognition` package (dlib's ResNet, 128-d; published LFW accuracy 99.38%).
 
-Only bench/bench_peer_lfw.py imports this, lazily; it is not a project dependency. Install it into the venv
-without compiling dlib:
+A measurement tool, not part of the faceid package: bench scripts (and the evaluator's test, when the peer
+is installed) import it as ``bench.peer_face_recognition``; face_recognition is not a project dependency.
+Install it into the venv without compiling dlib:
 
     pip install dlib-bin face-recognition-models
     pip install --no-deps face_recognition        # its other deps (Click, numpy, Pillow) are already there
@@ -28,7 +29,7 @@ import types
 
 import numpy as np
 
-from .errors import FaceIDError
+from faceid.errors import FaceIDError
 
 INSTALL = "pip install dlib-bin face-recognition-models && pip install --no-deps face_recognition"
 FALLBACK_SIDE = 0.43
@@ -90,7 +91,7 @@ class FaceRecognitionBackend:
 
     def embed_images(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[dict]]:
         """RGB uint8 (H, W, 3) images -> (N, 128) float32 descriptors and info dicts; dlib's HOG runs per image."""
-        from .evaluate import central_index
+        from faceid.evaluate import central_index
 
         out, infos = [], []
         for image in images:
