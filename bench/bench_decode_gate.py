@@ -71,9 +71,9 @@ def main() -> int:
     rows = []
     with torch.inference_mode():
         for data, frame in zip(jpegs, frames):
-            plain = best_of(lambda: ungated(data), args.repeats)
-            gated = best_of(lambda: decode_image(data, "frame"), args.repeats)
-            header = best_of(lambda: image_size(data, "frame"), args.repeats)
+            plain = best_of(lambda data=data: ungated(data), args.repeats)
+            gated = best_of(lambda data=data: decode_image(data, "frame"), args.repeats)
+            header = best_of(lambda data=data: image_size(data, "frame"), args.repeats)
             t0 = time.perf_counter()
             pipeline.analyze(frame)
             rows.append((plain, gated, header, time.perf_counter() - t0))

@@ -62,7 +62,7 @@ def measure(name: str, dataset, batch: int, workers: int, batches: int) -> float
     done, nbytes, t0, epoch = 0, 0, None, 0
     while done < batches:
         sampler.set_epoch(epoch)
-        for step, b in enumerate(loader):
+        for b in loader:
             images = b[0].unpack() if packed else b[0]   # what the main process hands to nvJPEG
             if t0 is None:
                 t0 = time.perf_counter()                   # after the first batch: workers are up

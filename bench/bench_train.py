@@ -47,7 +47,7 @@ class SyntheticFaces:
 
         rng = np.random.default_rng(0)
         self.images = []
-        for i in range(pool):
+        for _ in range(pool):
             img = np.clip(rng.normal(128, 40, (112, 112, 3)), 0, 255).astype(np.uint8)
             cv2.circle(img, (56, 56), 40, tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
             self.images.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())

@@ -132,8 +132,8 @@ def image_size(data, what: str = "the image", limit: int | None = None) -> tuple
     except UnidentifiedImageError:
         if bytes(buf[:4]).startswith(_KNOWN_MAGIC):
             raise DecodeError("Cannot decode", what, "its image header is damaged.") from None
-        raise DecodeError("Cannot decode", what, f"it is not an image in a known format (JPEG, PNG, BMP, WebP, "
-                          f"TIFF).") from None
+        raise DecodeError("Cannot decode", what, "it is not an image in a known format (JPEG, PNG, BMP, WebP, "
+                          "TIFF).") from None
     except Exception as err:  # a damaged header raises many types (SyntaxError, struct.error, OSError, ...)
         raise DecodeError("Cannot decode", what, f"its image header is damaged ({type(err).__name__}).") from None
     if width < 1 or height < 1:

@@ -19,11 +19,15 @@ Network input: float32 NCHW RGB, ``size`` x ``size``, ``(x - 127.5) / 128`` (fac
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .errors import FaceIDError
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
 
 # Standard five-point template for 112x112 aligned faces (insightface / ArcFace), in pixels.
 ARCFACE_TEMPLATE_112 = np.array(
