@@ -130,7 +130,8 @@ def run_identification(backends: list, root: str | os.PathLike, out_dir: str | o
     for backend in backends:
         emb, stats, misses = embed_people(backend, dataset, cache, batch_size, progress)
         templates = np.stack([backend.template(emb[idx]) for idx in enrollment.templates])
-        rows, det = identification_report(templates, lambda idx: backend.score_matrix(emb[idx], templates),
+        scores = lambda idx, backend=backend, emb=emb, templates=templates: backend.score_matrix(emb[idx], templates)  # noqa: E731
+        rows, det = identification_report(templates, scores,
                                           enrollment, chosen, draws, thresholds=app_thresholds(backend))
         report["backends"][backend.name] = {"model": backend.describe(), "by_gallery_size": rows,
                                             "detector_misses": misses, "speed": stats}
@@ -157,7 +158,7 @@ def format_identification(report: dict) -> str:
         for size, r in b["by_gallery_size"].items():
             app = [f"{r[k]['threshold']:.3f}: {100 * r[k]['fpir']:.1f}% / {100 * r[k]['tpir']:.1f}%" if k in r else "-"
                    for k in ("app_fixed_threshold", "app_far_threshold", "app_calibrated_threshold")]
-            star = lambda f: "" if r[f"fpir={f}_resolved"] else "*"  # noqa: E731
+            star = lambda f, r=r: "" if r[f"fpir={f}_resolved"] else "*"  # noqa: E731
             lines.append(f"| {name} | {int(size):,} | {100 * r['fnir@fpir=0.001']:.1f}%{star('0.001')} | "
                          f"{100 * r['fnir@fpir=0.01']:.1f}%{star('0.01')} | {100 * r['rank1']:.1f}% | {' | '.join(app)} |")
     lines.append("(* = fewer non-mated searches than 1/FPIR: the strictest point measured)")

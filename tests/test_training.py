@@ -236,5 +236,5 @@ def test_no_tuning_on_benchmark_data_without_the_flag(tiny_data, tmp_path):
     # with the flag the run goes through, and the checkpoint's table says it came from benchmark data
     assert train(tiny_config(tiny_data, tmp_path / "b", holdout_fraction=0, tune_on_benchmark=True, epochs=1,
                              limit_steps=1), stop=StopFlag(enabled=False)) == 0
-    table = Calibration.from_dict(load_checkpoint(tmp_path / "b" / BEST)["calibration"])
+    table = Calibration.from_dict(load_checkpoint(tmp_path / "b" / BEST).calibration)
     assert table.benchmark_data and "ON BENCHMARK DATA" in table.threshold_for_far(1e-3).text
