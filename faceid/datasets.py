@@ -25,6 +25,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ import torch
 from .decode import IMAGE_EXTENSIONS
 from .errors import FaceIDError
 from .preprocessing import ALIGNED_SPEC, PreprocessSpec
+
+if TYPE_CHECKING:  # annotations only: the reader is imported where a .rec is opened
+    from .recordio import RecordIOReader
 
 VERIFICATION_BINS = ("lfw.bin", "cfp_fp.bin", "agedb_30.bin")
 
@@ -51,7 +55,7 @@ class FaceDataset:
     identities: list[str]
     spec: PreprocessSpec
     report: dict = field(default_factory=dict)
-    _reader: object = field(default=None, repr=False)
+    _reader: RecordIOReader | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.items)

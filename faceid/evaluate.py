@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -242,7 +242,7 @@ def evaluate_dataset(backend: Backend, dataset: Dataset, cache: EmbedCache | Non
     fpr, tpr, _ = roc_curve(scores, dataset.labels)
     names = [str(x) if isinstance(x, Path) else bytes_key(x)[0][:19] for x in dataset.items]
     missed = [names[i] for i, info in enumerate(infos) if info.get("detected") is False]
-    report = {
+    report: dict[str, Any] = {
         "dataset": {"kind": dataset.kind, "pairs": int(len(dataset.labels)), "unique_images": len(dataset.items),
                     **dataset.describe},
         "model": backend.describe(),
