@@ -34,10 +34,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import (Checkpoint, TrainingState, capture_rng_state, load_checkpoint, restore_rng_state,
-                         save_checkpoint)
+                         save_checkpoint, save_inference_checkpoint)
 from .config import SettingError, TrainConfig, refused_changes
 from .datasets import find_verification_bins, open_dataset, split_identities, split_images
 from .errors import FaceIDError
+from .export import default_outputs
 from .feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, clean_worker_error, make_loader, resolve_decode
 from .fileio import atomic_write_json
 from .heads import TrainNet, build_head, head_config
@@ -45,6 +46,7 @@ from .model import build_backbone, load_backbone_weights, read_state_dict, resol
 from .plots import plot_history
 from .recipe import (Dist, StopFlag, autocast_context, build_optimizer, build_scheduler, default_batch_size,
                      default_workers, resolve_precision, scaled_lr, setup_distributed)
+from .runlog import LOG_NAME, RunLog
 from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
 
 BEST, FINAL, LAST = "best_face_model.pth", "final_face_model.pth", "last_face_model.pth"
@@ -81,6 +83,7 @@ class Trainer:
         self.batch_size = cfg.batch_size or default_batch_size(env.device)
         self.workers = default_workers(self.decode, env.world) if cfg.workers is None else cfg.workers
         self.out = Path(cfg.out).expanduser()
+        self.log = RunLog(self.out, enabled=env.main)
         self._open_data()
         self.feed = BatchFeed(self.data.spec, env.device, self.decode, self.channels_last)
         self._build_network(init_weights=origin is None)
@@ -387,14 +390,19 @@ class Trainer:
         if env.main:
             atomic_write_json(self.out / HISTORY, self.history)
             plot_history(self.history, self.out)
-            tqdm.write(epoch_line(record, selection, is_best))
+            self.log.line(epoch_line(record, selection, is_best))
+            self.log.scalars(record)
         return record
 
     def save_many(self, targets: list[tuple[str, str]]) -> None:
+        """Write each checkpoint; beside best_face_model.pth also its slim inference checkpoint
+        (`export.default_outputs` names it: best_face_model_inference.pth), which the app loads the same way."""
         state = self.state(targets[0][1])
         if self.env.main:
             for name, kind in targets:
                 save_checkpoint(self.out / name, replace(state, kind=kind))
+                if name == BEST:
+                    save_inference_checkpoint(default_outputs(str(self.out / BEST))[1], state)
 
     def run(self, stop: StopFlag) -> int:
         """Train to the end of the phase. Returns 0, or 130 (SIGINT) / 143 (SIGTERM) after saving a resumable
@@ -407,7 +415,7 @@ class Trainer:
             label_map = self.data.label_map()
             label_map["heldout_identities"] = list(self.heldout.identities) if self.heldout is not None else []
             atomic_write_json(self.out / LABEL_MAP, label_map)
-            print(self.header(validator, selection), flush=True)
+            self.log.line(self.header(validator, selection))
         model = self.wrap()
         self.net.train()
         started = time.perf_counter()
@@ -419,13 +427,15 @@ class Trainer:
                 self.save_many([(LAST, "interrupted")])
                 if env.main:
                     launcher = "" if env.world == 1 else f"-m faceid.launch --standalone --nproc_per_node {env.world} "
-                    print(f"Interrupted at epoch {self.epoch + 1}, step {self.step} ({self.step_in_epoch} of "
-                          f"{self.steps_per_epoch} in this epoch); saved {self.out / LAST}. Resume with: "
-                          f"python {launcher}continue_training.py --checkpoint {self.out / LAST}", flush=True)
+                    self.log.line(f"Interrupted at epoch {self.epoch + 1}, step {self.step} ({self.step_in_epoch} of "
+                                  f"{self.steps_per_epoch} in this epoch); saved {self.out / LAST}. Resume with: "
+                                  f"python {launcher}continue_training.py --checkpoint {self.out / LAST}")
+                    self.log.close()
                 return stop.exit_code
         self.save_many([(FINAL, "final")])
         if env.main:
-            print(self.summary(selection, time.perf_counter() - started), flush=True)
+            self.log.line(self.summary(selection, time.perf_counter() - started))
+            self.log.close()
         return 0
 
     # --- text -------------------------------------------------------------------------------------
@@ -480,7 +490,9 @@ class Trainer:
                          f"FPIR by gallery size, from the table in the checkpoint)")
         else:
             lines.append("calibration   none (no held-out identities); the app labels its decisions uncalibrated")
-        lines.append(f"files         {self.out}/{{{BEST}, {FINAL}, {LAST}, {LABEL_MAP}, {HISTORY}, curves_*.png}}")
+        slim = default_outputs(BEST)[1].name
+        lines.append(f"files         {self.out}/{{{BEST}, {slim}, {FINAL}, {LAST}, {LABEL_MAP}, {HISTORY}, {LOG_NAME}, "
+                     f"curves_*.png}}")
         lines.append("              (* = that FAR is finer than the impostor pairs can resolve)")
         lines.append(rule)
         return "\n".join(lines)

@@ -24,11 +24,13 @@ from faceid.errors import EXIT_INTERRUPTED, FaceIDError
 from faceid.model import load_embedder
 from faceid.recipe import StopFlag
 from faceid.config import TrainConfig
+from faceid.runlog import tensorboard_available
 from faceid.training import BEST, FINAL, LAST, continue_training, train
 
 from builders import face_jpeg, make_folder_tree
 
 REPO = Path(__file__).resolve().parents[1]
+SLIM = "best_face_model_inference.pth"   # the slim inference checkpoint written beside best_face_model.pth
 PY = sys.executable
 
 
@@ -81,8 +83,12 @@ def full_run(tiny_data, tmp_path_factory) -> Path:
 
 def test_tiny_run_writes_loadable_outputs(full_run):
     names = {p.name for p in full_run.iterdir()}
-    assert {BEST, FINAL, LAST, "label_map.json", "history.json", "curves_loss.png", "curves_accuracy.png",
-            "curves_verification.png"} <= names
+    assert {BEST, SLIM, FINAL, LAST, "label_map.json", "history.json", "train.log", "curves_loss.png",
+            "curves_accuracy.png", "curves_verification.png"} <= names
+    log = (full_run / "train.log").read_text(encoding="utf-8")
+    assert "  data      " in log.splitlines()[0] and log.count("epoch 1: loss") == 1 and "training summary" in log
+    # TensorBoard scalars only when the optional package is installed; without it nothing is written
+    assert (full_run / "tensorboard").is_dir() == tensorboard_available()
     assert not [n for n in names if n.endswith(".tmp")]
     for name in (BEST, FINAL, LAST):
         raw = torch.load(full_run / name, weights_only=True)
@@ -104,6 +110,9 @@ def test_tiny_run_writes_loadable_outputs(full_run):
     assert not table.benchmark_data and table.impostors == 2 and (table.samples, table.probe_samples) == (5, 3)
     assert ckpt.threshold_info["source"].startswith("2 held-out identities") and not ckpt.threshold_info["resolved"]
     embedder = load_embedder(model_path=full_run / BEST, device="cpu")
+    slim, best = load_checkpoint(full_run / SLIM), load_checkpoint(full_run / BEST)
+    assert slim.kind == "inference" and slim.training is None and slim.calibration == best.calibration
+    assert load_embedder(model_path=full_run / SLIM, device="cpu").fingerprint == embedder.fingerprint
     assert embedder.threshold_calibrated and embedder.spec.size == 160
 
 
@@ -175,8 +184,8 @@ def test_two_process_gloo_run(tiny_data, tmp_path):
     assert state.world_size == 2 and len(state.rng) == 2          # both ranks took part
     assert not torch.equal(state.rng[0]["torch"], state.rng[1]["torch"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [BEST, FINAL, LAST, "label_map.json", "history.json", "curves_loss.png", "curves_accuracy.png",
-         "curves_verification.png"])
+        [BEST, SLIM, FINAL, LAST, "label_map.json", "history.json", "train.log", "curves_loss.png",
+         "curves_accuracy.png", "curves_verification.png"])
 
 
 def _cli_error(args: list[str]) -> str:
