@@ -1,6 +1,9 @@
 """The trainer: state (checkpoints, resume, phases), the loop, and the entry points.
 
-The settings live in `faceid.config`, the checkpoint schema in `faceid.checkpoint`. The recipe's parts (precision, optimizer, schedule, process group, Ctrl-C flag) live in `faceid.recipe`.
+The settings live in `faceid.config`, the checkpoint schema in `faceid.checkpoint`, the log in
+`faceid.runlog`; the recipe's parts (precision, optimizer, schedule, process group, Ctrl-C flag) in
+`faceid.recipe`. A `Trainer` is complete after construction: `Trainer.new_run`, `Trainer.resume` (exact) or
+`Trainer.next_phase`.
 
 What a run does (train_model.py -> `train`; continue_training.py -> `continue_training`):
 1. open the data (`faceid.datasets`), hold out whole identities for verification, split the rest 80/20
@@ -8,8 +11,9 @@ What a run does (train_model.py -> `train`; continue_training.py -> `continue_tr
 2. build InceptionResnetV1 (VGGFace2 weights / --weights / --from-scratch) + a head (`faceid.heads`);
 3. per step: a batch of encoded images -> decode (nvJPEG on CUDA, cv2 in workers on CPU) -> `to_network_input`
    -> autocast (bf16 on Ampere+, fp16 + GradScaler on older GPUs, fp32 on CPU) -> channels_last -> step;
-4. per epoch (rank 0): `faceid.validation` -> history, curves, last/best checkpoints (best by a verification
-   metric, with the cosine threshold calibrated at the target FAR); final checkpoint at the end.
+4. per epoch (rank 0): `faceid.validation` -> history, curves, train.log, last/best checkpoints (best by a
+   verification metric, with the held-out calibration table; the slim inference checkpoint beside it);
+   final checkpoint at the end.
 
 Distributed: launched by torchrun or `faceid.launch` (WORLD_SIZE > 1) it uses DDP (NCCL on GPUs, gloo on
 CPU); every rank trains on its share of each epoch's permutation, rank 0 alone validates, logs and writes files.
