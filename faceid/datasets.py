@@ -139,7 +139,8 @@ def _choose(count: int, max_images: int | None, seed: int, name: str) -> np.ndar
 
 
 def _assemble(kind: str, root: Path, per_identity: list[tuple[str, list]], min_images: int,
-              max_images: int | None, seed: int, spec: PreprocessSpec) -> FaceDataset:
+              max_images: int | None, seed: int, spec: PreprocessSpec,
+              reader: RecordIOReader | None = None) -> FaceDataset:
     items, labels, names = [], [], []
     dropped, capped, total = 0, 0, 0
     for name, samples in per_identity:
@@ -158,7 +159,7 @@ def _assemble(kind: str, root: Path, per_identity: list[tuple[str, list]], min_i
     report = {"source_identities": len(per_identity), "source_images": total, "identities": len(names),
               "images": len(items), "dropped_identities": dropped, "capped_identities": capped,
               "min_images": min_images, "max_images": max_images}
-    return FaceDataset(kind, root, items, np.asarray(labels, dtype=np.int64), names, spec, report)
+    return FaceDataset(kind, root, items, np.asarray(labels, dtype=np.int64), names, spec, report, reader)
 
 
 def _from_folder(root: Path, min_images: int, max_images: int | None, seed: int,
@@ -197,8 +198,7 @@ def _from_rec(rec: Path, min_images: int, max_images: int | None, seed: int) -> 
             label = rec_.label[0] if isinstance(rec_.label, tuple) else rec_.label
             by_label.setdefault(int(label), []).append(key)
     per_identity = [(str(label), keys) for label, keys in sorted(by_label.items())]
-    ds = _assemble("rec", rec, per_identity, min_images, max_images, seed, ALIGNED_SPEC)
-    ds._reader = reader
+    ds = _assemble("rec", rec, per_identity, min_images, max_images, seed, ALIGNED_SPEC, reader)
     ds.report["layout"] = layout.kind
     return ds
 

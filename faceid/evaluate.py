@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -76,8 +75,8 @@ class FaceIDBackend:
         from .face import FaceDetector, FacePipeline
         from .model import optimize_for_cpu
 
-        if flip is not None and flip != embedder.spec.flip:
-            embedder.spec = replace(embedder.spec, flip=flip)
+        if flip is not None:
+            embedder = embedder.with_flip(flip)
         # the app's menu runs the same traced network on CPU; over thousands of images the trace pays off
         self.network = optimize_for_cpu(embedder) if embedder.device.type == "cpu" else "network: eager"
         self.embedder, self.batch_size = embedder, batch_size

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -162,6 +162,16 @@ class Embedder:
     @property
     def runtime(self) -> str:
         return "torch" if self.forward is None else "onnx"
+
+    def with_flip(self, flip: bool) -> Embedder:
+        """This network with mirror-averaging on or off, as a new Embedder whose fingerprint covers the new spec
+        (so caches and galleries keep the two apart); this one is left as it is."""
+        if flip == self.spec.flip:
+            return self
+        if self.model is None:
+            raise FaceIDError("An ONNX export has its mirror-averaging built in; use the torch runtime to change it.")
+        spec = replace(self.spec, flip=flip)
+        return replace(self, spec=spec, fingerprint=backbone_fingerprint(self.model, spec))
 
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         """x: normalised (N, 3, size, size) -> (N, 512) on CPU."""

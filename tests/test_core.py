@@ -102,6 +102,9 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     embedder = load_embedder(model_path=path, device="cpu")
     assert embedder.threshold == pytest.approx(0.42) and embedder.threshold_calibrated
     assert embedder.spec == ALIGNED_SPEC and len(embedder.fingerprint) == 16
+    plain = embedder.with_flip(False)   # a new embedder: the original (and its fingerprint) stay as they were
+    assert not plain.spec.flip and embedder.spec.flip and plain.fingerprint != embedder.fingerprint
+    assert plain.model is embedder.model and embedder.with_flip(True) is embedder
     x = to_network_input(torch.randint(0, 256, (3, 112, 112, 3), dtype=torch.uint8), embedder.spec)
     emb = embedder.embed_batch(x)
     assert emb.shape == (3, 512) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
