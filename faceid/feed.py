@@ -160,6 +160,11 @@ def make_loader(samples: FaceSamples, batch_size: int, workers: int, sampler: Sa
     extra = {}
     if workers > 0:
         extra = {"persistent_workers": persistent, "prefetch_factor": 4, "worker_init_fn": _worker_init}
+        # OpenCV's thread pool does not survive fork(): a worker forked from a process whose pool has run
+        # (e.g. after evaluating or detecting faces) hangs in cv2.setNumThreads. Settling this process's pool
+        # to one thread first joins its threads, so forked workers start from a clean pool. The process that
+        # feeds workers does no OpenCV work of its own that needs more.
+        cv2.setNumThreads(1)
     # A private generator: creating a loader iterator must not draw from the global RNG, or a run resumed
     # mid-epoch would see different dropout/flip draws than the uninterrupted run.
     return DataLoader(samples, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,

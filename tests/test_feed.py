@@ -121,3 +121,28 @@ def test_decode_ahead_on_a_cuda_side_stream(tmp_path):
     assert len(got) == len(expected) == 3
     for (c, y), (ce, ye) in zip(got, expected):
         assert c.is_cuda and torch.equal(c, ce) and torch.equal(y, ye)
+
+
+_FORK_AFTER_OPENCV = textwrap.dedent("""
+    import sys
+    import cv2, numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from builders import make_folder_tree
+    from faceid.datasets import open_dataset
+    from faceid.feed import FaceSamples, make_loader
+    cv2.setNumThreads(2)                      # what the app and the evaluator leave behind
+    big = np.zeros((2000, 2000, 3), np.uint8)
+    for _ in range(10):
+        cv2.GaussianBlur(big, (31, 31), 0)    # OpenCV's thread pool has run in this process
+    ds = open_dataset(make_folder_tree(__import__("pathlib").Path(sys.argv[1]), {"a": 5, "b": 5}))
+    batch = next(iter(make_loader(FaceSamples(ds, range(8), decode_on_cpu=True), 4, workers=1, persistent=False)))
+    print(len(batch[1]))
+""")
+
+
+def test_workers_start_after_opencv_threads_have_run(tmp_path):
+    """A worker forked after OpenCV's thread pool ran used to hang forever in cv2.setNumThreads."""
+    result = subprocess.run([sys.executable, "-c", _FORK_AFTER_OPENCV, str(tmp_path / "t"), str(REPO / "tests")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "4"
