@@ -305,14 +305,23 @@ def format_summary(report: dict) -> str:
 def write_outputs(report: dict, curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: str | os.PathLike,
                   stem: str) -> dict:
     """Write <stem>_report.json and <stem>_roc.png atomically; records their paths in report['outputs']."""
-    from .fileio import atomic_write_json
     from .verification import plot_roc
 
+    return write_report_and_plot(report, out_dir, f"{stem}_report.json", ("roc_png", f"{stem}_roc.png"),
+                                 lambda path: plot_roc(curves, path, title=f"ROC: {stem}"))
+
+
+def write_report_and_plot(report: dict, out_dir: str | os.PathLike, json_name: str, plot: tuple[str, str],
+                          draw: Callable[[str], None]) -> dict:
+    """Draw the plot (`plot` = (key in report['outputs'], file name)) and write the JSON report, both into
+    `out_dir`; a folder that cannot be written is one sentence."""
+    from .fileio import atomic_write_json
+
     out = Path(out_dir)
-    paths = {"report_json": str(out / f"{stem}_report.json"), "roc_png": str(out / f"{stem}_roc.png")}
+    paths = {"report_json": str(out / json_name), plot[0]: str(out / plot[1])}
     report["outputs"] = paths
     try:
-        plot_roc(curves, paths["roc_png"], title=f"ROC: {stem}")
+        draw(paths[plot[0]])
         atomic_write_json(paths["report_json"], report)
     except OSError as err:
         raise FaceIDError(f"Cannot write the report into {out}: {err.strerror or err}.") from None

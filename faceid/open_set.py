@@ -23,7 +23,7 @@ import numpy as np
 from .calibration import FPIR_TARGET, PROBE_SAMPLES, SAMPLES, Calibration, template_probe_scores, write_calibration_file
 from .embed_cache import EmbedCache
 from .errors import FaceIDError
-from .evaluate import Dataset, embed_items
+from .evaluate import Dataset, embed_items, write_report_and_plot
 from .identification import enroll, gallery_sizes, identification_report, plot_det
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -112,8 +112,6 @@ def run_identification(backends: list, root: str | os.PathLike, out_dir: str | o
                        cache: EmbedCache | None = None, gallery_samples: int = SAMPLES, sizes=SIZES, draws: int = 5,
                        batch_size: int = 64, progress: bool = True, per_probe: bool = False) -> dict:
     """Each backend on the same people, enrolment and galleries; one report JSON and one DET plot."""
-    from .fileio import atomic_write_json
-
     dataset, labels, names = load_people(root)
     enrollment = enroll(labels, gallery_samples)
     if len(enrollment.templates) < 2 or len(enrollment.nonmated) == 0:
@@ -136,15 +134,9 @@ def run_identification(backends: list, root: str | os.PathLike, out_dir: str | o
         report["backends"][backend.name] = {"model": backend.describe(), "by_gallery_size": rows,
                                             "detector_misses": misses, "speed": stats}
         curves[backend.name] = det
-    out = Path(out_dir)
-    paths = {"report_json": str(out / f"{dataset.name}_1n_report.json"), "det_png": str(out / f"{dataset.name}_1n_det.png")}
-    report["outputs"] = paths
-    try:
-        plot_det(curves, paths["det_png"], title=f"DET, open-set 1:N on {dataset.name}")
-        atomic_write_json(paths["report_json"], report)
-    except OSError as err:
-        raise FaceIDError(f"Cannot write the report into {out}: {err.strerror or err}.") from None
-    return report
+    stem = f"{dataset.name}_1n"
+    return write_report_and_plot(report, out_dir, f"{stem}_report.json", ("det_png", f"{stem}_det.png"),
+                                 lambda path: plot_det(curves, path, title=f"DET, open-set 1:N on {dataset.name}"))
 
 
 def format_identification(report: dict) -> str:
