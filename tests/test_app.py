@@ -56,8 +56,8 @@ def reuse_loaded_models():
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory) -> Path:
-    return make_random_checkpoint(tmp_path_factory.mktemp("models") / "random_a.pth", seed=0)
+def random_model(module_tmp) -> Path:
+    return make_random_checkpoint(module_tmp / "random_a.pth", seed=0)
 
 
 @pytest.fixture
@@ -337,10 +337,10 @@ REAL_THRESHOLD = "0.5"   # chosen for this test between those own-clip and other
 
 
 @pytest.fixture(scope="module")
-def real_opts(tmp_path_factory, real_media):
+def real_opts(module_tmp, real_media):
     """Each of REAL_CLIPS registered from the first half of its clip with the stand-in weights."""
     capsys = _Capture()
-    opts = ["--data-dir", tmp_path_factory.mktemp("real") / "gallery", "--weights", STAND_IN, "--crop", "aligned5", "--offline",
+    opts = ["--data-dir", module_tmp / "real_gallery", "--weights", STAND_IN, "--crop", "aligned5", "--offline",
             "--no-preview", "--sample-gap", "8", "--probe-samples", "3", "--threshold", REAL_THRESHOLD]
     for clip, frames in REAL_CLIPS.items():
         code, reg = app_json(capsys, *opts, "--source", real_media / f"{clip}.mp4", "--max-frames", frames // 2,
@@ -386,10 +386,11 @@ def test_check_action_reports_intact_and_damaged_galleries(capsys, tmp_path):
 # ----------------------------------------------------------------------------- calibrated decisions, real model
 
 @pytest.fixture(scope="module")
-def clip_calibration(tmp_path_factory, real_media) -> Path:
+def clip_calibration(module_tmp, real_media) -> Path:
     """A calibration table for the stand-in weights from real frames of six clips (8 frames each: one template
     of 5 and one probe of 3 per person), written by the evaluator's --calibrate as a user would."""
-    people = tmp_path_factory.mktemp("people")
+    people = module_tmp / "people"
+    people.mkdir()
     for clip in ("d0", "d3", "d10", "d11", "d18", "d19"):
         cap = cv2.VideoCapture(str(real_media / f"{clip}.mp4"))
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))

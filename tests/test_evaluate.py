@@ -36,10 +36,11 @@ def _need(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def small_lfw(tmp_path_factory, shared_data) -> tuple[Path, Path]:
+def small_lfw(module_tmp, shared_data) -> tuple[Path, Path]:
     """(pairs file, image root): 9 + 9 real pairs of pairsDevTest and 1 + 1 pairs with a face-less gray image."""
     lfw = shared_data / "lfw"
-    root = tmp_path_factory.mktemp("lfw")
+    root = module_tmp / "lfw"
+    root.mkdir()
     pairs = read_pairs(lfw / "pairsDevTest.txt")
     same, diff = [p for p in pairs if p.same][:9], [p for p in pairs if not p.same][:9]
     for p in same + diff:

@@ -93,11 +93,12 @@ def _real_crops(shared: Path, n: int) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, stand_in):
+def exported(module_tmp, stand_in):
     """export_model.py run once, as a user would, on the stand-in weights."""
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed (requirements-dev.txt pins it)")
     pytest.importorskip("onnxscript", reason="onnxscript not installed (requirements-dev.txt pins it)")
-    out = tmp_path_factory.mktemp("export")
+    out = module_tmp / "export"
+    out.mkdir()
     result = subprocess.run([sys.executable, str(REPO / "export_model.py"), "--weights", str(stand_in), "--crop",
                              "aligned5", "--onnx", str(out / "m.onnx"), "--inference-checkpoint", str(out / "m.pth"),
                              "--json"], capture_output=True, text=True, cwd=REPO, timeout=600)

@@ -69,9 +69,10 @@ def check_failure(out: subprocess.CompletedProcess, want_json: bool, expect: str
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(module_tmp):
     """A bystander folder (modes 1777/0755/0640, some files), the corpus, a gallery holding 'alice'."""
-    root = tmp_path_factory.mktemp("hostile")
+    root = module_tmp / "hostile"
+    root.mkdir()
     outside = root / "outside"
     (outside / "shared").mkdir(parents=True)
     (outside / "thesis.txt").write_text("years of work")

@@ -35,10 +35,11 @@ PY = sys.executable
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
+def tiny_data(module_tmp) -> Path:
     """5 people x 8 faces (2 held out for verification and calibration, 3 trained on) and an lfw.bin of 4 pairs
     beside them."""
-    base = tmp_path_factory.mktemp("data")
+    base = module_tmp / "data"
+    base.mkdir()
     root = make_folder_tree(base / "faces", {f"person{i}": 8 for i in range(5)})
     images = [face_jpeg(10 + p // 2, p) for p in range(8)]            # pairs (0,1),(2,3) same person...
     images[5], images[7] = face_jpeg(20, 0), face_jpeg(21, 0)        # ...pairs 2 and 3 different people
@@ -74,9 +75,10 @@ def _plain(obj) -> bool:
 
 
 @pytest.fixture(scope="module")
-def full_run(tiny_data, tmp_path_factory) -> Path:
+def full_run(tiny_data, module_tmp) -> Path:
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("full")
+    out = module_tmp / "full"
+    out.mkdir()
     assert train(tiny_config(tiny_data, out), stop=StopFlag(enabled=False)) == 0
     return out
 
