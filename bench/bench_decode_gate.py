@@ -34,7 +34,7 @@ from bench_latency import load_frames, shared_dir  # noqa: E402
 from faceid.decode import decode_image, image_size  # noqa: E402
 from faceid.errors import run_cli  # noqa: E402
 from faceid.face import FacePipeline  # noqa: E402
-from faceid.model import load_embedder, optimize_for_cpu  # noqa: E402
+from faceid.model import load_embedder, optimized_for_cpu  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:
@@ -60,7 +60,8 @@ def main() -> int:
     weights = shared_dir("models", "FACEID_SHARED_MODELS") / "pins90_scratch_irv1_fp16.pt"
     embedder = load_embedder(weights=weights if weights.is_file() else None, crop="aligned5", device="cpu",
                              download=False)
-    print(optimize_for_cpu(embedder))
+    embedder, note = optimized_for_cpu(embedder)
+    print(note)
     pipeline = FacePipeline(embedder)
 
     def ungated(data: bytes) -> np.ndarray:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faceid.face import DETECT_MAX_SIDE, DETECT_MIN_FACE  # noqa: E402
 from faceid.errors import FaceIDError, run_cli  # noqa: E402
 from faceid.face import FaceDetector, FacePipeline  # noqa: E402
-from faceid.model import build_backbone, load_embedder, optimize_for_cpu  # noqa: E402
+from faceid.model import build_backbone, load_embedder, optimized_for_cpu  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,8 @@ def main() -> int:
         save_checkpoint(tmp, Checkpoint(model=build_backbone().state_dict(), preprocess=ALIGNED_SPEC.to_dict()))
         embedder = load_embedder(model_path=tmp, device=args.device)
     if not args.eager:
-        print(optimize_for_cpu(embedder))
+        embedder, note = optimized_for_cpu(embedder)
+        print(note)
     ours = FacePipeline(embedder, FaceDetector(device=device, max_side=args.max_side, min_face_size=args.min_face))
     seed = seed_pipeline(device, weights)
     with torch.inference_mode():

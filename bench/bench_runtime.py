@@ -2,7 +2,7 @@
 with one thread and with two, in the same run (frames alternate between the runtimes, so machine load falls
 on both alike); plus each runtime's load time (what a one-shot command pays).
 
-- torch: the app's network traced and frozen for CPU (`model.optimize_for_cpu`, what the menu uses; a one-shot
+- torch: the app's network traced and frozen for CPU (`model.optimized_for_cpu`, what the menu uses; a one-shot
   subcommand runs it eager, which is slower);
 - onnx: the export_model.py file on onnxruntime (`export.load_onnx_embedder`).
 Both share one MTCNN detector (torch), so the difference is the embedder alone. Stand-in weights, aligned crop.
@@ -30,7 +30,7 @@ from bench_latency import load_frames, shared_dir, time_interleaved  # noqa: E40
 from faceid.errors import run_cli  # noqa: E402
 from faceid.export import load_onnx_embedder, run_export  # noqa: E402
 from faceid.face import FaceDetector, FacePipeline  # noqa: E402
-from faceid.model import load_embedder, optimize_for_cpu  # noqa: E402
+from faceid.model import load_embedder, optimized_for_cpu  # noqa: E402
 
 
 def main() -> int:
@@ -53,7 +53,7 @@ def main() -> int:
         t0 = time.perf_counter()
         torch_embedder = load_embedder(weights=weights, crop="aligned5", device="cpu", download=False)
         t_torch_load = time.perf_counter() - t0
-        optimize_for_cpu(torch_embedder)
+        torch_embedder, _ = optimized_for_cpu(torch_embedder)
         t_torch_traced = time.perf_counter() - t0
         t0 = time.perf_counter()
         onnx_embedder = load_onnx_embedder(onnx_path, threads=threads)

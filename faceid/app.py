@@ -109,7 +109,7 @@ class App:
             import torch
 
             from .face import FacePipeline
-            from .model import optimize_for_cpu
+            from .model import optimized_for_cpu
 
             torch.set_num_threads(self.args.threads)
             embedder = load_model(self.args)
@@ -118,7 +118,8 @@ class App:
                     if cal is not None else "no calibration table: decisions are uncalibrated")
             info(f"model: {embedder.source} (crop {embedder.spec.crop}, fingerprint {embedder.fingerprint}, {note})")
             if self.accelerate:
-                info(optimize_for_cpu(embedder))
+                embedder, note = optimized_for_cpu(embedder)
+                info(note)
             self._pipeline = FacePipeline(embedder)
         return self._pipeline
 

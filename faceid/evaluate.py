@@ -73,12 +73,12 @@ class FaceIDBackend:
 
     def __init__(self, embedder, batch_size: int = 64, flip: bool | None = None):
         from .face import FaceDetector, FacePipeline
-        from .model import optimize_for_cpu
+        from .model import optimized_for_cpu
 
         if flip is not None:
             embedder = embedder.with_flip(flip)
         # the app's menu runs the same traced network on CPU; over thousands of images the trace pays off
-        self.network = optimize_for_cpu(embedder) if embedder.device.type == "cpu" else "network: eager"
+        embedder, self.network = optimized_for_cpu(embedder)
         self.embedder, self.batch_size = embedder, batch_size
         self.detector = FaceDetector(device=embedder.device)
         self.pipeline = FacePipeline(embedder, self.detector)

@@ -15,8 +15,8 @@ import torch
 from faceid.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from faceid.errors import FaceIDError
 from faceid.fileio import atomic_write, atomic_write_json, sha256_file
-from faceid.model import (WEIGHTS_ENV, build_backbone, load_backbone_weights, load_embedder, read_state_dict,
-                          resolve_weights)
+from faceid.model import (WEIGHTS_ENV, build_backbone, load_backbone_weights, load_embedder, optimized_for_cpu,
+                          read_state_dict, resolve_weights)
 from faceid.preprocessing import (ALIGNED_SPEC, ARCFACE_TEMPLATE_112, PreprocessSpec, align_five_points,
                                   box_crop, to_network_input)
 
@@ -108,6 +108,11 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     x = to_network_input(torch.randint(0, 256, (3, 112, 112, 3), dtype=torch.uint8), embedder.spec)
     emb = embedder.embed_batch(x)
     assert emb.shape == (3, 512) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+    traced, note = optimized_for_cpu(embedder)   # a new embedder: whoever holds `embedder` keeps the eager one
+    assert note == "network: traced and frozen for CPU" and isinstance(traced.model, torch.jit.ScriptModule)
+    assert not isinstance(embedder.model, torch.jit.ScriptModule) and traced.fingerprint == embedder.fingerprint
+    assert torch.allclose(traced.embed_batch(x), emb, atol=1e-4)
+    assert optimized_for_cpu(traced)[0] is traced   # already traced: nothing to do
 
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(path.read_bytes()[:5000])
