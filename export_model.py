@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from faceid.errors import run_cli
+from faceid.errors import ArgumentParser, run_cli
 from faceid.export import OPSET, run_export
 from faceid.paths import DEFAULT_CHECKPOINT
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=f"faceid checkpoint, full or inference (default: {DEFAULT_CHECKPOINT} if present, "
                                    "else --weights).")
     p.add_argument("--weights", help="backbone state_dict instead of a checkpoint (default: $FACEID_WEIGHTS or the "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 from .calibration import FAR_TARGET, FPIR_TARGET, MAX_TABLE_FAR, PROBE_SAMPLES, SAMPLES
 from .camera import Preview, display_available, open_source
 from .decode import add_max_pixels_argument, apply_max_pixels
+from .device import check_device_name
 from .errors import EXIT_OK, ArgumentParser, FaceIDError, debug_enabled, describe_unexpected
 from .paths import DEFAULT_CHECKPOINT
 from .quality import QualityThresholds, assess
@@ -554,7 +554,7 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
     g.add_argument("--crop", choices=("box", "aligned5"), default=d(None),
                    help="crop style for --weights (default: box, as VGGFace2 was trained)")
     g.add_argument("--offline", action="store_true", default=d(False), help="never download weights")
-    g.add_argument("--device", default=d(None), help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--device", default=d(None), help="auto, cpu, cuda, cuda:1 ... (default: auto, the GPU if CUDA works, else the CPU)")
     g.add_argument("--runtime", choices=("auto", "torch", "onnx"), default=d("auto"),
                    help="run the embedder on torch or onnxruntime (default: auto = onnxruntime for an .onnx --model, "
                         "or for a checkpoint with its export_model.py export beside it when onnxruntime is installed "
@@ -608,8 +608,7 @@ def _check_args(args: argparse.Namespace) -> None:
                           "--start-frame at least 0.")
     if args.max_frames is not None and args.max_frames < 1:
         raise FaceIDError("--max-frames must be at least 1.")
-    if args.device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", args.device):
-        raise FaceIDError(f"Unknown --device {args.device!r}; use cpu, cuda or cuda:N.")
+    check_device_name(args.device)   # before the gallery or the source is touched
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise FaceIDError("--threshold is a cosine similarity: give a value between -1 and 1.")
     if not (0 < args.far <= MAX_TABLE_FAR and 0 < args.fpir <= MAX_TABLE_FAR):

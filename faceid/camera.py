@@ -132,8 +132,8 @@ def open_source(source: str | int, max_frames: int | None = None, start_frame: i
 def _open_camera(index: int, max_frames: int | None) -> FrameSource:
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
-        raise FaceIDError(f"No camera at index {index} (is it connected / in use?); "
-                          f"use --source with another index, a video file, an image or a folder.")
+        raise FaceIDError(f"No camera at index {index} (is it connected / in use?); use another index, a video "
+                          f"file, an image or a folder as the source.", "source")
     return FrameSource(f"camera {index}", live=True, max_frames=max_frames, _capture=capture)
 
 

@@ -67,14 +67,6 @@ ABOVE_0 = (lambda v: v > 0, "above 0")
 FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
 
 
-class SettingError(FaceIDError):
-    """A setting's value is wrong; `settings` names the fields, so a command line can name its flags."""
-
-    def __init__(self, message: str, *settings: str):
-        super().__init__(message)
-        self.settings = settings
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting; stored in checkpoints as a plain dict. None = decided at run time (see help)."""
@@ -203,10 +195,10 @@ class TrainConfig:
             if _base_type(f)[0] is float and isinstance(getattr(self, f.name), int):
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))
         if self.weights and self.from_scratch:
-            raise SettingError("Initial weights and from_scratch contradict each other; give one of them.",
+            raise FaceIDError("Initial weights and from_scratch contradict each other; give one of them.",
                                "weights", "from_scratch")
         if self.max_images < self.min_images:
-            raise SettingError(f"max_images ({self.max_images}) is below min_images ({self.min_images}).",
+            raise FaceIDError(f"max_images ({self.max_images}) is below min_images ({self.min_images}).",
                                "max_images", "min_images")
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,7 +210,7 @@ class TrainConfig:
         """Build from setting names and values (a checkpoint's config, a JSON file); unknown names are an error."""
         unknown = sorted(set(values) - set(SETTINGS))
         if unknown:
-            raise SettingError(f"Unknown training setting(s) {', '.join(unknown)}; valid names: "
+            raise FaceIDError(f"Unknown training setting(s) {', '.join(unknown)}; valid names: "
                                f"{', '.join(SETTINGS)}.", *unknown)
         return cls(**values)
 
@@ -242,20 +234,20 @@ def _check_value(f: Field, value: Any) -> None:
     base, optional = _base_type(f)
     if value is None:
         if not optional:
-            raise SettingError(f"The setting {f.name} needs a value (it has no run-time default).", f.name)
+            raise FaceIDError(f"The setting {f.name} needs a value (it has no run-time default).", f.name)
         return
     ok = isinstance(value, base) and not (base is not bool and isinstance(value, bool))
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise SettingError(f"The setting {f.name} must be {base.__name__}{' or null' if optional else ''}, got "
+        raise FaceIDError(f"The setting {f.name} must be {base.__name__}{' or null' if optional else ''}, got "
                            f"{value!r}.", f.name)
     choices = f.metadata["choices"]
     if choices and value not in choices:
-        raise SettingError(f"Unknown {f.name} {value!r}; choose one of {', '.join(choices)}.", f.name)
+        raise FaceIDError(f"Unknown {f.name} {value!r}; choose one of {', '.join(choices)}.", f.name)
     valid = f.metadata["valid"]
     if valid and not valid[0](value):
-        raise SettingError(f"{f.name} must be {valid[1]}, got {value}.", f.name)
+        raise FaceIDError(f"{f.name} must be {valid[1]}, got {value}.", f.name)
 
 
 def default_text(name: str) -> str:
@@ -295,6 +287,6 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
     values = {k: v for k, v in values.items() if not k.startswith("_")}
     try:
         TrainConfig.from_dict(values)
-    except SettingError as err:
-        raise SettingError(f"{p}: {err}", *err.settings) from None
+    except FaceIDError as err:
+        raise FaceIDError(f"{p}: {err}", *err.settings) from None
     return values

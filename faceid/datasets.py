@@ -115,13 +115,15 @@ def open_dataset(path: str | os.PathLike, min_images: int = 5, max_images: int =
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise FaceIDError(f"Training data not found at {path}; run preprocess_dataset.py first or pass --data "
-                          f"with a folder of identity folders, a .rec file or a directory containing train.rec.")
+        raise FaceIDError(f"Training data not found at {path}; run preprocess_dataset.py first, or give a folder of "
+                          f"identity folders, a .rec file or a directory containing train.rec.", "data")
     if min_images < 2 or (max_images is not None and max_images < min_images):
-        raise FaceIDError(f"Need 2 <= --min-images <= --max-images, got {min_images} and {max_images}.")
+        raise FaceIDError(f"The images per identity must be at least 2 and the minimum must not exceed the "
+                          f"maximum, got {min_images} and {max_images}.", "min_images", "max_images")
     if path.is_file():
         if path.suffix != ".rec":
-            raise FaceIDError(f"{path} is a file but not a .rec; pass a folder tree, a .rec or a directory with train.rec.")
+            raise FaceIDError(f"{path} is a file but not a .rec; give a folder tree, a .rec or a directory with "
+                              f"train.rec.", "data")
         return _from_rec(path, min_images, max_images, seed)
     # the Kaggle archive may nest the .rec one folder down (e.g. casia-webface/faces_webface_112x112/)
     nested = sorted(path.glob("train.rec")) or sorted(path.glob("*/train.rec"))
@@ -155,7 +157,7 @@ def _assemble(kind: str, root: Path, per_identity: list[tuple[str, list]], min_i
         names.append(name)
     if len(names) < 2:
         raise FaceIDError(f"{root} has {len(names)} identities with at least {min_images} images; training "
-                          f"needs 2 or more (lower --min-images, or check the path).")
+                          f"needs 2 or more: lower the minimum, or check the path.", "min_images", "data")
     report = {"source_identities": len(per_identity), "source_images": total, "identities": len(names),
               "images": len(items), "dropped_identities": dropped, "capped_identities": capped,
               "min_images": min_images, "max_images": max_images}
@@ -216,11 +218,11 @@ def split_identities(dataset: FaceDataset, holdout_fraction: float = 0.1, seed: 
     if holdout_fraction <= 0:
         return dataset, None
     if not holdout_fraction < 1:
-        raise FaceIDError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}.")
+        raise FaceIDError(f"The held-out fraction must be in [0, 1), got {holdout_fraction}.", "holdout_fraction")
     n_hold = max(2, int(round(holdout_fraction * k)))
     if k - n_hold < 2:
         raise FaceIDError(f"Only {k} identities: cannot hold out {n_hold} for verification and still train on 2; "
-                          f"use more data or --holdout-fraction 0.")
+                          f"use more data or hold out none (fraction 0).", "holdout_fraction")
     perm = torch.randperm(k, generator=torch.Generator().manual_seed(seed)).numpy()
     held = np.zeros(k, dtype=bool)
     held[perm[:n_hold]] = True
@@ -232,7 +234,7 @@ def split_images(n: int, val_fraction: float = 0.2, seed: int = 42) -> tuple[np.
     """The seed's image split: (train indices, val indices), sorted, exactly as
     ``torch.utils.data.random_split(range(n), [1 - val_fraction, val_fraction], generator=manual_seed(seed))``."""
     if not 0 <= val_fraction < 1:
-        raise FaceIDError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
+        raise FaceIDError(f"The validation fraction must be in [0, 1), got {val_fraction}.", "val_fraction")
     if val_fraction == 0:
         return np.arange(n), np.zeros(0, dtype=np.int64)
     train, val = torch.utils.data.random_split(range(n), [1 - val_fraction, val_fraction],

@@ -53,12 +53,12 @@ class DecodeError(FaceIDError):
     "<verb> <what>: <reason>". `reason` alone serves lists that already name the file (skipped folder files,
     corrupt .rec records)."""
 
-    def __init__(self, verb: str, what: str, reason: str):
-        super().__init__(f"{verb} {what}: {reason}")
+    def __init__(self, verb: str, what: str, reason: str, *settings: str):
+        super().__init__(f"{verb} {what}: {reason}", *settings)
         self.verb, self.what, self.reason = verb, what, reason
 
     def __reduce__(self):   # survives pickling (worker processes send it to their parent)
-        return type(self), (self.verb, self.what, self.reason)
+        return type(self), (self.verb, self.what, self.reason, *self.settings)
 
 
 def max_pixels() -> int:
@@ -120,7 +120,7 @@ def image_size(data, what: str = "the image", limit: int | None = None) -> tuple
         raise DecodeError("Cannot decode", what, "it is empty (0 bytes).")
     if n > max_bytes(limit):
         raise DecodeError("Refused", what, f"{n / 1e6:,.0f} MB is more than any image within the "
-                          f"{limit / 1e6:g} MP limit can be (see --max-pixels).")
+                          f"{limit / 1e6:g} MP limit can be.", "max_pixels")
     try:
         if bytes(buf[:2]) == _SOI:
             width, height = _jpeg_size(buf)
@@ -140,8 +140,8 @@ def image_size(data, what: str = "the image", limit: int | None = None) -> tuple
         raise DecodeError("Cannot decode", what, f"its header claims {width}x{height} pixels.")
     if width * height > limit:
         raise DecodeError("Refused", what, f"its header claims {width}x{height} pixels ({width * height / 1e6:,.0f} "
-                          f"MP), over the {limit / 1e6:g} MP limit (downscale it, or raise --max-pixels if it is "
-                          f"a real photo).")
+                          f"MP), over the {limit / 1e6:g} MP limit; downscale it, or raise the limit if it is "
+                          f"a real photo.", "max_pixels")
     return width, height
 
 
@@ -248,7 +248,7 @@ def _read_bytes(path: Path, limit: int) -> np.ndarray:
         raise DecodeError("Cannot read", str(path), "it is not a regular file.")
     if st.st_size > max_bytes(limit):
         raise DecodeError("Refused", str(path), f"{st.st_size / 1e6:,.0f} MB is more than any image within the "
-                          f"{limit / 1e6:g} MP limit can be (see --max-pixels).")
+                          f"{limit / 1e6:g} MP limit can be.", "max_pixels")
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:

@@ -65,8 +65,8 @@ class EmbedCache:
             self._db.execute(_SCHEMA)
             self._db.commit()
         except (sqlite3.DatabaseError, OSError) as err:
-            raise FaceIDError(f"Cannot open the embedding cache {self.path} ({err}); delete it or pass "
-                              f"--no-cache.") from None
+            raise FaceIDError(f"Cannot open the embedding cache {self.path} ({err}); delete it or run without the "
+                              f"cache.", "no_cache") from None
 
     def get_many(self, keys: list[CacheKey], model: str, flip: bool) -> dict[CacheKey, tuple[np.ndarray, dict]]:
         """The cached (embedding (dim,) float32, info dict) for every key that has one."""
@@ -81,8 +81,8 @@ class EmbedCache:
                     if vec.size == row[0]:
                         found[key] = (vec.astype(np.float32), json.loads(row[2]))
         except sqlite3.DatabaseError as err:
-            raise FaceIDError(f"The embedding cache {self.path} is unreadable ({err}); delete it or pass "
-                              f"--no-cache.") from None
+            raise FaceIDError(f"The embedding cache {self.path} is unreadable ({err}); delete it or run without "
+                              f"the cache.", "no_cache") from None
         return found
 
     def put_many(self, items: list[tuple[CacheKey, np.ndarray, dict]], model: str, flip: bool) -> None:
@@ -95,8 +95,8 @@ class EmbedCache:
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.DatabaseError as err:
-            raise FaceIDError(f"Cannot write to the embedding cache {self.path} ({err}); delete it or pass "
-                              f"--no-cache.") from None
+            raise FaceIDError(f"Cannot write to the embedding cache {self.path} ({err}); delete it or run without the "
+                              f"cache.", "no_cache") from None
 
     def close(self) -> None:
         self._db.close()

@@ -3,7 +3,9 @@
 Whatever happens, a command ends in one clear sentence and a defined exit code, never a traceback:
 
 - expected failures (bad input, missing file, corrupt data, no weights, ...) raise `FaceIDError` with the
-  sentence; `run_cli` prints it and exits with the error's code (2);
+  sentence; `run_cli` prints it and exits with the error's code (2). The library describes the problem in
+  words and names the settings that would fix it (`FaceIDError.settings`); `run_cli` appends the running
+  command's flags for them ("(--min-images)"), so no library sentence names a flag;
 - argument errors (`ArgumentParser` below) are the same kind of sentence, exit 2;
 - a bug (any other exception) is exit 2 too - never 1, which the app reserves for "no match" - with one
   sentence saying so; ``FACEID_DEBUG=1`` prints the traceback instead, for a bug report;
@@ -19,7 +21,8 @@ import json
 import os
 import sys
 import traceback
-from typing import Callable, NoReturn
+from collections.abc import Iterable
+from typing import Any, Callable, ClassVar, NoReturn
 
 EXIT_OK = 0
 EXIT_ERROR = 2          # bad input, missing file, corrupt data, no weights, ... and bugs
@@ -28,20 +31,45 @@ EXIT_BROKEN_PIPE = 141  # stdout closed by the reader (128 + SIGPIPE), as a shel
 DEBUG_ENV = "FACEID_DEBUG"
 
 
+def flag(setting: str) -> str:
+    """The command-line flag of a setting, one naming rule for every command: batch_size -> --batch-size."""
+    return "--" + setting.replace("_", "-")
+
+
 class FaceIDError(Exception):
     """An expected failure with a message written for the user (one sentence, says what to do).
 
-    `details` are extra fields for the ``--json`` error object (e.g. the app's action)."""
+    `settings` name what the user can change to fix it, by the option's destination ("min_images", also
+    TrainConfig's field names); the message says it in words, and `with_flags` adds the running command's
+    flags. So the library never writes a flag, and a command without one of them (the app has no
+    --from-scratch) does not advertise it. `details` are extra fields for the ``--json`` error object."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR):
+    def __init__(self, message: str, *settings: str, exit_code: int = EXIT_ERROR):
         super().__init__(message)
+        self.settings = settings
         self.exit_code = exit_code
         self.details: dict = {}
+
+    def with_flags(self, known: Iterable[str]) -> str:
+        """The message with "(--a, --b)" before its final full stop, for the settings whose flag is in `known`."""
+        known = set(known)
+        flags = [flag(s) for s in self.settings if flag(s) in known]
+        if not flags:
+            return str(self)
+        return f"{str(self).rstrip('.')} ({', '.join(flags)})."
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, except that a bad argument raises FaceIDError (one sentence, exit 2, JSON under --json)
-    instead of printing the usage block and exiting on its own."""
+    instead of printing the usage block and exiting on its own, and that the flags it parsed are remembered
+    for `FaceIDError.with_flags` (a process runs one command; a subcommand's parser adds its own)."""
+
+    parsed_flags: ClassVar[set[str]] = set()
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # argparse keeps every option string (groups' included) in this mapping; it is only read here
+        ArgumentParser.parsed_flags.update(s for s in self._option_string_actions if s.startswith("--"))
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         raise FaceIDError(f"{message[:1].upper()}{message[1:]} (see {self.prog} --help).")
@@ -67,7 +95,7 @@ def run_cli(main: Callable[[], int | None], argv: list[str] | None = None) -> No
         code = main()
         sys.stdout.flush()
     except FaceIDError as err:
-        _fail(str(err), err.exit_code, want_json, err.details)
+        _fail(err.with_flags(ArgumentParser.parsed_flags), err.exit_code, want_json, err.details)
     except KeyboardInterrupt:
         if want_json:
             _fail("Interrupted.", EXIT_INTERRUPTED, want_json, {})

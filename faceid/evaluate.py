@@ -368,11 +368,13 @@ def run_evaluation(pairs: str | None = None, images: str | None = None, bin_path
                    threads: int | None = None, progress: bool = True) -> dict:
     """Validate inputs, load the model, evaluate, write <out_dir>/<stem>_report.json + _roc.png; return the report."""
     if bool(pairs) == bool(bin_path):
-        raise FaceIDError("Give either --pairs with --images, or --bin.")
+        raise FaceIDError("Give either a pairs file with its image folder, or a .bin file.", "pairs", "images", "bin")
     if pairs and not images:
-        raise FaceIDError("--pairs needs --images (the folder that holds <Name>/<Name>_NNNN.jpg).")
+        raise FaceIDError("A pairs file needs its image folder (the one that holds <Name>/<Name>_NNNN.jpg).",
+                          "images")
     if folds < 2 or batch_size < 1:
-        raise FaceIDError("--folds must be at least 2 and --batch-size at least 1.")
+        raise FaceIDError(f"The folds must be at least 2 and the batch size at least 1, got {folds} and "
+                          f"{batch_size}.", "folds", "batch_size")
     dataset = load_bin_dataset(bin_path, folds, limit) if bin_path else load_pairs_dataset(pairs, images, folds, limit)
     check_headers(dataset)
     keep_freed_memory()

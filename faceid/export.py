@@ -215,7 +215,8 @@ def run_export(model: str | None, weights: str | None, crop: str | None, onnx_pa
     from .paths import DEFAULT_CHECKPOINT
 
     if model and weights:
-        raise FaceIDError("Give either --model (a faceid checkpoint) or --weights (a backbone state_dict), not both.")
+        raise FaceIDError("Give either a faceid checkpoint or backbone weights (a state_dict), not both.",
+                          "model", "weights")
     if not model and not weights and DEFAULT_CHECKPOINT.is_file():
         model = str(DEFAULT_CHECKPOINT)
     from .fileio import sha256_file
@@ -233,8 +234,8 @@ def run_export(model: str | None, weights: str | None, crop: str | None, onnx_pa
             report["inference_checkpoint"] = {"path": str(slim_out), "bytes": slim_out.stat().st_size}
         report["onnx"] = export_onnx(checkpoint, onnx_out, opset=opset, sources=sources)
     except OSError as err:
-        raise FaceIDError(f"Cannot write {err.filename or onnx_out}: {err.strerror}; choose another place with "
-                          f"--onnx / --inference-checkpoint.") from None
+        raise FaceIDError(f"Cannot write {err.filename or onnx_out}: {err.strerror}; choose another place for it.",
+                          "onnx", "inference_checkpoint") from None
     return report
 
 
@@ -258,13 +259,13 @@ def choose_runtime(model: str | os.PathLike | None, weights: str | os.PathLike |
         raise FaceIDError(f"Unknown runtime {runtime!r}; use torch or onnx.")
     if model and str(model).lower().endswith(".onnx"):
         if runtime == "torch":
-            raise FaceIDError(f"{model} is an ONNX model: it runs with --runtime onnx; for torch pass the checkpoint "
-                              f"it was exported from.")
+            raise FaceIDError(f"{model} is an ONNX model: it runs on the onnx runtime; for torch give the checkpoint "
+                              f"it was exported from.", "runtime", "model")
         if weights or crop:
-            raise FaceIDError("An ONNX model carries its own weights and crop: drop --weights / --crop.")
+            raise FaceIDError("An ONNX model carries its own weights and crop: give neither.", "weights", "crop")
         if device and device != "cpu":
-            raise FaceIDError("The ONNX runtime here runs on the CPU: drop --device or use --runtime torch with the "
-                              "checkpoint.")
+            raise FaceIDError("The ONNX runtime here runs on the CPU: leave the device out, or run the checkpoint "
+                              "on torch.", "device", "runtime")
         return load_onnx_embedder(model, threads), "runtime onnx (an .onnx model)"
     checkpoint = model or (DEFAULT_CHECKPOINT if not weights and DEFAULT_CHECKPOINT.is_file() else None)
     if runtime == "torch" or (runtime == "auto" and (checkpoint is None or (device or "cpu") != "cpu")):

@@ -175,11 +175,12 @@ def make_loader(samples: FaceSamples, batch_size: int, workers: int, sampler: Sa
 def resolve_decode(mode: str, device: torch.device) -> str:
     """"auto" -> "gpu" on CUDA (nvJPEG), else "cpu"; "gpu" without CUDA is an error."""
     if mode not in DECODE_MODES:
-        raise FaceIDError(f"Unknown --decode {mode!r}; choose one of {', '.join(DECODE_MODES)}.")
+        raise FaceIDError(f"Unknown decode mode {mode!r}; choose one of {', '.join(DECODE_MODES)}.", "decode")
     if mode == "auto":
         return "gpu" if device.type == "cuda" else "cpu"
     if mode == "gpu" and device.type != "cuda":
-        raise FaceIDError("--decode gpu needs a CUDA device; use --decode cpu (or auto) on this machine.")
+        raise FaceIDError("Decoding on the GPU needs a CUDA device; decode on the CPU (or auto) on this machine.",
+                          "decode")
     return mode
 
 
@@ -360,4 +361,5 @@ def clean_worker_error(err: FaceIDError) -> FaceIDError:
     if "Traceback" not in text:
         return err
     last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
-    return FaceIDError(last.split(": ", 1)[1] if "Error: " in last else last, err.exit_code)
+    return FaceIDError(last.split(": ", 1)[1] if "Error: " in last else last, *err.settings,
+                       exit_code=err.exit_code)

@@ -249,7 +249,7 @@ def _private_dir(path: Path) -> None:
     except OSError as err:
         raise GalleryError(f"Cannot create the data directory {path}: {err.strerror}.") from None
     if not path.is_dir():
-        raise GalleryError(f"{path} exists and is not a directory; choose another --data-dir.")
+        raise GalleryError(f"{path} exists and is not a directory; choose another data directory.", "data_dir")
     _make_private(path, DIR_MODE)
 
 
@@ -264,8 +264,8 @@ def _claim_data_dir(data_dir: Path) -> None:
         shared = st.st_mode & 0o1000 or st.st_uid != os.getuid()
         if foreign or shared:
             why = "already holds other files" if foreign else "is a shared folder (sticky bit, or another owner)"
-            raise GalleryError(f"{data_dir} {why} and is not a faceid gallery; give --data-dir a new or empty "
-                               f"folder, e.g. {data_dir / 'faceid_data'}.")
+            raise GalleryError(f"{data_dir} {why} and is not a faceid gallery; choose a new or empty folder as the "
+                               f"data directory, e.g. {data_dir / 'faceid_data'}.", "data_dir")
     _private_dir(data_dir)
     for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", INDEX_NAME, SAMPLES_DIR):
         if (data_dir / name).is_symlink():
@@ -630,7 +630,7 @@ class Gallery:
             with self._transaction() as db:
                 old = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
                 if old and not replace:
-                    raise GalleryError(f"{name!r} is already registered; use --replace to overwrite them.")
+                    raise GalleryError(f"{name!r} is already registered; replace it only if you mean to.", "replace")
                 self._check_same_model(fingerprint, exclude_id=old[0] if old else None)
                 if old:
                     db.execute("DELETE FROM people WHERE id = ?", old)
@@ -721,7 +721,7 @@ class Gallery:
             clash = [n for n in entries if db.execute("SELECT 1 FROM people WHERE name = ?", (n,)).fetchone()]
             if clash and not replace:
                 raise GalleryError(f"{len(clash)} names in {path} are already registered (e.g. {clash[0]!r}); "
-                                   f"use --replace to overwrite them.")
+                                   f"replace them only if you mean to.", "replace")
             old_ids = [r[0] for n in clash for r in db.execute("SELECT id FROM people WHERE name = ?", (n,))]
             db.executemany("DELETE FROM people WHERE id = ?", [(i,) for i in old_ids])
             self._check_same_model(fingerprint)

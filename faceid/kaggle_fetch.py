@@ -131,7 +131,7 @@ def check_free_space(path: Path, required_bytes: int) -> None:
     if free < required_bytes:
         raise FaceIDError(f"Only {free / 1e9:.1f} GB free at {_existing_ancestor(path)} but the dataset needs about "
                           f"{required_bytes / 1e9:.1f} GB (archive plus unpacked files); free some space or "
-                          "pass --output-dir on a larger disk")
+                          "choose an output folder on a larger disk", "output_dir")
 
 
 def _http_message(err: Exception, slug: str) -> str:
@@ -168,7 +168,8 @@ def download_zip(api: Any, slug: str, download_dir: Path) -> Path:
     expected = download_dir / f"{slug.split('/')[1]}.zip"
     zips = [expected] if expected.is_file() else sorted(download_dir.glob("*.zip"))
     if not zips:
-        raise FaceIDError(f"The kaggle client finished but left no zip in {download_dir}; run again with --force")
+        raise FaceIDError(f"The kaggle client finished but left no zip in {download_dir}; download it again.",
+                          "force")
     return zips[0]
 
 
@@ -197,7 +198,7 @@ def extract_zip(zip_path: Path, dest: Path, progress: bool = True) -> None:
                     _extract_member(archive, member, target, bar)
     except zipfile.BadZipFile as err:
         raise FaceIDError(f"{zip_path} is not a valid zip archive ({err}); the download is damaged, "
-                          "run again with --force") from err
+                          "download it again.", "force") from err
     except OSError as err:
         raise FaceIDError(f"Extracting {zip_path} into {dest} failed: {err.strerror or err}") from err
 
@@ -222,11 +223,12 @@ def verify_dataset(root: Path) -> DatasetCheck:
         raise FaceIDError(f"No train.rec found under {root}; the archive is not the expected RecordIO dataset")
     idx = rec.with_suffix(".idx")
     if not idx.is_file():
-        raise FaceIDError(f"{rec} has no train.idx beside it; the archive is incomplete, run again with --force")
+        raise FaceIDError(f"{rec} has no train.idx beside it; the archive is incomplete, download it again.",
+                          "force")
     try:
         with RecordIOReader(rec, idx) as reader:
             if reader.index_source != "idx":
-                raise FaceIDError(f"{idx} does not match {rec} ({reader.index_note}); run again with --force")
+                raise FaceIDError(f"{idx} does not match {rec} ({reader.index_note}); download it again.", "force")
             reader.read(reader.keys()[0])
             records = len(reader)
     except RecordIOError as err:
@@ -261,7 +263,7 @@ def fetch_dataset(dataset: str = DEFAULT_DATASET, output_dir: str | os.PathLike 
                   progress: bool = True) -> tuple[Path, DatasetCheck, bool]:
     """Make `<output_dir>/<name>` a verified copy of the Kaggle dataset; return (folder, check, downloaded)."""
     if not _SLUG.match(dataset):
-        raise FaceIDError(f"--dataset {dataset!r} is not a Kaggle slug of the form owner/name")
+        raise FaceIDError(f"The dataset {dataset!r} is not a Kaggle slug of the form owner/name.", "dataset")
     output_dir = Path(output_dir)
     target = output_dir / dataset.split("/")[1]
     if not force and (check := complete_dataset(target)) is not None:

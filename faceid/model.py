@@ -25,6 +25,7 @@ from torch import nn
 
 from .calibration import Calibration, read_calibration_file
 from .checkpoint import Checkpoint, is_checkpoint, load_checkpoint
+from .device import resolve_device
 from .errors import FaceIDError
 from .paths import DEFAULT_CHECKPOINT
 from .preprocessing import PreprocessSpec, VGGFACE2_SPEC
@@ -47,10 +48,13 @@ def vggface2_cache_path() -> Path:
     return torch_home.expanduser() / "checkpoints" / Path(VGGFACE2_URL).name
 
 
+WEIGHT_SETTINGS = ("weights", "from_scratch")   # what fixes "no weights": a file, or (training) none at all
+
+
 def _offline_message(reason: str) -> str:
     return (f"No face-recognition weights available ({reason}). Download {VGGFACE2_URL} on a machine "
-            f"with internet and pass it with --weights FILE or set {WEIGHTS_ENV}=FILE (training can also start "
-            f"from random weights: train_model.py --from-scratch).")
+            f"with internet and give its path (or set {WEIGHTS_ENV}=FILE); training can also start from random "
+            f"weights.")
 
 
 def download_vggface2() -> Path:
@@ -60,23 +64,23 @@ def download_vggface2() -> Path:
     try:
         torch.hub.download_url_to_file(VGGFACE2_URL, str(dest), progress=True)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise FaceIDError(_offline_message(f"the VGGFace2 download failed: {err}")) from None
+        raise FaceIDError(_offline_message(f"the VGGFace2 download failed: {err}"), *WEIGHT_SETTINGS) from None
     return dest
 
 
 def resolve_weights(weights: str | os.PathLike | None = None, download: bool = True) -> Path:
     """Find the initial weights file: explicit path, then $FACEID_WEIGHTS, then the cache, then download."""
-    for candidate, origin in ((weights, "--weights"), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
+    for candidate, origin in ((weights, "the weights setting"), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
         if candidate:
             path = Path(candidate).expanduser()
             if not path.is_file():
-                raise FaceIDError(f"The weights file given by {origin} does not exist: {path}.")
+                raise FaceIDError(f"The weights file given by {origin} does not exist: {path}.", "weights")
             return path
     cached = vggface2_cache_path()
     if cached.is_file():
         return cached
     if not download:
-        raise FaceIDError(_offline_message(f"none given and none cached at {cached}"))
+        raise FaceIDError(_offline_message(f"none given and none cached at {cached}"), *WEIGHT_SETTINGS)
     return download_vggface2()
 
 
@@ -180,15 +184,6 @@ class Embedder:
         return embed(self.model, x.to(self.device), flip=self.spec.flip).cpu()
 
 
-def pick_device(name: str | None = None) -> torch.device:
-    if name and name != "auto":
-        try:
-            return torch.device(name)
-        except RuntimeError:
-            raise FaceIDError(f"Unknown --device {name!r}; use cpu, cuda or cuda:N.") from None
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
                   crop: str | None = None, device: str | None = None, download: bool = True,
                   calibration: str | os.PathLike | None = None) -> Embedder:
@@ -198,7 +193,7 @@ def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os
     VGGFace2) with the spec of `crop` ("box", VGGFace2's style, by default) and the seed's fixed threshold.
     calibration: a table file from `evaluate_model.py --calibrate` for these weights (replaces a checkpoint's).
     """
-    dev = pick_device(device)
+    dev = resolve_device(device)
     ckpt = load_checkpoint(model_path) if model_path is not None else None   # a bad field fails before the build
     model = build_backbone()
     if model_path is not None:
@@ -229,11 +224,11 @@ def choose_embedder(model: str | os.PathLike | None = None, weights: str | os.Pa
     """The app's (and evaluator's) model choice: --model, else --weights, else ./checkpoints/best_face_model.pth
     if present, else VGGFace2 weights ($FACEID_WEIGHTS, torch's cache, or a download when allowed)."""
     if model and weights:
-        raise FaceIDError("Give either --model (a faceid checkpoint) or --weights (a backbone state_dict), not both.")
+        raise FaceIDError("Give either a faceid checkpoint or backbone weights (a state_dict), not both.",
+                          "model", "weights")
     if model and crop:
-        raise FaceIDError("--crop applies to --weights only: a checkpoint carries its own crop.")
-    if device and device.startswith("cuda") and not torch.cuda.is_available():
-        raise FaceIDError(f"--device {device} was asked for but this machine has no usable CUDA GPU; use --device cpu.")
+        raise FaceIDError("A crop style applies to backbone weights only: a checkpoint carries its own crop.",
+                          "crop")
     if not model and not weights and DEFAULT_CHECKPOINT.is_file():
         model = DEFAULT_CHECKPOINT
     if model:

@@ -49,7 +49,8 @@ def check_not_benchmark(folder: str | os.PathLike, allow: bool) -> bool:
     reason = benchmark_reason(Path(folder))
     if reason and not allow:
         raise FaceIDError(f"Refusing to calibrate on {folder}: {reason}, and benchmark data must stay test data; "
-                          f"calibrate on held-out people, or pass --tune-on-benchmark to do it anyway (stamped).")
+                          f"calibrate on held-out people, or allow tuning on benchmark data to do it anyway "
+                          f"(stamped in the table).", "tune_on_benchmark")
     return reason is not None
 
 
@@ -167,13 +168,16 @@ def people_mode(calibrate: str | None, images: str | None, model: str | None, we
     from .evaluate import load_faceid_backend
 
     if bool(calibrate) == bool(images):
-        raise FaceIDError("--calibrate takes its own folder; --open-set needs --images (give one of them).")
+        raise FaceIDError("Calibration takes its own folder and the open-set evaluation an image folder: give one "
+                          "of them.", "calibrate", "images")
     try:
         sizes = tuple(int(v) for v in gallery_sizes.split(",") if v.strip())
     except ValueError:
-        raise FaceIDError(f"--gallery-sizes must be whole numbers separated by commas, got {gallery_sizes!r}.") from None
+        raise FaceIDError(f"Gallery sizes must be whole numbers separated by commas, got {gallery_sizes!r}.",
+                          "gallery_sizes") from None
     if min(gallery_samples, draws, batch_size, *sizes) < 1:
-        raise FaceIDError("--gallery-samples, --draws, --batch-size and every --gallery-sizes value must be at least 1.")
+        raise FaceIDError("The gallery samples, draws, batch size and every gallery size must be at least 1.",
+                          "gallery_samples", "draws", "batch_size", "gallery_sizes")
     if calibrate:
         check_not_benchmark(calibrate, tune_on_benchmark)   # before the model loads: refusing costs nothing
     if threads:

@@ -20,6 +20,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from .device import resolve_device
 from .errors import FaceIDError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -38,30 +39,6 @@ class Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """auto: this rank's GPU (cuda:LOCAL_RANK) when CUDA works, else the CPU; cuda / cuda:N without a usable
-    GPU is an error, never a silent CPU run."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise FaceIDError(f"Unknown --device {name!r}; use auto, cpu, cuda or cuda:N.")
-    if device.type == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise FaceIDError(f"--device {name} needs a CUDA GPU, and PyTorch finds none on this machine; use "
-                          f"--device cpu (or auto).")
-    count = torch.cuda.device_count()
-    index = local_rank if device.index is None else device.index
-    if index >= count:
-        raise FaceIDError(f"--device {name}: GPU {index} does not exist here (this machine has {count}: "
-                          f"cuda:0 to cuda:{count - 1}).")
-    return torch.device(f"cuda:{index}")
 
 
 def set_determinism(device: torch.device, deterministic: bool) -> None:
@@ -96,14 +73,14 @@ def setup_distributed(device_name: str, deterministic: bool = False) -> Dist:
 def resolve_precision(choice: str, device: torch.device) -> str:
     """auto: bf16 on compute capability >= 8 (A100, H100, L4...), fp16 + GradScaler below (T4, V100), fp32 on CPU."""
     if choice not in PRECISIONS:
-        raise FaceIDError(f"Unknown precision {choice!r}; choose one of {', '.join(PRECISIONS)}.")
+        raise FaceIDError(f"Unknown precision {choice!r}; choose one of {', '.join(PRECISIONS)}.", "precision")
     if choice == "auto":
         if device.type != "cuda":
             return "fp32"
         major, _ = torch.cuda.get_device_capability(device)
         return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
     if choice == "fp16" and device.type != "cuda":
-        raise FaceIDError("fp16 precision needs a CUDA GPU; use bf16 or fp32 on the CPU.")
+        raise FaceIDError("fp16 precision needs a CUDA GPU; use bf16 or fp32 on the CPU.", "precision")
     return choice
 
 

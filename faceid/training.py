@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from .checkpoint import (Checkpoint, TrainingState, capture_rng_state, load_checkpoint, restore_rng_state,
                          save_checkpoint, save_inference_checkpoint)
-from .config import SettingError, TrainConfig, refused_changes
+from .config import TrainConfig, refused_changes
 from .datasets import find_verification_bins, open_dataset, split_identities, split_images
 from .errors import FaceIDError
 from .export import default_outputs
@@ -135,7 +135,7 @@ class Trainer:
         world_batch = self.batch_size * self.env.world
         self.steps_per_epoch = len(self.train_idx) // world_batch
         if self.steps_per_epoch == 0:
-            raise SettingError(f"Only {len(self.train_idx)} training images for a global batch of {world_batch}; "
+            raise FaceIDError(f"Only {len(self.train_idx)} training images for a global batch of {world_batch}; "
                                f"the batch size must be smaller.", "batch_size")
         if cfg.limit_steps:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.limit_steps)
@@ -168,11 +168,12 @@ class Trainer:
         if wanted is None and benchmarks:
             wanted = benchmarks[0]
         if wanted in benchmarks and not self.cfg.tune_on_benchmark:
-            why = ("there are no held-out identities (--holdout-fraction 0)" if "heldout" not in names
-                   else f"--select-set {wanted} names a benchmark file")
+            why = ("there are no held-out identities (held-out fraction 0)" if "heldout" not in names
+                   else f"the selection set {wanted} is a benchmark file")
             raise FaceIDError(f"Model selection would read the benchmark {wanted} because {why}; keep identities "
-                              f"held out (--holdout-fraction 0.1) or pass --tune-on-benchmark to accept tuning on "
-                              f"test data (stamped in the checkpoint and shown by the app).")
+                              f"held out (e.g. a fraction of 0.1) or allow tuning on test data (stamped in the "
+                              f"checkpoint and shown by the app).", "holdout_fraction", "select_set",
+                              "tune_on_benchmark")
         if wanted is not None:
             return wanted, self.cfg.select_metric
         return "closed_set", "accuracy"
@@ -332,7 +333,7 @@ class Trainer:
                 if at_log or stopping:
                     value = float(loss_acc)
                     if not math.isfinite(value):
-                        raise SettingError(f"The training loss became {value} at step {self.step}; a lower "
+                        raise FaceIDError(f"The training loss became {value} at step {self.step}; a lower "
                                            f"learning rate or fp32 precision avoids that.", "lr", "precision")
                     progress["loss_sum"] += value
                     progress["steps"] += acc_steps
@@ -586,13 +587,13 @@ def continue_training(checkpoint: str | os.PathLike, changes: dict | None = None
     changes = {k: v for k, v in (changes or {}).items() if v is not None}
     refused = refused_changes(changes, new_phase)
     if refused:
-        raise SettingError(f"{', '.join(refused)} can only change in a new phase; an exact resume keeps them, and a "
+        raise FaceIDError(f"{', '.join(refused)} can only change in a new phase; an exact resume keeps them, and a "
                            f"new phase starts with a new learning rate.", "lr")
     if new_phase and "lr" not in changes:
-        raise SettingError("A new phase needs its learning rate.", "lr")
+        raise FaceIDError("A new phase needs its learning rate.", "lr")
     phase = Phase(**state.phase)
     if not new_phase and state.epoch >= phase.end_epoch and state.step_in_epoch == 0:
-        raise SettingError(f"{checkpoint} finished its phase (epoch {state.epoch} of {phase.end_epoch}); continue it "
+        raise FaceIDError(f"{checkpoint} finished its phase (epoch {state.epoch} of {phase.end_epoch}); continue it "
                            f"with a new phase, which starts with a new learning rate (e.g. 3e-5 with the plateau "
                            f"scheduler).", "lr")
     cfg = TrainConfig.from_dict({**state.config, "out": str(Path(checkpoint).expanduser().parent), **changes})

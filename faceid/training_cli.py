@@ -4,7 +4,7 @@ Every setting's flag, type, choices, help and shown default come from its field;
 Precedence for a new run: the field's default < ``--config FILE.json`` (keys = field names, e.g.
 configs/seed.json) < flags on the command line. continue_training.py offers only the settings a continuation
 may change (`faceid.config.Change`); a flag left out keeps the checkpoint's value, and ``--lr`` starts a new
-phase. Errors about a setting name its flag here (`SettingError.settings`), not in the library.
+phase. An error names its settings (`FaceIDError.settings`) and `errors.run_cli` adds their flags, not the library.
 """
 
 from __future__ import annotations
@@ -12,15 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import (GROUPS, SETTINGS, Change, SettingError, TrainConfig, base_type, changeable, default_text,
-                     load_overrides)
-from .errors import FaceIDError
+from .config import GROUPS, SETTINGS, Change, TrainConfig, base_type, changeable, default_text, load_overrides
+from .errors import ArgumentParser, flag
 from .training import LAST, continue_training, train
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a setting: data -> --data, batch_size -> --batch-size."""
-    return "--" + name.replace("_", "-")
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, continuing: bool) -> None:
@@ -45,16 +39,8 @@ def add_setting_flags(parser: argparse.ArgumentParser, continuing: bool) -> None
         groups[f.metadata["group"]].add_argument(flag(name), **kwargs)
 
 
-def with_flags(err: SettingError) -> FaceIDError:
-    """The library's sentence plus the flags of the settings it is about."""
-    flags = [flag(n) for n in err.settings if n in SETTINGS]
-    if not flags:
-        return err
-    return FaceIDError(f"{str(err).rstrip('.')} ({', '.join(flags)}).", err.exit_code)
-
-
 def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Fine-tune InceptionResnetV1 (VGGFace2 weights) for face verification. Writes "
                     "best_face_model.pth (chosen by a verification metric, with a calibrated cosine threshold), "
                     "final_face_model.pth, last_face_model.pth, label_map.json, history.json and curves_*.png. "
@@ -70,22 +56,15 @@ def train_config(argv: list[str] | None = None) -> TrainConfig:
     """The settings of a new run: defaults < --config file < flags."""
     given = vars(train_parser().parse_args(argv))
     path = given.pop("config", None)
-    try:
-        return TrainConfig.from_dict({**(load_overrides(path) if path else {}), **given})
-    except SettingError as err:
-        raise with_flags(err) from None
+    return TrainConfig.from_dict({**(load_overrides(path) if path else {}), **given})
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    cfg = train_config(argv)
-    try:
-        return train(cfg)
-    except SettingError as err:
-        raise with_flags(err) from None
+    return train(train_config(argv))
 
 
 def continue_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Resume training exactly from a checkpoint (same epoch/step, optimizer, schedule, RNG), or with "
                     "--lr start a new phase (new optimizer and schedule; the seed's second phase was --lr 3e-5 "
                     "--scheduler plateau). History, best checkpoint and counters continue.",
@@ -101,7 +80,4 @@ def continue_parser() -> argparse.ArgumentParser:
 def continue_main(argv: list[str] | None = None) -> int:
     given = vars(continue_parser().parse_args(argv))
     checkpoint = given.pop("checkpoint")
-    try:
-        return continue_training(checkpoint, given, new_phase="lr" in given)
-    except SettingError as err:
-        raise with_flags(err) from None
+    return continue_training(checkpoint, given, new_phase="lr" in given)

@@ -313,15 +313,15 @@ def resolve_rec(rec: str | os.PathLike | None, input_dir: str | os.PathLike) -> 
     if rec is not None:
         rec = Path(rec)
         if not rec.is_file():
-            raise FaceIDError(f"RecordIO file {rec} does not exist; check --rec")
+            raise FaceIDError(f"RecordIO file {rec} does not exist; check its path.", "rec")
         return rec
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
-        raise FaceIDError(f"Input folder {input_dir} does not exist; run download_dataset.py first, "
-                          f"or pass --input-dir DIR or --rec PATH")
+        raise FaceIDError(f"Input folder {input_dir} does not exist; run download_dataset.py first, or give the "
+                          f"folder or the .rec file.", "input_dir", "rec")
     found = find_train_rec(input_dir)
     if found is None:
-        raise FaceIDError(f"No train.rec under {input_dir}; pass --rec PATH to the RecordIO file")
+        raise FaceIDError(f"No train.rec under {input_dir}; give the RecordIO file's path.", "rec")
     return found
 
 

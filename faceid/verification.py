@@ -242,7 +242,8 @@ def _take_limit(labels: np.ndarray, limit: int | None) -> np.ndarray:
     if not limit or limit >= len(labels):
         return np.arange(len(labels))
     if limit < 2:
-        raise FaceIDError("--limit must be at least 2 (one genuine and one impostor pair).")
+        raise FaceIDError(f"The pair limit must be at least 2 (one genuine and one impostor pair), got {limit}.",
+                          "limit")
     genuine, impostor = np.nonzero(labels)[0], np.nonzero(~labels)[0]
     return np.sort(np.r_[genuine[: (limit + 1) // 2], impostor[: limit // 2]])
 
@@ -283,7 +284,7 @@ def load_pairs_dataset(pairs_path: str | os.PathLike, image_root: str | os.PathL
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FaceIDError(f"{len(missing)} of the {len(paths)} images named by {pairs_path} are missing under "
-                          f"{root} (first: {missing[0]}); check --images.")
+                          f"{root} (first: {missing[0]}); check the image folder.", "images")
     describe = {"pairs_file": str(pairs_path), "image_root": str(root),
                 "header": "View 2 (folds<TAB>N)" if view2 else "View 1 (single count)",
                 "folds": int(len(np.unique(fold_ids))),

@@ -75,8 +75,9 @@ def test_spec_rejects_unknown_crop_and_round_trips():
 def test_offline_without_weights_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(FaceIDError, match="--weights FILE"):
+    with pytest.raises(FaceIDError, match="give its path") as err:
         resolve_weights(None, download=False)
+    assert "--" not in str(err.value) and err.value.settings == ("weights", "from_scratch")
     with pytest.raises(FaceIDError, match="does not exist"):
         resolve_weights(tmp_path / "nope.pt")
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "also-missing.pt"))

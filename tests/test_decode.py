@@ -105,5 +105,6 @@ def test_decode_error_survives_a_process_boundary():
     """Worker processes send exceptions through __reduce__; copy.copy rebuilds one the same way."""
     import copy
 
-    err = copy.copy(DecodeError("Refused", "x.jpg", "too big."))
+    err = copy.copy(DecodeError("Refused", "x.jpg", "too big.", "max_pixels"))
     assert str(err) == "Refused x.jpg: too big." and err.reason == "too big." and err.exit_code == 2
+    assert err.settings == ("max_pixels",)

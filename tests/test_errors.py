@@ -48,6 +48,9 @@ def test_a_bug_under_json_is_a_json_object():
     ("faceid_app.py", ["frobnicate"]),                   # no such action
     ("evaluate_model.py", ["--folds", "x"]),
     ("preprocess_dataset.py", ["--workers", "0"]),
+    ("export_model.py", ["--opset", "x"]),
+    ("train_model.py", ["--epochs", "x"]),
+    ("continue_training.py", ["--lr", "x"]),
 ])
 def test_argument_errors_are_one_sentence_and_json(tmp_path, script, args):
     plain = python(script, *args)
@@ -62,7 +65,7 @@ def test_argument_errors_are_one_sentence_and_json(tmp_path, script, args):
 def test_bad_device_is_one_sentence(tmp_path):
     for action in ("list", "identify"):
         out = python("faceid_app.py", "--device", "bogus", "--data-dir", str(tmp_path / "g"), action)
-        assert out.returncode == 2 and "Unknown --device 'bogus'" in one_error_line(out.stderr)
+        assert out.returncode == 2 and one_error_line(out.stderr) == "error: Unknown device 'bogus'; use auto, cpu, cuda or cuda:N (--device)."
     assert not (tmp_path / "g").exists()
 
 

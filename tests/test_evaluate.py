@@ -142,8 +142,9 @@ def test_cache_misses_when_the_image_changes(tmp_path, small_lfw):
 
 def test_corrupt_cache_is_one_clear_error(tmp_path):
     (tmp_path / "c.sqlite").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(FaceIDError, match="--no-cache"):
+    with pytest.raises(FaceIDError, match="run without the cache") as err:
         EmbedCache(tmp_path / "c.sqlite")
+    assert err.value.settings == ("no_cache",)
 
 
 def test_bin_is_embedded_without_detection(shared_data, backend):

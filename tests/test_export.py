@@ -178,7 +178,7 @@ def test_app_runs_on_onnx_with_a_gallery_registered_on_torch(exported, shared_da
     code, auto = _app_json(*common, *probe, "--model", out / "m.pth", "verify", "--name", "d18")
     assert code == 0 and auto["model"]["runtime"] == "onnx" and abs(auto["score"] - on_torch["score"]) < 1e-3
     code, err = _app_json(*common, *probe, "--model", out / "m.onnx", "--runtime", "torch", "verify", "--name", "d18")
-    assert code == 2 and "--runtime onnx" in err["error"]
+    assert code == 2 and "runs on the onnx runtime" in err["error"] and "(--runtime, --model)" in err["error"]
 
 
 def test_runtime_choice_without_an_export(tmp_path, stand_in):

@@ -108,7 +108,7 @@ def test_template_is_normalised_mean(data: Path):
 def test_duplicate_refused_and_replace(data: Path):
     with Gallery.open(data) as g:
         first = register(g, "Alice", 1)
-        with pytest.raises(GalleryError, match="already registered; use --replace"):
+        with pytest.raises(GalleryError, match="already registered; replace it only if you mean to"):
             register(g, "Alice", 2)
         with pytest.raises(GalleryError, match="already registered"):
             register(g, " Alice ", 2)   # same name after strip

@@ -122,6 +122,7 @@ def test_app_refuses_the_bomb_everywhere_quickly(world, action):
                            "--source", bomb, "--no-preview", *action, *(["--json"] if want_json else []))
         sentence = check_failure(out, want_json, f"Refused {bomb}: its header claims 65000x65000 pixels")
         assert "over the 120 MP limit" in sentence and "model:" not in out.stderr
+        assert sentence.endswith("if it is a real photo (--max-pixels).")   # the app adds its flag
         assert seconds < 30, seconds    # process start included; the gate itself: tests/test_decode.py (< 0.5 s)
     unchanged_outside(world)
 

@@ -9,21 +9,22 @@ import pytest
 import torch
 
 from faceid.errors import FaceIDError
-from faceid.recipe import StopFlag, resolve_device, set_determinism
+from faceid.device import resolve_device
+from faceid.recipe import StopFlag, set_determinism
 
 
 def test_device_names():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     for bad in ("gpu", "cuda:x", "mps", ""):
-        with pytest.raises(FaceIDError, match="Unknown --device"):
+        with pytest.raises(FaceIDError, match="Unknown device"):
             resolve_device(bad)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a CUDA GPU")
 def test_cuda_without_a_gpu_is_an_error_not_a_cpu_run():
     for name in ("cuda", "cuda:0"):
-        with pytest.raises(FaceIDError, match=f"--device {name} needs a CUDA GPU"):
+        with pytest.raises(FaceIDError, match=f"The device {name} needs a CUDA GPU"):
             resolve_device(name)
 
 

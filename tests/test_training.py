@@ -227,7 +227,7 @@ def test_bad_values_and_missing_gpu_are_one_sentence(tiny_data):
     assert "workers must be 0 or more, got -1 (--workers)" in _cli_error([*base, "--workers", "-1"])
     assert "lr must be above 0, got -1.0 (--lr)" in _cli_error([*base, "--lr", "-1"])
     if not torch.cuda.is_available():
-        assert "--device cuda needs a CUDA GPU" in _cli_error([*base, "--device", "cuda"])
+        assert "The device cuda needs a CUDA GPU" in _cli_error([*base, "--device", "cuda"])
 
 
 def test_an_exact_resume_keeps_the_settings_that_change_results(full_run):
@@ -240,10 +240,10 @@ def test_no_tuning_on_benchmark_data_without_the_flag(tiny_data, tmp_path):
     # no held-out people and an lfw.bin beside the data: selection would read the test set -> one sentence
     msg = _cli_error(["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--from-scratch", "--batch-size", "2",
                       "--workers", "0", "--min-images", "4", "--holdout-fraction", "0", "--limit-steps", "1"])
-    assert "benchmark lfw" in msg and "--tune-on-benchmark" in msg
+    assert "benchmark lfw" in msg and msg.endswith("(--holdout-fraction, --select-set, --tune-on-benchmark).")
     msg = _cli_error(["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--from-scratch", "--batch-size", "2",
                       "--workers", "0", "--min-images", "4", "--select-set", "lfw", "--limit-steps", "1"])
-    assert "--select-set lfw names a benchmark file" in msg
+    assert "the selection set lfw is a benchmark file" in msg
     # with the flag the run goes through, and the checkpoint's table says it came from benchmark data
     assert train(tiny_config(tiny_data, tmp_path / "b", holdout_fraction=0, tune_on_benchmark=True, epochs=1,
                              limit_steps=1), stop=StopFlag(enabled=False)) == 0
