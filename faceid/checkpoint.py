@@ -22,6 +22,7 @@ valid). It loads through the same `load_checkpoint` as the full one; it cannot r
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,15 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
-    """Write atomically (temp file + rename)."""
-    atomic_torch_save(path, checkpoint.to_dict())
+    """Write atomically (temp file + rename). A failed write (a full disk, most often, during a long run) is
+    one sentence that says so; the file that was there before is left whole."""
+    try:
+        atomic_torch_save(path, checkpoint.to_dict())
+    except OSError as err:
+        free = shutil.disk_usage(Path(path).parent).free if Path(path).parent.is_dir() else None
+        space = f" ({free / 1e9:.1f} GB free there)" if free is not None else ""
+        raise FaceIDError(f"Cannot write the checkpoint {path}: {err.strerror or err}{space}; any earlier file "
+                          f"of that name is unchanged.") from None
 
 
 def is_checkpoint(obj: Any) -> bool:

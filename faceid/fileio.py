@@ -43,9 +43,38 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int = 0o644) -> N
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any, mode: int = 0o644) -> None:
+    """torch.save, atomically. torch reports a failed write (disk full, quota, file-size limit) as an opaque
+    RuntimeError ("unexpected pos 704 vs 598"); the OSError behind it is raised instead."""
     import torch
 
-    atomic_write(path, lambda f: torch.save(obj, f), mode)
+    def save(f: io.BufferedWriter) -> None:
+        failed = _FailureRecordingWriter(f)
+        try:
+            torch.save(obj, failed)
+        except RuntimeError:
+            if failed.error is not None:
+                raise failed.error from None
+            raise
+
+    atomic_write(path, save, mode)
+
+
+class _FailureRecordingWriter:
+    """A file's write/flush that keeps the first OSError, which torch's C++ writer would otherwise swallow."""
+
+    def __init__(self, f: io.BufferedWriter):
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def atomic_savefig(path: str | os.PathLike, fig) -> None:

@@ -125,6 +125,29 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
         load_checkpoint(plain)
 
 
+def test_a_failed_checkpoint_write_is_one_sentence_and_keeps_the_old_file(tmp_path):
+    """A real failed write: the process may write only 2 MB per file (RLIMIT_FSIZE, as a full disk would stop
+    it). torch alone says "unexpected pos ..."; the user gets the OS's reason, and the earlier file is whole."""
+    old = tmp_path / "last_face_model.pth"
+    save_checkpoint(old, Checkpoint(model={"w": torch.zeros(4)}, preprocess=ALIGNED_SPEC.to_dict()))
+    before = old.read_bytes()
+    script = (
+        "import resource, signal, sys, torch\n"
+        "from faceid.checkpoint import Checkpoint, save_checkpoint\n"
+        "from faceid.errors import FaceIDError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))\n"
+        "try:\n"
+        "    save_checkpoint(sys.argv[1], Checkpoint(model={'w': torch.zeros(1_000_000)}, preprocess={}))\n"
+        "except FaceIDError as err:\n"
+        "    print(err)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(old)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout.startswith(f"Cannot write the checkpoint {old}: File too large (") and "unchanged" in out.stdout
+    assert old.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [old.name]   # no temp file left
+
+
 def test_checkpoint_with_code_is_not_executed(tmp_path):
     """A pickle that would call os.system must be refused by weights_only loading, not run."""
     marker = tmp_path / "pwned"
