@@ -143,7 +143,9 @@ def _choose(count: int, max_images: int | None, seed: int, name: str) -> np.ndar
 def _assemble(kind: str, root: Path, per_identity: list[tuple[str, list]], min_images: int,
               max_images: int | None, seed: int, spec: PreprocessSpec,
               reader: RecordIOReader | None = None) -> FaceDataset:
-    items, labels, names = [], [], []
+    items: list[str | int] = []
+    labels: list[int] = []
+    names: list[str] = []
     dropped, capped, total = 0, 0, 0
     for name, samples in per_identity:
         total += len(samples)
@@ -197,8 +199,8 @@ def _from_rec(rec: Path, min_images: int, max_images: int | None, seed: int) -> 
     else:
         for key in layout.image_keys:
             rec_ = reader.read(key)
-            label = rec_.label[0] if isinstance(rec_.label, tuple) else rec_.label
-            by_label.setdefault(int(label), []).append(key)
+            first_label = rec_.label[0] if isinstance(rec_.label, tuple) else rec_.label
+            by_label.setdefault(int(first_label), []).append(key)
     per_identity = [(str(label), keys) for label, keys in sorted(by_label.items())]
     ds = _assemble("rec", rec, per_identity, min_images, max_images, seed, ALIGNED_SPEC, reader)
     ds.report["layout"] = layout.kind
@@ -237,7 +239,8 @@ def split_images(n: int, val_fraction: float = 0.2, seed: int = 42) -> tuple[np.
         raise FaceIDError(f"The validation fraction must be in [0, 1), got {val_fraction}.", "val_fraction")
     if val_fraction == 0:
         return np.arange(n), np.zeros(0, dtype=np.int64)
-    train, val = torch.utils.data.random_split(range(n), [1 - val_fraction, val_fraction],
+    # random_split uses only len() of its first argument; torch's stub asks for a Dataset, which range is not
+    train, val = torch.utils.data.random_split(range(n), [1 - val_fraction, val_fraction],  # type: ignore[arg-type, var-annotated]
                                                generator=torch.Generator().manual_seed(seed))
     return np.sort(np.asarray(train.indices, dtype=np.int64)), np.sort(np.asarray(val.indices, dtype=np.int64))
 

@@ -107,7 +107,7 @@ def _positive_int(text: str) -> int:
 
 def _as_bytes(data) -> bytes | memoryview:
     if isinstance(data, np.ndarray):
-        return memoryview(np.ascontiguousarray(data, dtype=np.uint8).reshape(-1))
+        return np.ascontiguousarray(data, dtype=np.uint8).reshape(-1).data
     return data
 
 

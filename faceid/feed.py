@@ -157,9 +157,7 @@ def _exit_on_sigterm_from_parent() -> None:
 def make_loader(samples: FaceSamples, batch_size: int, workers: int, sampler: Sampler | None = None,
                 pin_memory: bool = False, persistent: bool = True, drop_last: bool = False) -> DataLoader:
     """DataLoader with the feed's collate; persistent workers and deeper prefetch when workers > 0."""
-    extra = {}
     if workers > 0:
-        extra = {"persistent_workers": persistent, "prefetch_factor": 4, "worker_init_fn": _worker_init}
         # OpenCV's thread pool does not survive fork(): a worker forked from a process whose pool has run
         # (e.g. after evaluating or detecting faces) hangs in cv2.setNumThreads. Settling this process's pool
         # to one thread first joins its threads, so forked workers start from a clean pool. The process that
@@ -169,7 +167,9 @@ def make_loader(samples: FaceSamples, batch_size: int, workers: int, sampler: Sa
     # mid-epoch would see different dropout/flip draws than the uninterrupted run.
     return DataLoader(samples, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator().manual_seed(0),
-                      collate_fn=None if samples.decode_on_cpu else collate_packed, **extra)
+                      collate_fn=None if samples.decode_on_cpu else collate_packed,
+                      persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
+                      worker_init_fn=_worker_init if workers > 0 else None)
 
 
 def resolve_decode(mode: str, device: torch.device) -> str:
@@ -216,7 +216,7 @@ def gpu_decode(data: list[torch.Tensor], size: int, device: torch.device, name_o
         image_size(t.numpy(), name(i))
 
     is_jpeg = [len(t) > 2 and int(t[0]) == 0xFF and int(t[1]) == 0xD8 for t in data]
-    out: list[torch.Tensor | None] = [None] * len(data)
+    out: dict[int, torch.Tensor] = {}
     jpeg_idx = [i for i, j in enumerate(is_jpeg) if j]
     if jpeg_idx:
         try:
@@ -232,7 +232,7 @@ def gpu_decode(data: list[torch.Tensor], size: int, device: torch.device, name_o
     for i, j in enumerate(is_jpeg):
         if not j:
             out[i] = on_cpu(i)
-    return torch.stack([_fit(img, size) for img in out])
+    return torch.stack([_fit(out[i], size) for i in range(len(data))])
 
 
 class BatchFeed:
@@ -329,10 +329,11 @@ class DecodeAhead:
         if self._ended:
             raise StopIteration
         item = self._ready.get()
-        if item is _END or isinstance(item, BaseException):
+        if item is _END:
             self._ended = True
-            if item is _END:
-                raise StopIteration
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._ended = True
             raise item
         crops, labels, event = item
         if event is not None:  # the training stream waits for this batch's decode, and owns its memory now

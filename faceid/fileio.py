@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], mode: int = 0o644) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], object], mode: int = 0o644) -> None:
     """Call `write(fileobj)` on a temp file next to `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -635,6 +635,7 @@ class Gallery:
                 if old:
                     db.execute("DELETE FROM people WHERE id = ?", old)
                 pid = db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, _now())).lastrowid
+                assert pid is not None  # sqlite3 sets lastrowid after every successful INSERT
                 new_dir = self._person_dir(pid)
                 self._write_person(db, pid, jpegs, emb, template, fingerprint)
                 if _before_commit is not None:
@@ -808,6 +809,8 @@ class Gallery:
         other = set(self._index_fingerprints) - {fingerprint}
         if fingerprint is not None and other:
             raise ModelMismatchError(_mismatch_message(sorted(other)[0], fingerprint))
+        # both set together by _current_index() or _rebuild_index() just above
+        assert self._index is not None and self._index_ids is not None
         return self._index, self._index_ids
 
     def _rebuild_index(self) -> None:

@@ -28,9 +28,9 @@ from torch import nn
 from .errors import FaceIDError
 
 HEADS = ("softmax", "arcface", "cosface")
-# Standard settings from the papers / insightface (s=64; ArcFace m=0.5; CosFace m=0.35).
-DEFAULT_SCALE = {"softmax": None, "arcface": 64.0, "cosface": 64.0}
-DEFAULT_MARGIN = {"softmax": None, "arcface": 0.5, "cosface": 0.35}
+# Standard settings from the papers / insightface (s=64; ArcFace m=0.5; CosFace m=0.35). Softmax has neither.
+DEFAULT_SCALE = {"arcface": 64.0, "cosface": 64.0}
+DEFAULT_MARGIN = {"arcface": 0.5, "cosface": 0.35}
 
 
 class SoftmaxHead(nn.Module):
@@ -97,8 +97,8 @@ def build_head(name: str, num_classes: int, embedding_dim: int = 512, scale: flo
 def head_config(name: str, num_classes: int, scale: float | None, margin: float | None) -> dict:
     """The plain dict stored in checkpoints to rebuild the head (`build_head(**head_config)`)."""
     return {"name": name, "num_classes": int(num_classes),
-            "scale": DEFAULT_SCALE[name] if scale is None else float(scale),
-            "margin": DEFAULT_MARGIN[name] if margin is None else float(margin)}
+            "scale": DEFAULT_SCALE.get(name) if scale is None else float(scale),
+            "margin": DEFAULT_MARGIN.get(name) if margin is None else float(margin)}
 
 
 def raw_feature_backbone(backbone: nn.Module) -> nn.Module:
@@ -107,7 +107,7 @@ def raw_feature_backbone(backbone: nn.Module) -> nn.Module:
     facenet-pytorch applies ``self.logits`` when ``classify`` is set; an Identity there yields the raw
     feature, and the state_dict keeps exactly the backbone keys the app loads (no ``logits.*``).
     """
-    backbone.classify = True
+    backbone.classify = True  # type: ignore[assignment]  # nn.Module's stub types unknown attributes as Tensor | Module
     backbone.logits = nn.Identity()
     return backbone
 

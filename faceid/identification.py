@@ -116,8 +116,8 @@ def identification_report(templates: np.ndarray, probe_scores, enrollment: Enrol
         runs = [np.arange(total)] if n >= total else [np.sort(rng.choice(total, n, replace=False)) for _ in range(draws)]
         parts = [searches(s_mated, enrollment.mated_owner, s_non, cols) for cols in runs]
         mate, rank1, top = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        row = {"gallery_size": n, "draws": len(runs), "mated_searches": int(len(mate)),
-               "nonmated_searches": int(len(top)), "rank1": float(np.mean(rank1))}
+        row: dict[str, object] = {"gallery_size": n, "draws": len(runs), "mated_searches": int(len(mate)),
+                                  "nonmated_searches": int(len(top)), "rank1": float(np.mean(rank1))}
         for fpir in FPIR_TARGETS:
             t, resolved = _threshold_at_fpir(top, fpir)
             r = at_threshold(mate, rank1, top, t)

@@ -111,11 +111,11 @@ def build_optimizer(cfg, net: torch.nn.Module, lr: float, device: torch.device) 
     params = [p for p in net.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    extra = {"fused": True} if device.type == "cuda" else {}
+    fused = True if device.type == "cuda" else None     # None: torch's own default elsewhere
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, **extra)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=fused)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=lr, **extra)
+    return cls(groups, lr=lr, fused=fused)
 
 
 def build_scheduler(cfg, optimizer, steps_per_epoch: int, phase_epochs: int, lower_is_better: bool = False):

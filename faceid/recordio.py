@@ -105,12 +105,13 @@ class RecordIOReader:
         self._check_magic_at_start()
         self.truncated_tail: tuple[int, int] | None = None  # (key it would have had, offset) from a scan
         self.index_note = ""
-        self._offsets = self._load_idx()
-        if self._offsets is None:
-            self._offsets = self._scan_offsets()
+        offsets = self._load_idx()
+        if offsets is None:
+            offsets = self._scan_offsets()
             self.index_source = "scan"
         else:
             self.index_source = "idx"
+        self._offsets = offsets
         self._keys = sorted(self._offsets)
 
     # --- file access, per process -------------------------------------------------------------------

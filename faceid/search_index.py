@@ -169,10 +169,11 @@ class TemplateIndex:
         if ids.shape != (len(self.matrix),):
             raise ValueError("one id per row")
         sketches = self.sketches if self.sketches is not None else np.zeros((0, SKETCH_BITS // 8), np.uint8)
-        header = {"format": INDEX_FORMAT, "count": len(self.matrix), "dim": int(self.matrix.shape[1]),
-                  "sketch_bits": SKETCH_BITS if len(sketches) else 0, "sketch_seed": SKETCH_SEED, "extra": extra}
+        dim, sketch_bits = int(self.matrix.shape[1]), SKETCH_BITS if len(sketches) else 0
+        header = {"format": INDEX_FORMAT, "count": len(self.matrix), "dim": dim,
+                  "sketch_bits": sketch_bits, "sketch_seed": SKETCH_SEED, "extra": extra}
         blob = json.dumps(header).encode()
-        offsets = _layout(len(blob), len(ids), header["dim"], header["sketch_bits"])
+        offsets = _layout(len(blob), len(ids), dim, sketch_bits)
 
         def write(f) -> None:
             f.write(INDEX_MAGIC + struct.pack("<I", len(blob)) + blob)
@@ -224,11 +225,11 @@ class TemplateIndex:
             scores = dot_rows(self.matrix, q)
             rows = _top_k(scores, k)
             return scores[rows], rows
-        return self._search_sketch(q, k)
+        return self._search_sketch(self._sketch_index, q, k)
 
-    def _search_sketch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_sketch(self, sketch_index, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         n_cand = min(len(self.matrix), max(self.rerank, 8 * k))
-        _, cand = self._sketch_index.search(self.sketch(q[None]), n_cand)
+        _, cand = sketch_index.search(self.sketch(q[None]), n_cand)
         cand = cand[0][cand[0] >= 0]
         scores = dot_rows(self.matrix[cand], q)
         best = _top_k(scores, k)

@@ -85,7 +85,7 @@ def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray | i
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
-    if np.isscalar(folds):
+    if isinstance(folds, (int, np.integer)):
         folds = stratified_folds(labels, int(folds))
     folds = np.asarray(folds)
     accs, thrs = [], []
