@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibration import FAR_TARGET, FPIR_TARGET, MAX_TABLE_FAR, PROBE_SAMPLES, SAMPLES
-from .camera import Preview, display_available, open_source
+from .camera import FrameSource, Preview, display_available, open_source
 from .decode import add_max_pixels_argument, apply_max_pixels
 from .device import check_device_name
 from .errors import EXIT_OK, ArgumentParser, FaceIDError, debug_enabled, describe_unexpected
@@ -96,10 +96,11 @@ class App:
         self.args = args
         self.accelerate = accelerate   # worth its start-up cost in long sessions (the menu, liveness)
         self._pipeline = None
-        self._source = None     # opened early by check_source, read by the action
+        self._source: FrameSource | None = None     # opened early by check_source, read by the action
         self.preview = Preview(enabled=not args.no_preview and display_available())
         self.limits = QualityThresholds()
-        self.last_view = None   # (frame, box) of the last accepted sample, to show the verdict on
+        # (frame, box) of the last accepted sample, to show the verdict on
+        self.last_view: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ resources
     @property
@@ -169,7 +170,10 @@ class App:
         with at least one good sample, those are used (one photo is enough) and a note says so."""
         pipe, args = self.pipeline, self.args
         source = self.take_source()
-        samples, rejections, notes, skip, last_reason, armed = [], Counter(), [], 0, None, 0
+        samples: list[Sample] = []
+        notes: list[str] = []
+        rejections: Counter[str] = Counter()
+        skip, last_reason, armed = 0, None, 0
         unit = "photos" if source.stills else "frames"
         try:
             for frame in source:
@@ -199,6 +203,8 @@ class App:
                         info(f"{unit[:-1]} rejected: {reason}")
                     last_reason = reason
                     continue
+                # reason is None only for a face that was assessed and passed
+                assert result.face is not None and report is not None
                 self.last_view = (frame, result.face.box)
                 crop = pipe.crop(frame, result.face)
                 samples.append(Sample(crop=crop, embedding=pipe.embed_crops([crop])[0], metrics=report.metrics))
@@ -673,8 +679,8 @@ def menu(app: App) -> int:
     print(f"Face ID - gallery {app.args.data_dir}, source {app.args.source}"
           f"{' (preview window: c = capture, v = verify, q = cancel)' if app.preview.enabled else ''}")
     choices = {}
-    for key, action in MENU:
-        choices[key] = choices[action] = choices[action[0]] = action
+    for key, name in MENU:
+        choices[key] = choices[name] = choices[name[0]] = name
     choices["r"], choices["d"] = "register", "delete"
     while True:
         print("\n" + "   ".join(f"{k}) {a}" for k, a in MENU))

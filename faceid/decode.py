@@ -81,8 +81,9 @@ def max_bytes(limit: int) -> int:
     return 8 * limit + (16 << 20)
 
 
-def add_max_pixels_argument(parser: argparse.ArgumentParser, default=None) -> None:
-    """The --max-pixels flag, identical on every command line (subparsers pass argparse.SUPPRESS)."""
+def add_max_pixels_argument(parser: argparse._ActionsContainer, default=None) -> None:
+    """The --max-pixels flag, identical on every command line (subparsers pass argparse.SUPPRESS). `parser`: a
+    parser or an argument group."""
     parser.add_argument("--max-pixels", type=_positive_int, default=max_pixels() if default is None else default,
                         metavar="N", help=f"refuse any image whose header claims more than N pixels, before "
                         f"decoding it (default: ${MAX_PIXELS_ENV} or {DEFAULT_MAX_PIXELS:,} = "

@@ -58,7 +58,7 @@ class Backend(Protocol):
         """(P, D), (P, D) -> (P,) similarity, higher = more alike."""
 
 
-def central_index(boxes: Sequence[Sequence[float]], height: int, width: int) -> int:
+def central_index(boxes: Sequence[Sequence[float]] | Sequence[np.ndarray], height: int, width: int) -> int:
     """Index of the box (x1, y1, x2, y2) whose centre is nearest the image centre (ties: the larger)."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     dist = np.hypot((b[:, 0] + b[:, 2]) / 2 - width / 2, (b[:, 1] + b[:, 3]) / 2 - height / 2)
@@ -105,7 +105,7 @@ class FaceIDBackend:
         t1 = time.perf_counter()
         crops, infos = [], []
         for image, dets in zip(images, detections):
-            info = {"detected": False, "faces": len(dets), "box": None, "prob": None}
+            info: dict[str, object] = {"detected": False, "faces": len(dets), "box": None, "prob": None}
             if dets:
                 det = dets[central_index([d.box for d in dets], *image.shape[:2])]
                 info.update(box=[round(float(v), 1) for v in det.box], prob=round(det.prob, 4))
@@ -375,7 +375,11 @@ def run_evaluation(pairs: str | None = None, images: str | None = None, bin_path
     if folds < 2 or batch_size < 1:
         raise FaceIDError(f"The folds must be at least 2 and the batch size at least 1, got {folds} and "
                           f"{batch_size}.", "folds", "batch_size")
-    dataset = load_bin_dataset(bin_path, folds, limit) if bin_path else load_pairs_dataset(pairs, images, folds, limit)
+    if bin_path:
+        dataset = load_bin_dataset(bin_path, folds, limit)
+    else:
+        assert pairs and images  # checked above: without a .bin, a pairs file and its image folder
+        dataset = load_pairs_dataset(pairs, images, folds, limit)
     check_headers(dataset)
     keep_freed_memory()
     if threads:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -60,10 +60,11 @@ def checkpoint_for_export(model: str | os.PathLike | None, weights: str | os.Pat
     if model:
         return load_checkpoint(model), str(model)
     embedder = choose_embedder(None, weights, crop, "cpu", download=download)
+    assert embedder.model is not None  # choose_embedder always builds the torch network
     return Checkpoint(model=embedder.model.state_dict(), preprocess=embedder.spec.to_dict()), embedder.source
 
 
-def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike, opset: int = OPSET, sources: list[str] = ()) -> dict:
+def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike, opset: int = OPSET, sources: Sequence[str] = ()) -> dict:
     """Write the checkpoint's EmbeddingNetwork as ONNX (dynamic batch, metadata as above) atomically, after
     checking that onnxruntime reproduces torch's embeddings. Returns what was written (for the report)."""
     import torch
@@ -86,8 +87,9 @@ def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike, opset: int = OP
             program = torch.onnx.export(network, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
                                         opset_version=opset, dynamo=True, verbose=False)
+        assert program is not None  # torch.onnx.export returns the ONNXProgram when dynamo=True
         proto = program.model_proto
-        meta = {"format": ONNX_FORMAT, "fingerprint": backbone_fingerprint(backbone, spec)}
+        meta: dict[str, Any] = {"format": ONNX_FORMAT, "fingerprint": backbone_fingerprint(backbone, spec)}
         meta.update({k: getattr(checkpoint, k) for k in INFERENCE_KEYS if k != "model"})
         meta["preprocess"] = spec.to_dict()
         meta["sources"] = list(sources)
@@ -282,6 +284,7 @@ def choose_runtime(model: str | os.PathLike | None, weights: str | os.PathLike |
     elif not _has("onnxruntime"):
         why = "onnxruntime is not installed (pip install -r requirements-dev.txt)"
     if why is None:
+        assert checkpoint is not None and onnx_file is not None  # either one None has set `why` above
         embedder = load_onnx_embedder(onnx_file, threads)
         forward = embedder.forward
         if sha256_file(checkpoint) in read_metadata(forward, onnx_file).get("sources", []):

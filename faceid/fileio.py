@@ -50,7 +50,7 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any, mode: int = 0o644) -> N
     def save(f: io.BufferedWriter) -> None:
         failed = _FailureRecordingWriter(f)
         try:
-            torch.save(obj, failed)
+            torch.save(obj, failed)  # type: ignore[arg-type]  # torch.save takes any object with write(); its stub says IO[bytes]
         except RuntimeError:
             if failed.error is not None:
                 raise failed.error from None

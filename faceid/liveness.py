@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .face import FacePipeline, FaceResult
+from .face import Detection, FacePipeline, FaceResult
 from .quality import QualityThresholds, assess, head_pose
 
 DIRECTIONS = {"left": 1.0, "right": -1.0}  # sign of the yaw the prompt asks for
@@ -72,7 +72,8 @@ class _Track:
     """Follows the largest face from frame to frame and notices when it jumps or disappears."""
 
     def __init__(self, cfg: ChallengeConfig):
-        self.cfg, self.last_box, self.missing = cfg, None, 0
+        self.cfg, self.missing = cfg, 0
+        self.last_box: np.ndarray | None = None
 
     def update(self, result: FaceResult) -> str | None:
         """Returns a failure reason, or None while the track holds."""
@@ -118,7 +119,7 @@ def run_challenge(frames: Iterable[np.ndarray], pipeline: FacePipeline, cfg: Cha
         if result.face is not None:
             yaw = head_pose(result.face.landmarks).yaw_deg
             out.yaw_trace.append(yaw)
-            done = _advance(steps[step], need_center, yaw, frame, result, pipeline, cfg, quality, out)
+            done = _advance(steps[step], need_center, yaw, frame, result, result.face, pipeline, cfg, quality, out)
             if isinstance(done, str):
                 out.reason = done
                 return out
@@ -143,27 +144,31 @@ def run_challenge(frames: Iterable[np.ndarray], pipeline: FacePipeline, cfg: Cha
     return out
 
 
-def _advance(step: str, need_center: bool, yaw: float, frame: np.ndarray, result: FaceResult,
+def _advance(step: str, need_center: bool, yaw: float, frame: np.ndarray, result: FaceResult, face: Detection,
              pipeline: FacePipeline, cfg: ChallengeConfig, quality: QualityThresholds,
              out: LivenessResult) -> bool | str:
-    """Has the current step been achieved with this frame? A string is a failure reason."""
+    """Has the current step been achieved with this frame (`face`: its largest face)? A string is a failure
+    reason."""
     if step == "start":
-        report = assess(frame, result.face, quality)
+        report = assess(frame, face, quality)
         if abs(yaw) > cfg.center_deg or not report.ok:
             return False
         out.start_metrics = report.metrics
-        result.crop = pipeline.crop(frame, result.face)
+        result.crop = pipeline.crop(frame, face)
         result.embedding = pipeline.embed_crops([result.crop])[0]
         out.start = result
         return True
     if need_center:
         return abs(yaw) <= cfg.center_deg
-    start_yaw = head_pose(out.start.face.landmarks).yaw_deg
+    start = out.start
+    # the "start" step comes first and stores a frame with a face and its embedding
+    assert start is not None and start.face is not None and start.embedding is not None
+    start_yaw = head_pose(start.face.landmarks).yaw_deg
     sign = DIRECTIONS[step]
     if sign * yaw < cfg.turn_deg or sign * (yaw - start_yaw) < cfg.min_change_deg:
         return False
     if cfg.min_same_person is not None:
-        emb = pipeline.embed_crops([pipeline.crop(frame, result.face)])[0]
-        if float(emb @ out.start.embedding) < cfg.min_same_person:
+        emb = pipeline.embed_crops([pipeline.crop(frame, face)])[0]
+        if float(emb @ start.embedding) < cfg.min_same_person:
             return "the turned face does not look like the starting face"
     return True

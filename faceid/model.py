@@ -181,6 +181,7 @@ class Embedder:
         """x: normalised (N, 3, size, size) -> (N, 512) on CPU."""
         if self.forward is not None:
             return self.forward(x)
+        assert self.model is not None  # an Embedder has either another runtime's `forward` or a torch `model`
         return embed(self.model, x.to(self.device), flip=self.spec.flip).cpu()
 
 
@@ -196,14 +197,13 @@ def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os
     dev = resolve_device(device)
     ckpt = load_checkpoint(model_path) if model_path is not None else None   # a bad field fails before the build
     model = build_backbone()
-    if model_path is not None:
+    if ckpt is not None:
         load_backbone_weights(model, ckpt.model, str(model_path))
         spec = PreprocessSpec.from_dict(ckpt.preprocess)
         threshold = ckpt.threshold
         calibrated = threshold is not None
         source = str(model_path)
-        table = ckpt.calibration
-        table = None if table is None else Calibration.from_dict(table, where=str(model_path))
+        table = None if ckpt.calibration is None else Calibration.from_dict(ckpt.calibration, where=str(model_path))
     else:
         path = resolve_weights(weights, download=download)
         load_backbone_weights(model, read_state_dict(path), str(path))
@@ -249,6 +249,7 @@ def optimized_for_cpu(embedder: Embedder) -> tuple[Embedder, str]:
     if embedder.device.type != "cpu":
         return embedder, "network: eager (not on CPU)"
     model = embedder.model
+    assert model is not None  # an Embedder without another runtime's `forward` has a torch `model`
     if isinstance(model, torch.jit.ScriptModule):
         return embedder, "network: traced and frozen for CPU"
     probe = torch.randn(3, 3, embedder.spec.size, embedder.spec.size, generator=torch.Generator().manual_seed(0))

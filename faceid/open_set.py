@@ -59,7 +59,9 @@ def load_people(root: str | os.PathLike) -> tuple[Dataset, np.ndarray, list[str]
     root = Path(root)
     if not root.is_dir():
         raise FaceIDError(f"The image root {root} is not a directory of <Name>/ folders.")
-    names, items, labels = [], [], []
+    names: list[str] = []
+    items: list[Path] = []
+    labels: list[int] = []
     for person in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         if files:
@@ -196,6 +198,7 @@ def people_mode(calibrate: str | None, images: str | None, model: str | None, we
             return report, (f"calibrated on {report['source']}: {report['genuine_comparisons']:,} genuine and "
                             f"{report['impostor_comparisons']:,} impostor comparisons ({report['comparison']})\n"
                             f"{rows}\nwrote       {report['written']}")
+        assert images  # checked above: exactly one of calibrate and images
         report = run_identification([backend], images, out_dir, cache, gallery_samples, sizes, draws, batch_size,
                                     progress)
         return report, format_identification(report)

@@ -34,7 +34,7 @@ class Dist:
     world: int
     local_rank: int
     device: torch.device
-    control: object = None  # process group for small CPU messages (the stop flag); None = the default group
+    control: dist.ProcessGroup | None = None  # process group for small CPU messages (the stop flag); None = the default group
 
     @property
     def main(self) -> bool:
@@ -61,12 +61,13 @@ def setup_distributed(device_name: str, deterministic: bool = False) -> Dist:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     set_determinism(device, deterministic)
-    control = None
+    control: dist.ProcessGroup | None = None
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=60))
         # The stop flag is agreed on every step; over NCCL that would wait for the GPU each step, so CUDA
-        # runs agree on it through a gloo group of CPU tensors instead.
-        control = dist.new_group(backend="gloo") if device.type == "cuda" else None
+        # runs agree on it through a gloo group of CPU tensors instead. (Every rank is in the group, so
+        # new_group returns a ProcessGroup, never the NON_GROUP_MEMBER marker its stub also allows.)
+        control = dist.new_group(backend="gloo") if device.type == "cuda" else None  # type: ignore[assignment]
     return Dist(rank, world, local_rank, device, control)
 
 

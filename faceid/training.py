@@ -202,7 +202,7 @@ class Trainer:
 
     def wrap(self) -> torch.nn.Module:
         """The module the training step calls: DDP when distributed, compiled when asked."""
-        model = self.net
+        model: torch.nn.Module = self.net
         if self.env.world > 1:
             ids = [self.env.device.index] if self.env.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -210,7 +210,8 @@ class Trainer:
             # reduce-overhead = CUDA graphs: the fastest single-GPU mode; under DDP the gradient all-reduce
             # cannot be captured in a graph, so multi-process runs use the default mode.
             single_gpu = self.env.device.type == "cuda" and self.env.world == 1
-            model = torch.compile(model, mode="reduce-overhead" if single_gpu else "default")
+            # torch.compile returns an OptimizedModule for a Module; its stub says Callable
+            model = torch.compile(model, mode="reduce-overhead" if single_gpu else "default")  # type: ignore[assignment]
         return model
 
     # --- state ------------------------------------------------------------------------------------
@@ -218,7 +219,7 @@ class Trainer:
         """The full checkpoint (plain types and tensors). Collective: every rank must call it."""
         rng = capture_rng_state()
         if self.env.world > 1:
-            gathered = [None] * self.env.world
+            gathered: list[dict | None] = [None] * self.env.world
             dist.all_gather_object(gathered, rng)
             rngs = gathered
         else:
@@ -367,7 +368,7 @@ class Trainer:
                   "train_seconds": progress["seconds"]}
         self.progress = _fresh_progress()  # the next epoch's; the checkpoints below are at its start
         metrics = None
-        if env.main:
+        if validator is not None:  # rank 0's; the other ranks have none
             t0 = time.perf_counter()
             metrics = validator.run(self.net)
             record["validation_seconds"] = time.perf_counter() - t0
@@ -415,7 +416,7 @@ class Trainer:
         env = self.env
         validator = self._validator() if env.main else None
         selection = self._selection()
-        if env.main:
+        if validator is not None:  # rank 0: the one that validates, writes the run's files and logs
             self.out.mkdir(parents=True, exist_ok=True)
             label_map = self.data.label_map()
             label_map["heldout_identities"] = list(self.heldout.identities) if self.heldout is not None else []
@@ -557,7 +558,8 @@ def _execute(cfg: TrainConfig, make_trainer, stop: StopFlag | None) -> int:
     """Set up the process (group), build the Trainer with `make_trainer(cfg, env)`, run it."""
     env = setup_distributed(cfg.device, cfg.deterministic)
     own_stop = stop is None
-    stop = StopFlag(announce=env.main) if own_stop else stop
+    if stop is None:
+        stop = StopFlag(announce=env.main)
     try:
         seed_everything(cfg.seed + env.rank)
         trainer = make_trainer(cfg, env)

@@ -204,6 +204,7 @@ def heldout_calibration(backbone, heldout: FaceDataset, feed: BatchFeed, batch_s
 def benchmark_calibration(pair_set: PairSet) -> Calibration:
     """Only with --tune-on-benchmark: single-image pairs of a benchmark file, stamped as benchmark data."""
     scores, same = pair_set.scores, pair_set.issame
+    assert scores is not None  # called after Validator.run has scored the pair set
     return Calibration.from_scores(scores[same], scores[~same], 1, 1, f"benchmark pairs {pair_set.name} (single images)",
                                    benchmark_data=True)
 
