@@ -64,7 +64,7 @@ class FaceSamples(Dataset):
         except FaceIDError as err:
             # A worker's exception reaches the main process rebuilt from its message alone, which subclasses
             # with other constructors (DecodeError) do not survive: send the plain kind (clean_worker_error).
-            raise FaceIDError(str(err), exit_code=err.exit_code) from None
+            raise FaceIDError(str(err), *err.settings, exit_code=err.exit_code) from None
 
     def _item(self, i: int):
         data = self.dataset.read_bytes(i)
