@@ -15,14 +15,24 @@ from faceid.errors import ArgumentParser, run_cli
 
 def parse_args() -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="debarghamitraroy/casia-webface",
-                        help="Kaggle dataset slug owner/name (default: %(default)s)")
-    parser.add_argument("--output-dir", default="./datasets",
-                        help="parent folder; the dataset goes into <output-dir>/<name> (default: %(default)s)")
-    parser.add_argument("--force", action="store_true",
-                        help="download and extract again even if a verified copy exists (default: off)")
-    parser.add_argument("--keep-zip", action="store_true",
-                        help="keep the downloaded zip after extracting it (default: off, it is deleted)")
+    parser.add_argument(
+        "--dataset",
+        default="debarghamitraroy/casia-webface",
+        help="Kaggle dataset slug owner/name (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default="./datasets",
+        help="parent folder; the dataset goes into <output-dir>/<name> (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="download and extract again even if a verified copy exists (default: off)"
+    )
+    parser.add_argument(
+        "--keep-zip",
+        action="store_true",
+        help="keep the downloaded zip after extracting it (default: off, it is deleted)",
+    )
     return parser.parse_args()
 
 
@@ -30,8 +40,9 @@ def main() -> int:
     args = parse_args()
     from faceid import kaggle_fetch
 
-    target, check, downloaded = kaggle_fetch.fetch_dataset(args.dataset, args.output_dir, force=args.force,
-                                                           keep_zip=args.keep_zip)
+    target, check, downloaded = kaggle_fetch.fetch_dataset(
+        args.dataset, args.output_dir, force=args.force, keep_zip=args.keep_zip
+    )
     print(kaggle_fetch.describe(args.dataset, target, check, downloaded))
     return 0
 

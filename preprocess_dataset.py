@@ -23,18 +23,35 @@ def positive_int(text: str) -> int:
 
 def parse_args() -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rec", default=None,
-                        help="path to the .rec file (its .idx is used if beside it); overrides --input-dir "
-                             "(default: none, use --input-dir)")
-    parser.add_argument("--input-dir", default="./datasets/casia-webface",
-                        help="folder holding train.rec/train.idx, searched recursively "
-                             "(where download_dataset.py puts them; default: %(default)s)")
-    parser.add_argument("--output-dir", default="./datasets/casia-webface-images",
-                        help="where <label>/<key>.jpg, identities.json and unpack_report.json go (default: %(default)s)")
-    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
-                        help="parallel processes (default: all cores, here %(default)s)")
-    parser.add_argument("--limit", type=positive_int, default=None,
-                        help="unpack only the first N images, for a quick look (default: all)")
+    parser.add_argument(
+        "--rec",
+        default=None,
+        help="path to the .rec file (its .idx is used if beside it); overrides --input-dir "
+        "(default: none, use --input-dir)",
+    )
+    parser.add_argument(
+        "--input-dir",
+        default="./datasets/casia-webface",
+        help="folder holding train.rec/train.idx, searched recursively "
+        "(where download_dataset.py puts them; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default="./datasets/casia-webface-images",
+        help="where <label>/<key>.jpg, identities.json and unpack_report.json go (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="parallel processes (default: all cores, here %(default)s)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="unpack only the first N images, for a quick look (default: all)",
+    )
     add_max_pixels_argument(parser)
     return parser.parse_args()
 

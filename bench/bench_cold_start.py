@@ -43,24 +43,39 @@ from faceid.search_index import normalize_rows  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 PROBE_NAME = "Probe Person"
-BASELINE_REV = "7ff565a"   # main before the persistent index (issue 13)
+BASELINE_REV = "7ff565a"  # main before the persistent index (issue 13)
 CHUNK = 100_000
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000, 1_000_000],
-                   help="gallery sizes in templates (default: 1000 100000 1000000)")
-    p.add_argument("--repeats", type=int, default=3, help="runs per command and version; medians are reported "
-                                                          "(default: 3)")
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1_000, 100_000, 1_000_000],
+        help="gallery sizes in templates (default: 1000 100000 1000000)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=3, help="runs per command and version; medians are reported (default: 3)"
+    )
     p.add_argument("--baseline-rev", default=BASELINE_REV, help=f"git revision of 'today' (default: {BASELINE_REV})")
     p.add_argument("--no-baseline", action="store_true", help="measure this checkout only")
-    p.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "faceid-cold-start"),
-                   help="where galleries and the baseline tree are kept between runs (default: $TMPDIR/faceid-cold-start)")
-    p.add_argument("--image", default=str(SHARED / "data/photos/face_recognition/obama.jpg"),
-                   help="the probe image (default: ../shared/data/photos/face_recognition/obama.jpg)")
-    p.add_argument("--weights", default=str(SHARED / "models/pins90_scratch_irv1_fp16.pt"),
-                   help="backbone weights both versions load (default: the stand-in weights)")
+    p.add_argument(
+        "--work-dir",
+        default=str(Path(tempfile.gettempdir()) / "faceid-cold-start"),
+        help="where galleries and the baseline tree are kept between runs (default: $TMPDIR/faceid-cold-start)",
+    )
+    p.add_argument(
+        "--image",
+        default=str(SHARED / "data/photos/face_recognition/obama.jpg"),
+        help="the probe image (default: ../shared/data/photos/face_recognition/obama.jpg)",
+    )
+    p.add_argument(
+        "--weights",
+        default=str(SHARED / "models/pins90_scratch_irv1_fp16.pt"),
+        help="backbone weights both versions load (default: the stand-in weights)",
+    )
     p.add_argument("--crop", default="aligned5", help="crop style for --weights (default: aligned5)")
     p.add_argument("--json-out", help="also write the results to this JSON file")
     return p.parse_args()
@@ -147,11 +162,28 @@ def main() -> int:
     trees = {"now": REPO}
     if not args.no_baseline:
         trees["today"] = extract_baseline(args.baseline_rev, work / f"baseline-{args.baseline_rev}")
-    model = ["--weights", args.weights, "--crop", args.crop, "--offline", "--no-preview", "--probe-samples", "1",
-             "--source", args.image]
-    load_only = ["-c", "import sys; from faceid.app import build_parser, load_model; from faceid.face import "
-                 "FacePipeline; FacePipeline(load_model(build_parser().parse_args(sys.argv[1:]))); print('{}')",
-                 "--weights", args.weights, "--crop", args.crop, "--offline"]
+    model = [
+        "--weights",
+        args.weights,
+        "--crop",
+        args.crop,
+        "--offline",
+        "--no-preview",
+        "--probe-samples",
+        "1",
+        "--source",
+        args.image,
+    ]
+    load_only = [
+        "-c",
+        "import sys; from faceid.app import build_parser, load_model; from faceid.face import "
+        "FacePipeline; FacePipeline(load_model(build_parser().parse_args(sys.argv[1:]))); print('{}')",
+        "--weights",
+        args.weights,
+        "--crop",
+        args.crop,
+        "--offline",
+    ]
     results: list[dict] = []
 
     def record(n, what, version, seconds):
@@ -164,7 +196,9 @@ def main() -> int:
             data["today"] = work / f"gallery-{n}-schema1"
             baseline_copy(data["now"], data["today"])
         (data["now"] / INDEX_NAME).unlink(missing_ok=True)
-        seconds, code, answer = timed(REPO, ["faceid_app.py", "--data-dir", str(data["now"]), *model, "identify", "--json"])
+        seconds, code, answer = timed(
+            REPO, ["faceid_app.py", "--data-dir", str(data["now"]), *model, "identify", "--json"]
+        )
         assert answer["identified"] == PROBE_NAME, answer
         record(n, "identify, first after a write (index rebuilt)", "now", seconds)
         print(f"{n:>9,}  now    identify (index rebuilt and saved)  {seconds:7.2f} s", flush=True)
@@ -198,10 +232,12 @@ def main() -> int:
 def print_summary(results: list[dict]) -> None:
     medians: dict[tuple, float] = {}
     for key in {(r["templates"], r["command"], r["version"]) for r in results}:
-        medians[key] = statistics.median(r["seconds"] for r in results if (r["templates"], r["command"], r["version"]) == key)
+        medians[key] = statistics.median(
+            r["seconds"] for r in results if (r["templates"], r["command"], r["version"]) == key
+        )
     print("\nmedian seconds, process start to answer (same run)")
     print(f"{'templates':>10}  {'command':<46} {'today':>8} {'now':>8} {'today/now':>9}")
-    for (n, command, version) in sorted(medians, key=lambda k: (k[0], k[1])):
+    for n, command, version in sorted(medians, key=lambda k: (k[0], k[1])):
         if version != "now":
             continue
         today = medians.get((n, command, "today"))
@@ -211,8 +247,10 @@ def print_summary(results: list[dict]) -> None:
     for (n, command, version), v in sorted(medians.items()):
         model = medians.get((n, "model", "now"))
         if command == "identify" and version == "now" and model is not None:
-            print(f"identify at {n:,}: {v:.2f} s = model load ({model:.2f} s, same sizes' runs) + {v - model:.2f} s  "
-                  f"(goal: model load + 1 s)")
+            print(
+                f"identify at {n:,}: {v:.2f} s = model load ({model:.2f} s, same sizes' runs) + {v - model:.2f} s  "
+                f"(goal: model load + 1 s)"
+            )
 
 
 if __name__ == "__main__":

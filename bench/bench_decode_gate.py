@@ -55,11 +55,14 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     frames = load_frames(shared_dir("data", "FACEID_SHARED_DATA") / "videos", args.frames_per_clip)
-    jpegs = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
-             for f in frames]
+    jpegs = [
+        cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+        for f in frames
+    ]
     weights = shared_dir("models", "FACEID_SHARED_MODELS") / "pins90_scratch_irv1_fp16.pt"
-    embedder = load_embedder(weights=weights if weights.is_file() else None, crop="aligned5", device="cpu",
-                             download=False)
+    embedder = load_embedder(
+        weights=weights if weights.is_file() else None, crop="aligned5", device="cpu", download=False
+    )
     embedder, note = optimized_for_cpu(embedder)
     print(note)
     pipeline = FacePipeline(embedder)
@@ -67,7 +70,7 @@ def main() -> int:
     def ungated(data: bytes) -> np.ndarray:
         return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
-    for data, frame in zip(jpegs[:2], frames[:2]):   # warm-up
+    for data, frame in zip(jpegs[:2], frames[:2]):  # warm-up
         decode_image(data), ungated(data), pipeline.analyze(frame)
     rows = []
     with torch.inference_mode():
@@ -81,15 +84,19 @@ def main() -> int:
     plain, gated, header, frame_s = (np.array(c) * 1000 for c in zip(*rows))
     p50 = lambda a: float(np.median(a))  # noqa: E731
     added = p50(gated - plain)
-    print(f"{len(frames)} frames 640x480 JPEG q95 ({np.mean([len(j) for j in jpegs]) / 1024:.0f} KB), "
-          f"{args.threads} torch thread(s), load {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(frames)} frames 640x480 JPEG q95 ({np.mean([len(j) for j in jpegs]) / 1024:.0f} KB), "
+        f"{args.threads} torch thread(s), load {os.getloadavg()[0]:.1f}"
+    )
     print(f"  ungated decode (cv2.imdecode + RGB)   p50 {p50(plain):8.3f} ms")
     print(f"  gated decode (decode_image)           p50 {p50(gated):8.3f} ms")
     print(f"  header check alone (image_size)       p50 {p50(header):8.3f} ms")
     print(f"  per-frame work (detect+crop+embed)    p50 {p50(frame_s):8.1f} ms")
-    print(f"  gate added per frame: {added:+.3f} ms (gated - ungated, p50 of per-frame differences) = "
-          f"{100 * added / p50(frame_s):+.3f}% of the per-frame latency; header check alone "
-          f"{100 * p50(header) / p50(frame_s):.3f}%")
+    print(
+        f"  gate added per frame: {added:+.3f} ms (gated - ungated, p50 of per-frame differences) = "
+        f"{100 * added / p50(frame_s):+.3f}% of the per-frame latency; header check alone "
+        f"{100 * p50(header) / p50(frame_s):.3f}%"
+    )
     return 0
 
 

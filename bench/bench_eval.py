@@ -28,8 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 from faceid.embed_cache import EmbedCache  # noqa: E402
 from faceid.errors import run_cli  # noqa: E402
-from faceid.evaluate import (FaceIDBackend, central_index, decode_file, evaluate_dataset,  # noqa: E402
-                             load_pairs_dataset)
+from faceid.evaluate import (  # noqa: E402
+    FaceIDBackend,
+    central_index,
+    decode_file,
+    evaluate_dataset,
+    load_pairs_dataset,
+)
 from faceid.verification import verification_report  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -81,9 +86,11 @@ def main() -> int:
     dataset = load_pairs_dataset(args.pairs, args.images, limit=args.pairs_count)
     backend = load_faceid_backend(weights=args.weights, crop=args.crop, device=args.device, batch_size=args.batch_size)
     n_pairs, n_unique = len(dataset.labels), len(dataset.items)
-    print(f"{n_pairs} pairs of {args.pairs} ({2 * n_pairs} pair images, {n_unique} unique); weights "
-          f"{args.weights} (crop {backend.embedder.spec.crop}, flip on); device {backend.embedder.device}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{n_pairs} pairs of {args.pairs} ({2 * n_pairs} pair images, {n_unique} unique); weights "
+        f"{args.weights} (crop {backend.embedder.spec.crop}, flip on); device {backend.embedder.device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     backend.embed_images([decode_file(dataset.items[0])] * 2)  # warm-up: first-call allocations, lazy init
 
     t0 = time.perf_counter()
@@ -102,14 +109,20 @@ def main() -> int:
     rate = lambda t: 2 * n_pairs / t  # noqa: E731
     base_acc = verification_report(base, dataset.labels, dataset.folds)["accuracy"]
     moved = int(np.sum(np.abs(base - ours) > 1e-4))
-    print(f"same pipeline, same results: accuracy {base_acc:.3f} (baseline) vs {report['metrics']['accuracy']:.3f} "
-          f"(evaluator); {moved} of {n_pairs} pair scores differ by > 1e-4 (max {np.max(np.abs(base - ours)):.3f}): "
-          f"MTCNN's float results depend on the batch size, which can flip a borderline candidate box")
+    print(
+        f"same pipeline, same results: accuracy {base_acc:.3f} (baseline) vs {report['metrics']['accuracy']:.3f} "
+        f"(evaluator); {moved} of {n_pairs} pair scores differ by > 1e-4 (max {np.max(np.abs(base - ours)):.3f}): "
+        f"MTCNN's float results depend on the batch size, which can flip a borderline candidate box"
+    )
     print(f"  baseline  (per image)      {t_base:8.2f} s  {rate(t_base):9.2f} pair images/s")
-    print(f"  evaluator (batched, cold)  {t_eval:8.2f} s  {rate(t_eval):9.2f} pair images/s  "
-          f"({n_unique / t_eval:.2f} unique images/s)")
-    print(f"  evaluator (cached rerun)   {t_cached:8.3f} s  {rate(t_cached):9.0f} pair images/s  "
-          f"({again['speed']['from_cache']} of {n_unique} from cache)")
+    print(
+        f"  evaluator (batched, cold)  {t_eval:8.2f} s  {rate(t_eval):9.2f} pair images/s  "
+        f"({n_unique / t_eval:.2f} unique images/s)"
+    )
+    print(
+        f"  evaluator (cached rerun)   {t_cached:8.3f} s  {rate(t_cached):9.0f} pair images/s  "
+        f"({again['speed']['from_cache']} of {n_unique} from cache)"
+    )
     print(f"cached rerun / cold evaluator = {t_eval / t_cached:.0f}x faster")
     print(f"evaluator / baseline = {t_base / t_eval:.2f}x")
     return 0

@@ -63,9 +63,9 @@ def measure(name: str, dataset, batch: int, workers: int, batches: int) -> float
     while done < batches:
         sampler.set_epoch(epoch)
         for b in loader:
-            images = b[0].unpack() if packed else b[0]   # what the main process hands to nvJPEG
+            images = b[0].unpack() if packed else b[0]  # what the main process hands to nvJPEG
             if t0 is None:
-                t0 = time.perf_counter()                   # after the first batch: workers are up
+                t0 = time.perf_counter()  # after the first batch: workers are up
                 continue
             nbytes += sum(len(t) for t in images)
             done += 1
@@ -74,19 +74,25 @@ def measure(name: str, dataset, batch: int, workers: int, batches: int) -> float
         epoch += 1
     seconds = time.perf_counter() - t0
     rate = done * batch / seconds
-    del loader, b                                   # shut the workers down so their CPU time is counted
+    del loader, b  # shut the workers down so their CPU time is counted
     gc.collect()
     cpu_per_image = (cpu_seconds() - cpu0) / ((done + 1) * batch)
-    print(f"{name:<9} workers {workers}: {rate:>9,.0f} img/s  ({nbytes / seconds / 1e6:.0f} MB/s, "
-          f"{seconds / done * 1000:.1f} ms per batch of {batch}); {cpu_per_image * 1e6:.1f} CPU-us per image, "
-          f"{2 / cpu_per_image:,.0f} img/s on 2 idle cores", flush=True)
+    print(
+        f"{name:<9} workers {workers}: {rate:>9,.0f} img/s  ({nbytes / seconds / 1e6:.0f} MB/s, "
+        f"{seconds / done * 1000:.1f} ms per batch of {batch}); {cpu_per_image * 1e6:.1f} CPU-us per image, "
+        f"{2 / cpu_per_image:,.0f} img/s on 2 idle cores",
+        flush=True,
+    )
     return rate
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/recordio/pins90_112x112/train.rec"),
-                   help="a .rec, a directory with train.rec, or a folder tree (default: %(default)s)")
+    p.add_argument(
+        "--data",
+        default=str(Path(__file__).resolve().parents[2] / "shared/data/recordio/pins90_112x112/train.rec"),
+        help="a .rec, a directory with train.rec, or a folder tree (default: %(default)s)",
+    )
     p.add_argument("--batch-size", type=int, default=512, help="images per batch (default: %(default)s)")
     p.add_argument("--batches", type=int, default=40, help="timed batches per measurement (default: %(default)s)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to try (default: 1 2)")
@@ -95,8 +101,11 @@ def main() -> int:
         raise FaceIDError("--batch-size, --batches and --workers must be at least 1.")
     dataset = open_dataset(args.data)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"data {args.data}: {len(dataset)} images; batch {args.batch_size}; {cpus} CPU cores; "
-          f"{args.batches} timed batches each", flush=True)
+    print(
+        f"data {args.data}: {len(dataset)} images; batch {args.batch_size}; {cpus} CPU cores; "
+        f"{args.batches} timed batches each",
+        flush=True,
+    )
     for workers in args.workers:
         before = measure("per-image", dataset, args.batch_size, workers, args.batches)
         after = measure("packed", dataset, args.batch_size, workers, args.batches)

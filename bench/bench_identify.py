@@ -45,7 +45,7 @@ def unit_rows(rng: np.random.Generator, n: int, chunk: int = 131072) -> np.ndarr
     out = np.empty((n, DIM), np.float32)
     for i in range(0, n, chunk):
         block = rng.standard_normal((min(chunk, n - i), DIM), dtype=np.float32)
-        out[i:i + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        out[i : i + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
 
@@ -55,7 +55,7 @@ def make_probes(rng: np.random.Generator, gallery: np.ndarray, count: int, cos: 
     targets = np.concatenate([rng.integers(0, len(gallery), n_gen), -np.ones(count - n_gen, np.int64)])
     noise = unit_rows(rng, count)
     probes = noise.copy()
-    probes[:n_gen] = cos * gallery[targets[:n_gen]] + np.sqrt(1 - cos ** 2) * noise[:n_gen]
+    probes[:n_gen] = cos * gallery[targets[:n_gen]] + np.sqrt(1 - cos**2) * noise[:n_gen]
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
     return probes, targets
 
@@ -86,8 +86,9 @@ def time_queries(fn, probes: np.ndarray) -> np.ndarray:
     return np.array(times)
 
 
-def genuine_recall(index: TemplateIndex, gallery: np.ndarray, rng: np.random.Generator, cos: float,
-                   count: int) -> float:
+def genuine_recall(
+    index: TemplateIndex, gallery: np.ndarray, rng: np.random.Generator, cos: float, count: int
+) -> float:
     """Share of genuine probes (cosine `cos` to their template) whose template the index ranks first."""
     probes, targets = make_probes(rng, gallery, 2 * count, cos)
     return float(np.mean([index.search(q, 1)[1][0] == t for q, t in zip(probes[:count], targets[:count])]))
@@ -128,8 +129,10 @@ def bench_size(n: int, args, rng: np.random.Generator) -> dict:
     t0 = time.perf_counter()
     gallery = unit_rows(rng, n)
     probes, targets = make_probes(rng, gallery, args.queries, args.genuine_cos)
-    print(f"\n== n = {n:,}  ({gallery.nbytes / 2**20:,.0f} MiB float32; generated in "
-          f"{time.perf_counter() - t0:.1f} s)", flush=True)
+    print(
+        f"\n== n = {n:,}  ({gallery.nbytes / 2**20:,.0f} MiB float32; generated in {time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
     res = {}
     n_loop = max(3, min(len(probes), args.loop_budget // n))
     res["seed-loop"] = time_queries(lambda q: seed_loop(gallery, q), probes[:n_loop])
@@ -144,7 +147,7 @@ def bench_size(n: int, args, rng: np.random.Generator) -> dict:
     print(f"  index       {fmt(res['index'])} ms   backend {index.backend}, built in {build:.1f} s{extra}")
     rec = {c: genuine_recall(index, gallery, rng, c, args.recall_queries) for c in args.recall_cos}
     print("  genuine@1   " + "  ".join(f"cos {c}: {v:.3f}" for c, v in rec.items()), flush=True)
-    imp = impostor_agreement(index, gallery, probes[targets < 0][:args.recall_queries])
+    imp = impostor_agreement(index, gallery, probes[targets < 0][: args.recall_queries])
     print("  impostors   " + "  ".join(f"{k} {v:.3f}" for k, v in imp.items()), flush=True)
     if n <= args.gallery_max:
         first, res["gallery"] = gallery_latency(gallery, probes)
@@ -157,23 +160,36 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--recall-queries", type=int, default=200)
-    parser.add_argument("--recall-cos", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6],
-                        help="cosines of the genuine probes used to measure the index's recall")
+    parser.add_argument(
+        "--recall-cos",
+        type=float,
+        nargs="+",
+        default=[0.3, 0.4, 0.5, 0.6],
+        help="cosines of the genuine probes used to measure the index's recall",
+    )
     parser.add_argument("--genuine-cos", type=float, default=0.5)
-    parser.add_argument("--loop-budget", type=int, default=2_000_000,
-                        help="seed-loop: about this many cosines in total per size (>= 3 queries)")
+    parser.add_argument(
+        "--loop-budget",
+        type=int,
+        default=2_000_000,
+        help="seed-loop: about this many cosines in total per size (>= 3 queries)",
+    )
     parser.add_argument("--gallery-max", type=int, default=100_000, help="end-to-end Gallery runs up to this n")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}, "
-          f"faiss {getattr(load_faiss(), '__version__', 'not installed')}")
+    print(
+        f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}, "
+        f"faiss {getattr(load_faiss(), '__version__', 'not installed')}"
+    )
     rng = np.random.default_rng(args.seed)
     results = {n: bench_size(n, args, rng) for n in args.sizes}
     print("\n== speed-up of the index (p50 latency ratio; > 1 = index faster)")
     for n, res in results.items():
         p50 = {k: np.percentile(v, 50) for k, v in res.items()}
-        print(f"  n = {n:>9,}:  vs seed-loop x{p50['seed-loop'] / p50['index']:,.0f}   "
-              f"vs numpy-full x{p50['numpy-full'] / p50['index']:,.1f}   index p50 {p50['index']:.2f} ms")
+        print(
+            f"  n = {n:>9,}:  vs seed-loop x{p50['seed-loop'] / p50['index']:,.0f}   "
+            f"vs numpy-full x{p50['numpy-full'] / p50['index']:,.1f}   index p50 {p50['index']:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ def load_frames(videos: Path, per_clip: int) -> list[np.ndarray]:
             cap.set(cv2.CAP_PROP_POS_FRAMES, int(idx))
             ok, bgr = cap.read()
             if ok:
-                frames.append(cv2.cvtColor(cv2.resize(bgr, (640, 480), interpolation=cv2.INTER_AREA),
-                                           cv2.COLOR_BGR2RGB))
+                frames.append(
+                    cv2.cvtColor(cv2.resize(bgr, (640, 480), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+                )
         cap.release()
     if not frames:
         raise FaceIDError(f"No clips found in {videos}; set FACEID_SHARED_DATA to the shared data folder.")
@@ -98,7 +99,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--eager", action="store_true", help="faceid: skip the app's traced/frozen CPU network")
-    ap.add_argument("--max-side", type=int, default=DETECT_MAX_SIDE, help="faceid detector: downscale frames to this side")
+    ap.add_argument(
+        "--max-side", type=int, default=DETECT_MAX_SIDE, help="faceid detector: downscale frames to this side"
+    )
     ap.add_argument("--min-face", type=int, default=DETECT_MIN_FACE, help="faceid detector: MTCNN min_face_size")
     ap.add_argument("--json", help="also write the numbers to this file")
     args = ap.parse_args()
@@ -116,6 +119,7 @@ def main() -> int:
         from faceid.checkpoint import Checkpoint, save_checkpoint  # random init: timing does not depend on weights
         import tempfile
         from faceid.preprocessing import ALIGNED_SPEC
+
         tmp = Path(tempfile.mkdtemp()) / "random.pth"
         save_checkpoint(tmp, Checkpoint(model=build_backbone().state_dict(), preprocess=ALIGNED_SPEC.to_dict()))
         embedder = load_embedder(model_path=tmp, device=args.device)
@@ -127,11 +131,17 @@ def main() -> int:
     with torch.inference_mode():
         times = time_interleaved({"seed": seed, "faceid": ours.analyze}, frames, device)
     t_seed, t_ours = times["seed"], times["faceid"]
-    result = {"frames": len(frames), "device": str(device), "threads": torch.get_num_threads(),
-              "load_avg_1m": os.getloadavg()[0], "max_side": args.max_side, "min_face": args.min_face,
-              "network": "eager" if args.eager else "traced",
-              "seed_ms": {"p50": float(np.percentile(t_seed, 50)), "p95": float(np.percentile(t_seed, 95))},
-              "faceid_ms": {"p50": float(np.percentile(t_ours, 50)), "p95": float(np.percentile(t_ours, 95))}}
+    result = {
+        "frames": len(frames),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "load_avg_1m": os.getloadavg()[0],
+        "max_side": args.max_side,
+        "min_face": args.min_face,
+        "network": "eager" if args.eager else "traced",
+        "seed_ms": {"p50": float(np.percentile(t_seed, 50)), "p95": float(np.percentile(t_seed, 95))},
+        "faceid_ms": {"p50": float(np.percentile(t_ours, 50)), "p95": float(np.percentile(t_ours, 95))},
+    }
     result["ratio_p50_seed_over_faceid"] = result["seed_ms"]["p50"] / result["faceid_ms"]["p50"]
     print(f"{len(frames)} frames 640x480 on {device} ({result['threads']} threads, load {result['load_avg_1m']:.1f})")
     for name in ("seed", "faceid"):
@@ -139,6 +149,7 @@ def main() -> int:
     print(f"  ratio   seed p50 / faceid p50 = {result['ratio_p50_seed_over_faceid']:.2f}")
     if args.json:
         from faceid.fileio import atomic_write_json
+
         atomic_write_json(args.json, result)
     return 0
 

@@ -38,18 +38,25 @@ STAND_IN = ROOT.parent / "shared/models/pins90_scratch_irv1_fp16.pt"
 
 def table(reports: dict[str, dict]) -> str:
     """Side-by-side results, one column per backend."""
-    rows = [("accuracy (10-fold, ± SEM)", lambda r: f"{100 * r['metrics']['accuracy']:.2f} ± {100 * r['metrics']['accuracy_sem']:.2f}%"),
-            ("ROC AUC", lambda r: f"{r['metrics']['auc']:.4f}"),
-            ("EER", lambda r: f"{100 * r['metrics']['eer']:.2f}%"),
-            ("TAR @ FAR=1e-3", lambda r: f"{100 * r['metrics']['tar@far=0.001']:.2f}%"),
-            ("TAR @ FAR=1e-2", lambda r: f"{100 * r['metrics']['tar@far=0.01']:.2f}%"),
-            ("mean fold threshold", lambda r: f"{r['metrics']['accuracy_threshold']:.4f}"),
-            ("detector misses", lambda r: f"{r['detector']['misses']} / {r['dataset']['unique_images']}"),
-            ("images/s", lambda r: f"{r['speed']['images_per_s']:.2f}")]
+    rows = [
+        (
+            "accuracy (10-fold, ± SEM)",
+            lambda r: f"{100 * r['metrics']['accuracy']:.2f} ± {100 * r['metrics']['accuracy_sem']:.2f}%",
+        ),
+        ("ROC AUC", lambda r: f"{r['metrics']['auc']:.4f}"),
+        ("EER", lambda r: f"{100 * r['metrics']['eer']:.2f}%"),
+        ("TAR @ FAR=1e-3", lambda r: f"{100 * r['metrics']['tar@far=0.001']:.2f}%"),
+        ("TAR @ FAR=1e-2", lambda r: f"{100 * r['metrics']['tar@far=0.01']:.2f}%"),
+        ("mean fold threshold", lambda r: f"{r['metrics']['accuracy_threshold']:.4f}"),
+        ("detector misses", lambda r: f"{r['detector']['misses']} / {r['dataset']['unique_images']}"),
+        ("images/s", lambda r: f"{r['speed']['images_per_s']:.2f}"),
+    ]
     names = list(reports)
     w = max(20, *(len(n) for n in names))
-    lines = [f"| {'':<22} | " + " | ".join(f"{n:<{w}}" for n in names) + " |",
-             "|" + "-" * 24 + "|" + "|".join("-" * (w + 2) for _ in names) + "|"]
+    lines = [
+        f"| {'':<22} | " + " | ".join(f"{n:<{w}}" for n in names) + " |",
+        "|" + "-" * 24 + "|" + "|".join("-" * (w + 2) for _ in names) + "|",
+    ]
     lines += [f"| {label:<22} | " + " | ".join(f"{fn(reports[n]):<{w}}" for n in names) + " |" for label, fn in rows]
     return "\n".join(lines)
 
@@ -68,10 +75,15 @@ def main() -> int:
     p.add_argument("--cache", default=None, help="embedding cache to use for both (default: none, to time them).")
     p.add_argument("--out-dir", default="faceid_data/bench_peer", help="report JSON + ROC PNG folder.")
     p.add_argument("--open-set", action="store_true", help="1:N on every image under --images (default: pairs).")
-    p.add_argument("--calibration", default=None,
-                   help="--open-set: calibration table for --weights (evaluate_model.py --calibrate), so the app's "
-                        "per-gallery-size threshold is measured too (default: none)")
-    p.add_argument("--gallery-sizes", default="10,100,1000", help="--open-set: sizes besides 'all' (default: 10,100,1000)")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="--open-set: calibration table for --weights (evaluate_model.py --calibrate), so the app's "
+        "per-gallery-size threshold is measured too (default: none)",
+    )
+    p.add_argument(
+        "--gallery-sizes", default="10,100,1000", help="--open-set: sizes besides 'all' (default: 10,100,1000)"
+    )
     p.add_argument("--draws", type=int, default=5, help="--open-set: random galleries per size (default: 5)")
     args = p.parse_args()
 
@@ -83,17 +95,29 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     peer = FaceRecognitionBackend()  # first: a missing install fails before anything slow
-    ours = load_faceid_backend(model=args.model, weights=None if args.model else args.weights,
-                               crop=None if args.model else args.crop, device=args.device, batch_size=args.batch_size,
-                               calibration=args.calibration)
+    ours = load_faceid_backend(
+        model=args.model,
+        weights=None if args.model else args.weights,
+        crop=None if args.model else args.crop,
+        device=args.device,
+        batch_size=args.batch_size,
+        calibration=args.calibration,
+    )
     if args.open_set:
         from faceid.open_set import format_identification, run_identification
 
         cache = EmbedCache(args.cache) if args.cache else None
         try:
             sizes = tuple(int(v) for v in args.gallery_sizes.split(","))
-            report = run_identification([ours, peer], args.images, args.out_dir, cache, sizes=sizes,
-                                        draws=args.draws, batch_size=args.batch_size)
+            report = run_identification(
+                [ours, peer],
+                args.images,
+                args.out_dir,
+                cache,
+                sizes=sizes,
+                draws=args.draws,
+                batch_size=args.batch_size,
+            )
         finally:
             if cache:
                 cache.close()
@@ -112,9 +136,11 @@ def main() -> int:
     write_outputs(combined, curves, args.out_dir, f"peer_{dataset.name}")
     for label, report in reports.items():
         print(f"\n== {label}\n{format_summary(report)}")
-    print(f"\nLFW {dataset.describe['header']} {Path(args.pairs).name}: {len(dataset.labels)} pairs, "
-          f"{len(dataset.items)} images; this project's model: {ours.embedder.source} "
-          f"(crop {ours.embedder.spec.crop}, flip on); peer: {peer.describe()['model']}")
+    print(
+        f"\nLFW {dataset.describe['header']} {Path(args.pairs).name}: {len(dataset.labels)} pairs, "
+        f"{len(dataset.items)} images; this project's model: {ours.embedder.source} "
+        f"(crop {ours.embedder.spec.crop}, flip on); peer: {peer.describe()['model']}"
+    )
     print(table(reports))
     print(f"wrote {combined['outputs']['report_json']} and {combined['outputs']['roc_png']}")
     return 0

@@ -61,7 +61,9 @@ def main() -> int:
         pipes = {"torch": FacePipeline(torch_embedder, detector), "onnx": FacePipeline(onnx_embedder, detector)}
         with torch.inference_mode():
             times = time_interleaved({k: p.analyze for k, p in pipes.items()}, frames, torch.device("cpu"))
-        run = {name: {"p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95))} for name, t in times.items()}
+        run = {
+            name: {"p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95))} for name, t in times.items()
+        }
         run["load_s"] = {"torch": t_torch_load, "torch_traced": t_torch_traced, "onnx": t_onnx_load}
         run["ratio_p50_torch_over_onnx"] = run["torch"]["p50"] / run["onnx"]["p50"]
         result["runs"][threads] = run
@@ -72,6 +74,7 @@ def main() -> int:
         print(f"  ratio  torch p50 / onnx p50 = {run['ratio_p50_torch_over_onnx']:.2f}", flush=True)
     if args.json:
         from faceid.fileio import atomic_write_json
+
         atomic_write_json(args.json, result)
     return 0
 

@@ -31,14 +31,23 @@ COMMANDS = {"list": ["list"], "delete": ["delete", "--name", "nobody"]}
 
 def timed(repo: Path, argv: list[str]) -> tuple[float, int]:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, str(repo / "faceid_app.py"), *argv], cwd=repo, capture_output=True,
-                         env={**os.environ, "PYTHONPATH": str(repo)})
+    out = subprocess.run(
+        [sys.executable, str(repo / "faceid_app.py"), *argv],
+        cwd=repo,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     return time.perf_counter() - t0, out.returncode
 
 
 def imports_torch(repo: Path, argv: list[str]) -> bool:
-    out = subprocess.run([sys.executable, "-X", "importtime", str(repo / "faceid_app.py"), *argv], cwd=repo,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", str(repo / "faceid_app.py"), *argv],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     return any(line.rstrip().endswith("| torch") for line in out.stderr.splitlines())
 
 
@@ -54,18 +63,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, tail in COMMANDS.items():
             times = {"before": [], "after": []}
-            for i in range(args.runs + 1):          # run 0 warms the file cache, not counted
+            for i in range(args.runs + 1):  # run 0 warms the file cache, not counted
                 for label, repo in (("before", baseline), ("after", REPO)):
                     seconds, _ = timed(repo, ["--data-dir", f"{tmp}/{label}", *tail])
                     if i:
                         times[label].append(seconds)
-            torch_used = {label: imports_torch(repo, ["--data-dir", f"{tmp}/{label}", *tail])
-                          for label, repo in (("before", baseline), ("after", REPO))}
+            torch_used = {
+                label: imports_torch(repo, ["--data-dir", f"{tmp}/{label}", *tail])
+                for label, repo in (("before", baseline), ("after", REPO))
+            }
             results[name] = {k: float(np.median(v)) for k, v in times.items()}
-            print(f"{name:<7} before {results[name]['before']:.2f} s (torch imported: {torch_used['before']})   "
-                  f"after {results[name]['after']:.2f} s (torch imported: {torch_used['after']})   "
-                  f"before/after {results[name]['before'] / results[name]['after']:.2f}x   "
-                  f"(median of {args.runs}, load {os.getloadavg()[0]:.1f})")
+            print(
+                f"{name:<7} before {results[name]['before']:.2f} s (torch imported: {torch_used['before']})   "
+                f"after {results[name]['after']:.2f} s (torch imported: {torch_used['after']})   "
+                f"before/after {results[name]['before'] / results[name]['after']:.2f}x   "
+                f"(median of {args.runs}, load {os.getloadavg()[0]:.1f})"
+            )
     return 0
 
 

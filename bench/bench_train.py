@@ -75,8 +75,22 @@ class PILSamples(FaceSamples):
         return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous(), int(self.dataset.labels[i]), i
 
 
-def measure(name: str, data, device: torch.device, batch: int, steps: int, warmup: int, workers: int, precision: str,
-            channels_last: bool, decode: str, optimizer: str, head: str, compile_: bool, fused: bool) -> dict:
+def measure(
+    name: str,
+    data,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    warmup: int,
+    workers: int,
+    precision: str,
+    channels_last: bool,
+    decode: str,
+    optimizer: str,
+    head: str,
+    compile_: bool,
+    fused: bool,
+) -> dict:
     """Run warmup + timed training steps; images/s over the timed steps (synchronised at both ends)."""
     n = batch * (steps + warmup)
     idx = np.arange(n) % len(data)
@@ -88,8 +102,13 @@ def measure(name: str, data, device: torch.device, batch: int, steps: int, warmu
         net = net.to(memory_format=torch.channels_last)
     cfg = TrainConfig(optimizer=optimizer)
     lr = scaled_lr(optimizer, batch)
-    opt = (build_optimizer(cfg, net, lr, device) if fused else
-           torch.optim.Adam(net.parameters(), lr=lr) if optimizer == "adam" else torch.optim.AdamW(net.parameters(), lr=lr))
+    opt = (
+        build_optimizer(cfg, net, lr, device)
+        if fused
+        else torch.optim.Adam(net.parameters(), lr=lr)
+        if optimizer == "adam"
+        else torch.optim.AdamW(net.parameters(), lr=lr)
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     model = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else "default") if compile_ else net
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -111,12 +130,23 @@ def measure(name: str, data, device: torch.device, batch: int, steps: int, warmu
             done += len(y)
     sync()
     seconds = time.perf_counter() - t0
-    result = {"name": name, "img_s": done / seconds, "batch": batch, "steps": steps, "precision": precision,
-              "layout": "channels_last" if channels_last else "NCHW", "decode": decode, "optimizer": optimizer,
-              "head": head, "loss": float(loss.detach())}
-    print(f"{name:<8} {result['img_s']:>9.1f} img/s  batch {batch}, {precision}, {result['layout']}, decode {decode}, "
-          f"{optimizer}{' fused' if fused and device.type == 'cuda' else ''}, {head}{', compiled' if compile_ else ''}",
-          flush=True)
+    result = {
+        "name": name,
+        "img_s": done / seconds,
+        "batch": batch,
+        "steps": steps,
+        "precision": precision,
+        "layout": "channels_last" if channels_last else "NCHW",
+        "decode": decode,
+        "optimizer": optimizer,
+        "head": head,
+        "loss": float(loss.detach()),
+    }
+    print(
+        f"{name:<8} {result['img_s']:>9.1f} img/s  batch {batch}, {precision}, {result['layout']}, decode {decode}, "
+        f"{optimizer}{' fused' if fused and device.type == 'cuda' else ''}, {head}{', compiled' if compile_ else ''}",
+        flush=True,
+    )
     return result
 
 
@@ -126,13 +156,18 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, help="default recipe's batch (default: 512 on CUDA, 8 on CPU)")
     p.add_argument("--seed-batch-size", type=int, default=None, help="seed recipe's batch (default: 16; 4 on CPU)")
     p.add_argument("--steps", type=int, help="timed steps per recipe (default: 60 on CUDA, 2 on CPU)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default: 10 on CUDA, 1 on CPU; more with --compile)")
+    p.add_argument(
+        "--warmup", type=int, help="untimed steps first (default: 10 on CUDA, 1 on CPU; more with --compile)"
+    )
     p.add_argument("--workers", type=int, help="DataLoader workers (default: CPUs - 1, up to 15)")
     p.add_argument("--compile", action="store_true", help="torch.compile the default recipe (default: off)")
     p.add_argument("--device", default="auto", help="auto, cuda or cpu (default: auto)")
     args = p.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -145,12 +180,30 @@ def main() -> int:
     n = big * (steps + warmup)
     data = open_dataset(args.data) if args.data else SyntheticFaces(n, pool=min(n, 2048))
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({cpus} cores)"
-    print(f"device {name}; data {args.data or 'synthetic 112x112 JPEGs in memory'}; workers {workers}; "
-          f"{steps} timed steps after {warmup} warmup", flush=True)
-    seed = measure("seed", data, device, small, steps, warmup, workers, "fp32", False, "pil", "adam", "softmax",
-                   False, False)
-    ours = measure("default", data, device, big, steps, warmup, workers, resolve_precision("auto", device), cuda,
-                   "gpu" if cuda else "cpu", "adamw", DEFAULT_HEAD, args.compile, True)
+    print(
+        f"device {name}; data {args.data or 'synthetic 112x112 JPEGs in memory'}; workers {workers}; "
+        f"{steps} timed steps after {warmup} warmup",
+        flush=True,
+    )
+    seed = measure(
+        "seed", data, device, small, steps, warmup, workers, "fp32", False, "pil", "adam", "softmax", False, False
+    )
+    ours = measure(
+        "default",
+        data,
+        device,
+        big,
+        steps,
+        warmup,
+        workers,
+        resolve_precision("auto", device),
+        cuda,
+        "gpu" if cuda else "cpu",
+        "adamw",
+        DEFAULT_HEAD,
+        args.compile,
+        True,
+    )
     print(f"ratio    {ours['img_s'] / seed['img_s']:.2f}x  (default / seed images per second)")
     if not cuda:
         print("note: CPU run (tiny sizes) - checks that the benchmark works; the speed claims are about CUDA GPUs.")

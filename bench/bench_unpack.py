@@ -60,7 +60,7 @@ def seed_method(rec: Path, out: Path) -> int:
 
 def _floor_write(bounds: tuple[int, int], out: str) -> int:
     made = set()
-    for key, label, payload in _items[bounds[0]:bounds[1]]:
+    for key, label, payload in _items[bounds[0] : bounds[1]]:
         folder = f"{out}/{label}"
         if folder not in made:
             os.makedirs(folder, exist_ok=True)

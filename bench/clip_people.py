@@ -19,7 +19,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared/data/videos"
-SKIP = {"d13", "hamilton_short"}   # d13: maybe d12's person; hamilton: many faces
+SKIP = {"d13", "hamilton_short"}  # d13: maybe d12's person; hamilton: many faces
 
 
 def main() -> int:

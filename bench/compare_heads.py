@@ -36,10 +36,29 @@ from faceid.recordio import RecordIOReader, detect_layout  # noqa: E402
 from faceid.verification import load_verification_bin, verification_report  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-BACKBONE_TRUNK = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
-                  "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "avgpool_1a")
-HEADS = (("softmax", None, None), ("arcface", None, None), ("cosface", None, None),
-         ("arcface", 32.0, 0.4), ("cosface", 32.0, 0.35))
+BACKBONE_TRUNK = (
+    "conv2d_1a",
+    "conv2d_2a",
+    "conv2d_2b",
+    "maxpool_3a",
+    "conv2d_3b",
+    "conv2d_4a",
+    "conv2d_4b",
+    "repeat_1",
+    "mixed_6a",
+    "repeat_2",
+    "mixed_7a",
+    "repeat_3",
+    "block8",
+    "avgpool_1a",
+)
+HEADS = (
+    ("softmax", None, None),
+    ("arcface", None, None),
+    ("cosface", None, None),
+    ("arcface", 32.0, 0.4),
+    ("cosface", 32.0, 0.35),
+)
 
 
 @torch.no_grad()
@@ -47,7 +66,7 @@ def pooled_features(model: nn.Module, jpegs: list[bytes], flip: bool = False, ba
     """JPEG bytes of aligned 112x112 faces -> (N, 1792) features before the embedding layer."""
     out = []
     for i in range(0, len(jpegs), batch):
-        rgb = [decode_image(b, "a face in the .rec") for b in jpegs[i:i + batch]]
+        rgb = [decode_image(b, "a face in the .rec") for b in jpegs[i : i + batch]]
         x = to_network_input(torch.from_numpy(np.stack(rgb)), ALIGNED_SPEC)
         if flip:
             x = torch.flip(x, dims=[3])
@@ -72,9 +91,17 @@ def extract(data: Path, weights: Path, per_identity: int) -> dict:
     train = pooled_features(model, [reader.read(k).payload for k in keys])
     images, issame = load_verification_bin(data / "lfw_dev.bin")
     lfw, lfw_flip = pooled_features(model, images), pooled_features(model, images, flip=True)
-    print(f"features: {len(keys)} training faces, {len(images)} LFW faces in {time.perf_counter() - t0:.0f} s", flush=True)
-    return {"x": train, "y": torch.tensor(labels), "lfw": lfw, "lfw_flip": lfw_flip, "issame": issame,
-            "state": read_state_dict(weights)}
+    print(
+        f"features: {len(keys)} training faces, {len(images)} LFW faces in {time.perf_counter() - t0:.0f} s", flush=True
+    )
+    return {
+        "x": train,
+        "y": torch.tensor(labels),
+        "lfw": lfw,
+        "lfw_flip": lfw_flip,
+        "issame": issame,
+        "state": read_state_dict(weights),
+    }
 
 
 def score_lfw(layer: nn.Module, feats: dict) -> dict:
@@ -89,8 +116,9 @@ def embedding_layer() -> nn.Sequential:
     return nn.Sequential(nn.Linear(1792, 512, bias=False), nn.BatchNorm1d(512, eps=1e-3))
 
 
-def train_layer(feats: dict, head_name: str, scale, margin, seed: int, epochs: int, lr: float = 1e-3,
-                batch: int = 128) -> dict:
+def train_layer(
+    feats: dict, head_name: str, scale, margin, seed: int, epochs: int, lr: float = 1e-3, batch: int = 128
+) -> dict:
     held = torch.randperm(90, generator=torch.Generator().manual_seed(42))[:10]
     keep = ~torch.isin(feats["y"], held)
     x, y = feats["x"][keep], torch.unique(feats["y"][keep], return_inverse=True)[1]
@@ -103,7 +131,7 @@ def train_layer(feats: dict, head_name: str, scale, margin, seed: int, epochs: i
         layer.train()
         perm = torch.randperm(len(x))
         for i in range(0, len(x) - batch + 1, batch):
-            b = perm[i:i + batch]
+            b = perm[i : i + batch]
             loss = F.cross_entropy(head(layer(dropout(x[b])), y[b]), y[b])
             opt.zero_grad()
             loss.backward()
@@ -113,10 +141,18 @@ def train_layer(feats: dict, head_name: str, scale, margin, seed: int, epochs: i
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=SHARED / "data" / "recordio" / "pins90_112x112",
-                   help="folder with train.rec and lfw_dev.bin (default: %(default)s)")
-    p.add_argument("--weights", type=Path, default=SHARED / "models" / "pins90_scratch_irv1_fp16.pt",
-                   help="frozen backbone weights (default: %(default)s)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED / "data" / "recordio" / "pins90_112x112",
+        help="folder with train.rec and lfw_dev.bin (default: %(default)s)",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=SHARED / "models" / "pins90_scratch_irv1_fp16.pt",
+        help="frozen backbone weights (default: %(default)s)",
+    )
     p.add_argument("--per-identity", type=int, default=40, help="training faces per identity (default: 40)")
     p.add_argument("--seeds", type=int, default=3, help="runs per head (default: 3)")
     p.add_argument("--epochs", type=int, default=40, help="epochs per run (default: 40)")
@@ -134,8 +170,9 @@ def main() -> int:
     for name, scale, margin in HEADS:
         runs = [train_layer(feats, name, scale, margin, seed, args.epochs) for seed in range(args.seeds)]
         label = name if scale is None else f"{name} s={scale:g} m={margin:g}"
-        rows.append((label, {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs])))
-                             for k in runs[0]}))
+        rows.append(
+            (label, {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))) for k in runs[0]})
+        )
         print(f"  {label} done", flush=True)
     print(f"\nLFW View-1 DevTest (lfw_dev.bin), embedding layer retrained per head, {args.seeds} seeds:")
     print(f"{'head':<40} {'accuracy':>15} {'AUC':>15} {'EER':>15} {'TAR@FAR1e-2':>15}")

@@ -39,7 +39,7 @@ def measure(paths: list[str], pipeline: FacePipeline, cfg: ChallengeConfig, seed
     records = []
     for index, path in enumerate(paths):
         still = path.lower().endswith(IMAGE_EXTENSIONS)
-        for seed in ([index] if still else range(seeds)):   # stills: a different prompt sequence each
+        for seed in [index] if still else range(seeds):  # stills: a different prompt sequence each
             prompts = random_prompts(cfg.prompts, random.Random(seed))
             with open_source(path, repeat=frames_needed if still else 1) as src:
                 result = run_challenge(src, pipeline, cfg, prompts=prompts)
@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ChallengeConfig(frames_per_prompt=args.frames_per_prompt)
     records = measure(args.paths, pipeline, cfg, args.seeds)
     stills = [r for r in records if r["kind"] == "still"]
-    print(f"stills: {sum(r['passed'] for r in stills)} of {len(stills)} passed (must be 0); reasons: "
-          f"{dict(Counter(r['reason'].split(' within')[0] for r in stills))}")
+    print(
+        f"stills: {sum(r['passed'] for r in stills)} of {len(stills)} passed (must be 0); reasons: "
+        f"{dict(Counter(r['reason'].split(' within')[0] for r in stills))}"
+    )
     clips = [r for r in records if r["kind"] == "clip"]
     print(f"clips: {sum(r['passed'] for r in clips)} of {len(clips)} runs passed")
     if args.summary:

@@ -47,7 +47,9 @@ def _pkg_resources_shim() -> None:
 
 def import_face_recognition():
     """Import face_recognition, or raise one clear error that gives the install command."""
-    missing = [m for m in ("dlib", "face_recognition_models", "face_recognition") if importlib.util.find_spec(m) is None]
+    missing = [
+        m for m in ("dlib", "face_recognition_models", "face_recognition") if importlib.util.find_spec(m) is None
+    ]
     if missing:
         raise FaceIDError(f"The peer backend needs {', '.join(missing)}, which is not installed; run: {INSTALL}")
     _pkg_resources_shim()
@@ -78,16 +80,22 @@ class FaceRecognitionBackend:
         self.stage_seconds = {"detect": 0.0, "embed": 0.0}
 
     def describe(self) -> dict:
-        return {"backend": f"face_recognition {self.versions['face_recognition']} (dlib ResNet, 128-d)",
-                "model": f"dlib_face_recognition_resnet_model_v1.dat from face-recognition-models "
-                         f"{self.versions['face-recognition-models']}, dlib-bin {self.versions['dlib-bin']}",
-                "published_lfw_accuracy": PUBLISHED_LFW,
-                "detector": f"dlib {self.detector.upper()}, upsample {self.upsample}; {self.landmarks} landmarks, "
-                            f"{self.jitters} jitter",
-                "face_choice": "detection closest to the image centre (LFW convention)",
-                "miss_rule": f"centred square box, {FALLBACK_SIDE:.0%} of the shorter side, counted and listed",
-                "score": "negative Euclidean distance", "threshold": -0.6, "threshold_calibrated": False,
-                "embedding_dim": 128, "flip": False, "device": "cpu"}
+        return {
+            "backend": f"face_recognition {self.versions['face_recognition']} (dlib ResNet, 128-d)",
+            "model": f"dlib_face_recognition_resnet_model_v1.dat from face-recognition-models "
+            f"{self.versions['face-recognition-models']}, dlib-bin {self.versions['dlib-bin']}",
+            "published_lfw_accuracy": PUBLISHED_LFW,
+            "detector": f"dlib {self.detector.upper()}, upsample {self.upsample}; {self.landmarks} landmarks, "
+            f"{self.jitters} jitter",
+            "face_choice": "detection closest to the image centre (LFW convention)",
+            "miss_rule": f"centred square box, {FALLBACK_SIDE:.0%} of the shorter side, counted and listed",
+            "score": "negative Euclidean distance",
+            "threshold": -0.6,
+            "threshold_calibrated": False,
+            "embedding_dim": 128,
+            "flip": False,
+            "device": "cpu",
+        }
 
     def embed_images(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[dict]]:
         """RGB uint8 (H, W, 3) images -> (N, 128) float32 descriptors and info dicts; dlib's HOG runs per image."""
@@ -110,8 +118,9 @@ class FaceRecognitionBackend:
                 top, left = (h - side) // 2, (w - side) // 2
                 bottom, right = top + side, left + side
                 info.update(reason="no face found", fallback="centre_box")
-            enc = self.fr.face_encodings(image, [(top, right, bottom, left)], num_jitters=self.jitters,
-                                         model=self.landmarks)
+            enc = self.fr.face_encodings(
+                image, [(top, right, bottom, left)], num_jitters=self.jitters, model=self.landmarks
+            )
             out.append(np.asarray(enc[0], np.float32))
             infos.append(info)
             self.stage_seconds["detect"] += t1 - t0
@@ -126,5 +135,5 @@ class FaceRecognitionBackend:
         return np.asarray(embeddings, np.float32).mean(0)
 
     def score_matrix(self, probes: np.ndarray, templates: np.ndarray) -> np.ndarray:
-        d2 = (probes ** 2).sum(1)[:, None] + (templates ** 2).sum(1)[None, :] - 2 * probes @ templates.T
+        d2 = (probes**2).sum(1)[:, None] + (templates**2).sum(1)[None, :] - 2 * probes @ templates.T
         return -np.sqrt(np.maximum(d2, 0))

@@ -34,7 +34,7 @@ from .quality import QualityThresholds, assess
 
 EXIT_NO_MATCH = 1
 DEFAULT_DATA_DIR = Path("faceid_data")
-LIVE_FRAME_LIMIT = 300   # headless camera: give up after this many frames rather than wait forever
+LIVE_FRAME_LIMIT = 300  # headless camera: give up after this many frames rather than wait forever
 
 
 @dataclass
@@ -51,13 +51,17 @@ class Threshold:
     """The threshold one decision uses, and the words that say where it came from."""
 
     value: float
-    text: str            # e.g. "threshold 0.710 = FPIR 0.001 for 1,000 people, calibrated on ..."
-    source: str          # option | table | checkpoint | default
+    text: str  # e.g. "threshold 0.710 = FPIR 0.001 for 1,000 people, calibrated on ..."
+    source: str  # option | table | checkpoint | default
     detail: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"threshold": round(self.value, 4), "threshold_source": self.source, "threshold_text": self.text,
-                "calibration": self.detail}
+        return {
+            "threshold": round(self.value, 4),
+            "threshold_source": self.source,
+            "threshold_text": self.text,
+            "calibration": self.detail,
+        }
 
 
 @dataclass
@@ -84,9 +88,11 @@ def check_model(gallery, fingerprint: str, exclude: str | None = None) -> None:
         return
     other = next((p for p in gallery.people() if p.fingerprint != fingerprint and p.name != exclude), None)
     if other is not None:
-        raise FaceIDError(f"{other.name!r} was registered with another model (fingerprint {other.fingerprint}, "
-                          f"loaded {fingerprint}); run `faceid_app.py reenroll` with this model, or pass the "
-                          f"model they were registered with.")
+        raise FaceIDError(
+            f"{other.name!r} was registered with another model (fingerprint {other.fingerprint}, "
+            f"loaded {fingerprint}); run `faceid_app.py reenroll` with this model, or pass the "
+            f"model they were registered with."
+        )
 
 
 class App:
@@ -94,9 +100,9 @@ class App:
 
     def __init__(self, args: argparse.Namespace, accelerate: bool = False):
         self.args = args
-        self.accelerate = accelerate   # worth its start-up cost in long sessions (the menu, liveness)
+        self.accelerate = accelerate  # worth its start-up cost in long sessions (the menu, liveness)
         self._pipeline = None
-        self._source: FrameSource | None = None     # opened early by check_source, read by the action
+        self._source: FrameSource | None = None  # opened early by check_source, read by the action
         self.preview = Preview(enabled=not args.no_preview and display_available())
         self.limits = QualityThresholds()
         # (frame, box) of the last accepted sample, to show the verdict on
@@ -115,8 +121,11 @@ class App:
             torch.set_num_threads(self.args.threads)
             embedder = load_model(self.args)
             cal = embedder.calibration
-            note = (f"calibrated on {cal.source}" + (" (BENCHMARK DATA)" if cal.benchmark_data else "")
-                    if cal is not None else "no calibration table: decisions are uncalibrated")
+            note = (
+                f"calibrated on {cal.source}" + (" (BENCHMARK DATA)" if cal.benchmark_data else "")
+                if cal is not None
+                else "no calibration table: decisions are uncalibrated"
+            )
             info(f"model: {embedder.source} (crop {embedder.spec.crop}, fingerprint {embedder.fingerprint}, {note})")
             if self.accelerate:
                 embedder, note = optimized_for_cpu(embedder)
@@ -137,26 +146,47 @@ class App:
         if a.threshold is not None:
             return Threshold(float(a.threshold), f"threshold {a.threshold:.3f} from --threshold", "option")
         if e.calibration is not None:
-            t = (e.calibration.threshold_for_far(a.far) if gallery_size is None
-                 else e.calibration.threshold_for_fpir(a.fpir, gallery_size))
+            t = (
+                e.calibration.threshold_for_far(a.far)
+                if gallery_size is None
+                else e.calibration.threshold_for_fpir(a.fpir, gallery_size)
+            )
             return Threshold(t.value, t.text, "table", t.to_dict())
         scope = "" if gallery_size is None else f", not adjusted for {gallery_size:,} people"
         if e.threshold_calibrated:
-            return Threshold(e.threshold, f"threshold {e.threshold:.3f} UNCALIBRATED: the checkpoint has no "
-                             f"calibration table, only a 1:1 threshold from single images{scope}", "checkpoint")
-        return Threshold(e.threshold, f"threshold {e.threshold:.3f} is the UNCALIBRATED default{scope}: use a "
-                         f"calibrated checkpoint (--model), a --calibration file, or --threshold", "default")
+            return Threshold(
+                e.threshold,
+                f"threshold {e.threshold:.3f} UNCALIBRATED: the checkpoint has no "
+                f"calibration table, only a 1:1 threshold from single images{scope}",
+                "checkpoint",
+            )
+        return Threshold(
+            e.threshold,
+            f"threshold {e.threshold:.3f} is the UNCALIBRATED default{scope}: use a "
+            f"calibrated checkpoint (--model), a --calibration file, or --threshold",
+            "default",
+        )
 
     def model_info(self) -> dict:
         e = self.pipeline.embedder
         cal = e.calibration
-        return {"source": e.source, "runtime": e.runtime, "fingerprint": e.fingerprint, "crop": e.spec.crop,
-                "threshold_source": "option" if self.args.threshold is not None else
-                ("table" if cal is not None else "checkpoint" if e.threshold_calibrated else "default"),
-                "calibration": None if cal is None else {"source": cal.source, "benchmark_data": cal.benchmark_data,
-                                                          "comparison": f"template of {cal.samples} vs probe of "
-                                                                        f"{cal.probe_samples}",
-                                                          "impostor_comparisons": cal.impostors}}
+        return {
+            "source": e.source,
+            "runtime": e.runtime,
+            "fingerprint": e.fingerprint,
+            "crop": e.spec.crop,
+            "threshold_source": "option"
+            if self.args.threshold is not None
+            else ("table" if cal is not None else "checkpoint" if e.threshold_calibrated else "default"),
+            "calibration": None
+            if cal is None
+            else {
+                "source": cal.source,
+                "benchmark_data": cal.benchmark_data,
+                "comparison": f"template of {cal.samples} vs probe of {cal.probe_samples}",
+                "impostor_comparisons": cal.impostors,
+            },
+        }
 
     def gallery_size(self, gallery) -> int:
         """People identify compares a probe with: those registered with the loaded model."""
@@ -188,9 +218,12 @@ class App:
                         info(f"note: {note}")
                 report = assess(frame, result.face, self.limits) if result.face is not None else None
                 reason = "no face found" if report is None else (None if report.ok else report.summary())
-                pressed = self.preview.show(frame, None if result.face is None else result.face.box,
-                                            (f"{len(samples)}/{n} samples", reason or f"press '{key}'"),
-                                            ok=reason is None)
+                pressed = self.preview.show(
+                    frame,
+                    None if result.face is None else result.face.box,
+                    (f"{len(samples)}/{n} samples", reason or f"press '{key}'"),
+                    ok=reason is None,
+                )
                 if pressed == "q":
                     raise FaceIDError("Cancelled from the preview window.", exit_code=EXIT_NO_MATCH)
                 if pressed == key:
@@ -209,8 +242,10 @@ class App:
                 crop = pipe.crop(frame, result.face)
                 samples.append(Sample(crop=crop, embedding=pipe.embed_crops([crop])[0], metrics=report.metrics))
                 last_reason, armed = None, max(armed - 1, 0)
-                info(f"sample {len(samples)}/{n} ok (face {report.metrics['face_px']:.0f} px, "
-                     f"sharpness {report.metrics['sharpness']:.0f}, yaw {report.metrics['yaw_deg']:+.0f} deg)")
+                info(
+                    f"sample {len(samples)}/{n} ok (face {report.metrics['face_px']:.0f} px, "
+                    f"sharpness {report.metrics['sharpness']:.0f}, yaw {report.metrics['yaw_deg']:+.0f} deg)"
+                )
                 if len(samples) >= n:
                     break
                 skip = 0 if source.stills else args.sample_gap
@@ -218,8 +253,10 @@ class App:
             source.close()
         self._note_skipped(source, notes)
         if len(samples) < n and source.stills and samples and source.exhausted and not self.preview.enabled:
-            note = (f"used {len(samples)} sample{'s' if len(samples) > 1 else ''} (asked for {n}): that is every "
-                    f"usable photo in {source.description}")
+            note = (
+                f"used {len(samples)} sample{'s' if len(samples) > 1 else ''} (asked for {n}): that is every "
+                f"usable photo in {source.description}"
+            )
             notes.append(note)
             info(f"note: {note}")
         elif len(samples) < n:
@@ -235,11 +272,16 @@ class App:
             return f"None of the images in {source.description} could be read ({shown}{more})."
         why = "; ".join(f"{r} x{c}" for r, c in rejections.most_common(3))
         if not why:
-            why = (f"none captured (press '{key}' in the preview window)" if source.frames_read and
-                   self.preview.enabled else f"no {unit} were read")
+            why = (
+                f"none captured (press '{key}' in the preview window)"
+                if source.frames_read and self.preview.enabled
+                else f"no {unit} were read"
+            )
         skipped = f"; {len(source.skipped)} unreadable files skipped" if source.skipped else ""
-        return (f"Got only {got} of {n} good samples before {ended} from {source.description}; rejected "
-                f"{unit}: {why}{skipped}.")
+        return (
+            f"Got only {got} of {n} good samples before {ended} from {source.description}; rejected "
+            f"{unit}: {why}{skipped}."
+        )
 
     @staticmethod
     def _note_skipped(source, notes: list[str]) -> None:
@@ -255,8 +297,9 @@ class App:
         image or an absent camera fails at once. It stays open for the action that reads it (`take_source`):
         opening a camera twice is slow on some drivers."""
         if self._source is None:
-            self._source = open_source(self.args.source, max_frames=self._frame_limit(),
-                                       start_frame=self.args.start_frame)
+            self._source = open_source(
+                self.args.source, max_frames=self._frame_limit(), start_frame=self.args.start_frame
+            )
 
     def take_source(self):
         """The source opened by `check_source`, else a freshly opened one; the caller closes it."""
@@ -284,11 +327,20 @@ class App:
             n = self.args.probe_samples
             samples, notes = self.collect(n, key, per_key=n)
             mean = np.mean([s.embedding for s in samples], axis=0)
-            return Sample(samples[0].crop, mean / max(float(np.linalg.norm(mean)), 1e-12), samples[0].metrics), notes, None
+            return (
+                Sample(samples[0].crop, mean / max(float(np.linalg.norm(mean)), 1e-12), samples[0].metrics),
+                notes,
+                None,
+            )
         result = self.run_liveness()
         if not result.passed:
-            raise _Rejected(Outcome(EXIT_NO_MATCH, {"liveness": result.to_dict(), "match": False},
-                                    [f"LIVENESS FAILED: {result.reason}."]))
+            raise _Rejected(
+                Outcome(
+                    EXIT_NO_MATCH,
+                    {"liveness": result.to_dict(), "match": False},
+                    [f"LIVENESS FAILED: {result.reason}."],
+                )
+            )
         start = result.start
         sample = Sample(crop=start.crop, embedding=start.embedding, metrics=result.start_metrics)
         return sample, list(start.notes), result.to_dict()
@@ -298,18 +350,25 @@ class App:
 
         args = self.args
         with self.take_source() as src:
+
             def on_frame(frame, result, instruction):
                 box = None if result.face is None else result.face.box
                 return self.preview.show(frame, box, (instruction,)) == "q"
 
-            return run_challenge(src, self.pipeline, ChallengeConfig(prompts=args.challenge_prompts),
-                                 live=src.live, quality=self.limits,
-                                 on_prompt=lambda text: info(f">>> {text}"), on_frame=on_frame)
+            return run_challenge(
+                src,
+                self.pipeline,
+                ChallengeConfig(prompts=args.challenge_prompts),
+                live=src.live,
+                quality=self.limits,
+                on_prompt=lambda text: info(f">>> {text}"),
+                on_frame=on_frame,
+            )
 
     # ------------------------------------------------------------------ actions
     def register(self, name: str, replace: bool = False) -> Outcome:
         name = clean_name(name, new=True)
-        with self.gallery() as g:     # gallery, then source, then the network: the cheap checks fail first
+        with self.gallery() as g:  # gallery, then source, then the network: the cheap checks fail first
             if g.get(name) is not None and not replace:
                 raise FaceIDError(f"{name!r} is already registered; use --replace to register them again.")
         self.check_source()
@@ -321,8 +380,11 @@ class App:
             result = self.run_liveness()
             liveness = result.to_dict()
             if not result.passed:
-                return Outcome(EXIT_NO_MATCH, {"action": "register", "name": name, "registered": False,
-                                               "liveness": liveness}, [f"LIVENESS FAILED: {result.reason}."])
+                return Outcome(
+                    EXIT_NO_MATCH,
+                    {"action": "register", "name": name, "registered": False, "liveness": liveness},
+                    [f"LIVENESS FAILED: {result.reason}."],
+                )
             live_face = result.start.embedding
         n = self.args.samples
         info(f"registering {name!r}: taking {n} good samples from {self.args.source}")
@@ -332,27 +394,42 @@ class App:
         template /= max(float(np.linalg.norm(template)), 1e-12)
         if live_face is not None and float(template @ live_face) < self.threshold().value:
             # the samples are taken after the challenge: they must show the face that passed it
-            return Outcome(EXIT_NO_MATCH, {"action": "register", "name": name, "registered": False,
-                                           "liveness": liveness},
-                           [f"LIVENESS FAILED: the registered face (score {float(template @ live_face):.3f}) is not "
-                            f"the one that passed the head-turn challenge."])
+            return Outcome(
+                EXIT_NO_MATCH,
+                {"action": "register", "name": name, "registered": False, "liveness": liveness},
+                [
+                    f"LIVENESS FAILED: the registered face (score {float(template @ live_face):.3f}) is not "
+                    f"the one that passed the head-turn challenge."
+                ],
+            )
         warning = None
         with self.gallery() as g:
             other = g.best_other_match(template, fp, exclude_name=name)
-            duplicate = self.threshold(max(1, self.gallery_size(g)))   # as identify would decide it
+            duplicate = self.threshold(max(1, self.gallery_size(g)))  # as identify would decide it
             if other is not None and other.score >= duplicate.value:
-                warning = (f"this face already matches {other.name!r} (score {other.score:.3f} >= "
-                           f"{duplicate.text}); check that they are different people")
+                warning = (
+                    f"this face already matches {other.name!r} (score {other.score:.3f} >= "
+                    f"{duplicate.text}); check that they are different people"
+                )
             person = g.register(name, [s.crop for s in samples], embeddings, fp, replace=replace)
         spread = float((embeddings @ template).min())
-        lines.append(f"Registered {person.name!r} from {len(samples)} samples "
-                     f"(lowest sample-to-template cosine {spread:.3f}).")
+        lines.append(
+            f"Registered {person.name!r} from {len(samples)} samples (lowest sample-to-template cosine {spread:.3f})."
+        )
         if warning:
             lines.append(f"WARNING: {warning}.")
-        data = {"action": "register", "name": person.name, "registered": True, "samples": len(samples),
-                "min_sample_cosine": round(spread, 4), "warning": warning, "notes": notes,
-                "similar_to": None if other is None else {"name": other.name, "score": round(other.score, 4)},
-                "liveness": liveness, "model": self.model_info()}
+        data = {
+            "action": "register",
+            "name": person.name,
+            "registered": True,
+            "samples": len(samples),
+            "min_sample_cosine": round(spread, 4),
+            "warning": warning,
+            "notes": notes,
+            "similar_to": None if other is None else {"name": other.name, "score": round(other.score, 4)},
+            "liveness": liveness,
+            "model": self.model_info(),
+        }
         return Outcome(EXIT_OK, data, lines)
 
     def verify(self, name: str) -> Outcome:
@@ -376,10 +453,18 @@ class App:
             lines.append(f"closest other person: {other.name!r} {other.score:.3f}")
         lines += [f"note: {n}" for n in notes]
         self.show_verdict(f"{verdict} {name} {score:.3f} (threshold {threshold:.3f})", match)
-        data = {"action": "verify", "name": name, "match": match, "score": round(score, 4),
-                **decision.to_dict(), "closest_other": None if other is None else
-                {"name": other.name, "score": round(float(other.score), 4)}, "quality": sample.metrics,
-                "notes": notes, "liveness": liveness, "model": self.model_info()}
+        data = {
+            "action": "verify",
+            "name": name,
+            "match": match,
+            "score": round(score, 4),
+            **decision.to_dict(),
+            "closest_other": None if other is None else {"name": other.name, "score": round(float(other.score), 4)},
+            "quality": sample.metrics,
+            "notes": notes,
+            "liveness": liveness,
+            "model": self.model_info(),
+        }
         return Outcome(EXIT_OK if match else EXIT_NO_MATCH, data, lines)
 
     def identify(self) -> Outcome:
@@ -394,17 +479,28 @@ class App:
             decision = self.threshold(self.gallery_size(g))
         threshold = decision.value
         best = matches[0] if matches and matches[0].score >= threshold else None
-        lines = [f"IDENTIFIED: {best.name!r} score {best.score:.3f} >= {threshold:.3f} ({decision.text})." if best else
-                 f"UNKNOWN: nobody scored at or above {threshold:.3f} ({decision.text})."]
-        lines += [f"  {i}. {m.name:<24} {m.score:.3f}{'  <- above threshold' if m.score >= threshold else ''}"
-                  for i, m in enumerate(matches, 1)]
+        lines = [
+            f"IDENTIFIED: {best.name!r} score {best.score:.3f} >= {threshold:.3f} ({decision.text})."
+            if best
+            else f"UNKNOWN: nobody scored at or above {threshold:.3f} ({decision.text})."
+        ]
+        lines += [
+            f"  {i}. {m.name:<24} {m.score:.3f}{'  <- above threshold' if m.score >= threshold else ''}"
+            for i, m in enumerate(matches, 1)
+        ]
         lines += [f"note: {n}" for n in notes]
         label = f"{best.name} {best.score:.3f}" if best else f"unknown (best {matches[0].score:.3f})"
         self.show_verdict(f"{label}, threshold {threshold:.3f}", best is not None)
-        data = {"action": "identify", "identified": None if best is None else best.name,
-                "matches": [{"name": m.name, "score": round(float(m.score), 4)} for m in matches],
-                **decision.to_dict(), "quality": sample.metrics, "notes": notes,
-                "liveness": liveness, "model": self.model_info()}
+        data = {
+            "action": "identify",
+            "identified": None if best is None else best.name,
+            "matches": [{"name": m.name, "score": round(float(m.score), 4)} for m in matches],
+            **decision.to_dict(),
+            "quality": sample.metrics,
+            "notes": notes,
+            "liveness": liveness,
+            "model": self.model_info(),
+        }
         return Outcome(EXIT_OK if best else EXIT_NO_MATCH, data, lines)
 
     def show_verdict(self, text: str, ok: bool) -> None:
@@ -417,11 +513,15 @@ class App:
 
         with self.gallery() as g:
             people = g.people()
-        rows = [{"name": p.name, "samples": p.n_samples, "created": str(p.created), "fingerprint": p.fingerprint}
-                for p in people]
+        rows = [
+            {"name": p.name, "samples": p.n_samples, "created": str(p.created), "fingerprint": p.fingerprint}
+            for p in people
+        ]
         lines = [f"{len(rows)} registered" + (":" if rows else " (register someone first).")]
-        lines += [f"  {display_name(r['name']):<24} {r['samples']} samples  registered {r['created']}  model {r['fingerprint']}"
-                  for r in rows]
+        lines += [
+            f"  {display_name(r['name']):<24} {r['samples']} samples  registered {r['created']}  model {r['fingerprint']}"
+            for r in rows
+        ]
         return Outcome(EXIT_OK, {"action": "list", "people": rows}, lines)
 
     def check(self) -> Outcome:
@@ -430,11 +530,16 @@ class App:
             problems = g.check()
             count = sum(g.fingerprints().values())
         if problems:
-            raise FaceIDError(f"The gallery {g.db_path} is damaged: {problems[0]}"
-                              f"{f' (and {len(problems) - 1} more problems)' if len(problems) > 1 else ''}; "
-                              f"restore a backup, or delete and re-register the people concerned.")
-        return Outcome(EXIT_OK, {"action": "check", "intact": True, "templates": count},
-                       [f"The gallery {g.db_path} is intact ({count} templates); search index rebuilt."])
+            raise FaceIDError(
+                f"The gallery {g.db_path} is damaged: {problems[0]}"
+                f"{f' (and {len(problems) - 1} more problems)' if len(problems) > 1 else ''}; "
+                f"restore a backup, or delete and re-register the people concerned."
+            )
+        return Outcome(
+            EXIT_OK,
+            {"action": "check", "intact": True, "templates": count},
+            [f"The gallery {g.db_path} is intact ({count} templates); search index rebuilt."],
+        )
 
     def delete(self, name: str) -> Outcome:
         name = clean_name(name)
@@ -444,15 +549,17 @@ class App:
         return Outcome(EXIT_OK, {"action": "delete", "name": name, "deleted": True}, [f"Deleted {name!r}."])
 
     def reenroll(self) -> Outcome:
-        self.gallery().close()    # a damaged or foreign gallery fails before the network loads
+        self.gallery().close()  # a damaged or foreign gallery fails before the network loads
         pipe = self.pipeline
         side = pipe.spec.crop_size
 
         def embed_stored(crops: list[np.ndarray]) -> np.ndarray:
             bad = [c.shape for c in crops if c.shape[:2] != (side, side)]
             if bad:
-                raise FaceIDError(f"Stored crops are {bad[0][0]}x{bad[0][1]} but this model's {pipe.spec.crop!r} "
-                                  f"crop is {side}x{side}; register these people again.")
+                raise FaceIDError(
+                    f"Stored crops are {bad[0][0]}x{bad[0][1]} but this model's {pipe.spec.crop!r} "
+                    f"crop is {side}x{side}; register these people again."
+                )
             return pipe.embed_crops(crops)
 
         with self.gallery() as g:
@@ -460,10 +567,15 @@ class App:
             imported = [p.name for p in g.people() if p.n_samples == 0]
         lines = [f"Recomputed the templates of {count} people with {pipe.embedder.source}."]
         if imported:
-            lines.append(f"Kept {len(imported)} imported people as they are (e.g. {imported[0]!r}): the seed stored "
-                         f"no photos to recompute them from; register them again with --replace to do so.")
-        return Outcome(EXIT_OK, {"action": "reenroll", "people": count, "imported_kept": imported,
-                                 "model": self.model_info()}, lines)
+            lines.append(
+                f"Kept {len(imported)} imported people as they are (e.g. {imported[0]!r}): the seed stored "
+                f"no photos to recompute them from; register them again with --replace to do so."
+            )
+        return Outcome(
+            EXIT_OK,
+            {"action": "reenroll", "people": count, "imported_kept": imported, "model": self.model_info()},
+            lines,
+        )
 
     def import_seed(self, pickle_path: str, replace: bool = False) -> Outcome:
         path = Path(pickle_path).expanduser()
@@ -471,20 +583,27 @@ class App:
             raise FaceIDError(f"Seed pickle not found: {path}.")
         from .gallery import load_seed_pickle
 
-        load_seed_pickle(path)   # a bad pickle or gallery fails here, before seconds of model loading
+        load_seed_pickle(path)  # a bad pickle or gallery fails here, before seconds of model loading
         self.gallery().close()
         with self.gallery() as g:
             count = g.import_seed_pickle(path, self.pipeline.embedder.fingerprint, replace=replace)
-        return Outcome(EXIT_OK, {"action": "import-seed", "people": count, "model": self.model_info()},
-                       [f"Imported {count} people from {path}. Their templates are taken as made by the loaded "
-                        f"model and cannot be recomputed (the seed kept no photos): if the seed used another "
-                        f"model, register them again with `register --name NAME --replace`."])
+        return Outcome(
+            EXIT_OK,
+            {"action": "import-seed", "people": count, "model": self.model_info()},
+            [
+                f"Imported {count} people from {path}. Their templates are taken as made by the loaded "
+                f"model and cannot be recomputed (the seed kept no photos): if the seed used another "
+                f"model, register them again with `register --name NAME --replace`."
+            ],
+        )
 
     def liveness(self) -> Outcome:
         self.check_source()
         result = self.run_liveness()
-        lines = [f"LIVENESS {'PASSED' if result.passed else 'FAILED'}: {result.reason} "
-                 f"(prompts {', '.join(result.prompts)}; {result.frames} frames)."]
+        lines = [
+            f"LIVENESS {'PASSED' if result.passed else 'FAILED'}: {result.reason} "
+            f"(prompts {', '.join(result.prompts)}; {result.frames} frames)."
+        ]
         return Outcome(EXIT_OK if result.passed else EXIT_NO_MATCH, {"action": "liveness", **result.to_dict()}, lines)
 
 
@@ -505,10 +624,17 @@ def load_model(args: argparse.Namespace):
     ($FACEID_WEIGHTS, torch's cache, or a download unless --offline); on the --runtime export.choose_runtime picks."""
     from .export import choose_runtime
 
-    embedder, note = choose_runtime(args.model, args.weights, args.crop, args.device, download=not args.offline,
-                                    runtime=args.runtime, threads=args.threads)
+    embedder, note = choose_runtime(
+        args.model,
+        args.weights,
+        args.crop,
+        args.device,
+        download=not args.offline,
+        runtime=args.runtime,
+        threads=args.threads,
+    )
     info(f"network: {note}")
-    if args.calibration is not None:   # a table measured for these weights (evaluate_model.py --calibrate)
+    if args.calibration is not None:  # a table measured for these weights (evaluate_model.py --calibrate)
         from dataclasses import replace
 
         from .calibration import read_calibration_file
@@ -527,7 +653,7 @@ ACTIONS_HELP = {
     "delete": "remove --name and their stored samples",
     "reenroll": "recompute every template from the stored crops with the current model",
     "check": "check the gallery's integrity (database, sample files) and rebuild its search index; this also "
-             "runs by itself after a crash",
+    "runs by itself after a crash",
     "import-seed": "import the seed app's face_embeddings.pkl (read without running code)",
     "liveness": "run the head-turn challenge only (exit 0 passed, 1 failed)",
 }
@@ -538,59 +664,133 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
     given before the subcommand is not overwritten by the subparser's default."""
     d = (lambda v: argparse.SUPPRESS) if sub else (lambda v: v)
     g = p.add_argument_group("source and capture")
-    g.add_argument("--source", default=d("0"), help="webcam index, video file, image file or folder of images "
-                   "(default: 0, the first webcam)")
-    g.add_argument("--samples", type=int, default=d(SAMPLES), help=f"good samples to register (default: {SAMPLES}; "
-                   "calibration tables are measured with this many)")
-    g.add_argument("--probe-samples", type=int, default=d(PROBE_SAMPLES), help="verify/identify: good frames "
-                   f"averaged into the probe (default: {PROBE_SAMPLES})")
-    g.add_argument("--max-frames", type=int, default=d(None), help="read at most this many frames per action "
-                   f"(default: the whole file; {LIVE_FRAME_LIMIT} from a camera without a window)")
+    g.add_argument(
+        "--source",
+        default=d("0"),
+        help="webcam index, video file, image file or folder of images (default: 0, the first webcam)",
+    )
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=d(SAMPLES),
+        help=f"good samples to register (default: {SAMPLES}; calibration tables are measured with this many)",
+    )
+    g.add_argument(
+        "--probe-samples",
+        type=int,
+        default=d(PROBE_SAMPLES),
+        help=f"verify/identify: good frames averaged into the probe (default: {PROBE_SAMPLES})",
+    )
+    g.add_argument(
+        "--max-frames",
+        type=int,
+        default=d(None),
+        help="read at most this many frames per action "
+        f"(default: the whole file; {LIVE_FRAME_LIMIT} from a camera without a window)",
+    )
     g.add_argument("--start-frame", type=int, default=d(0), help="skip this many frames of a video/folder first")
-    g.add_argument("--sample-gap", type=int, default=d(5), help="frames to skip between registered samples "
-                   "so they differ (default: 5)")
-    g.add_argument("--no-preview", action="store_true", default=d(False),
-                   help="never open a window (headless: take the next good frames automatically)")
+    g.add_argument(
+        "--sample-gap",
+        type=int,
+        default=d(5),
+        help="frames to skip between registered samples so they differ (default: 5)",
+    )
+    g.add_argument(
+        "--no-preview",
+        action="store_true",
+        default=d(False),
+        help="never open a window (headless: take the next good frames automatically)",
+    )
     add_max_pixels_argument(g, default=argparse.SUPPRESS if sub else None)
     g = p.add_argument_group("model and decision")
-    g.add_argument("--model", default=d(None), help=f"fine-tuned checkpoint, or its ONNX export (default: "
-                   f"{DEFAULT_CHECKPOINT} if it exists, else the VGGFace2 weights)")
-    g.add_argument("--weights", default=d(None), help="backbone weights file instead of a checkpoint "
-                   "(default: $FACEID_WEIGHTS, torch's cache, or a download of VGGFace2)")
-    g.add_argument("--crop", choices=("box", "aligned5"), default=d(None),
-                   help="crop style for --weights (default: box, as VGGFace2 was trained)")
+    g.add_argument(
+        "--model",
+        default=d(None),
+        help=f"fine-tuned checkpoint, or its ONNX export (default: "
+        f"{DEFAULT_CHECKPOINT} if it exists, else the VGGFace2 weights)",
+    )
+    g.add_argument(
+        "--weights",
+        default=d(None),
+        help="backbone weights file instead of a checkpoint "
+        "(default: $FACEID_WEIGHTS, torch's cache, or a download of VGGFace2)",
+    )
+    g.add_argument(
+        "--crop",
+        choices=("box", "aligned5"),
+        default=d(None),
+        help="crop style for --weights (default: box, as VGGFace2 was trained)",
+    )
     g.add_argument("--offline", action="store_true", default=d(False), help="never download weights")
-    g.add_argument("--device", default=d(None), help="auto, cpu, cuda, cuda:1 ... (default: auto, the GPU if CUDA works, else the CPU)")
-    g.add_argument("--runtime", choices=("auto", "torch", "onnx"), default=d("auto"),
-                   help="run the embedder on torch or onnxruntime (default: auto = onnxruntime for an .onnx --model, "
-                        "or for a checkpoint with its export_model.py export beside it when onnxruntime is installed "
-                        "(faster on CPU, see README); torch otherwise)")
-    g.add_argument("--threads", type=int, default=d(1), help="CPU threads for torch (default: 1 - per-frame "
-                   "work is small, and extra threads slow it down badly on a shared CPU)")
-    g.add_argument("--threshold", type=float, default=d(None), help="fixed cosine threshold for every decision "
-                   "(default: read from the model's calibration table at --far / --fpir; a model without a table "
-                   "uses its checkpoint's single threshold, else 0.6, and says it is uncalibrated)")
-    g.add_argument("--far", type=float, default=d(FAR_TARGET), help="verify: the false-accept rate per comparison "
-                   f"the threshold is read at (default: {FAR_TARGET:g})")
-    g.add_argument("--fpir", type=float, default=d(FPIR_TARGET), help="identify: the chance that an unregistered "
-                   "person is accepted as someone, for the number of people registered; the threshold rises with "
-                   f"the gallery (default: {FPIR_TARGET:g})")
-    g.add_argument("--calibration", default=d(None), help="calibration table for --weights, written by "
-                   "`evaluate_model.py --calibrate` (default: the checkpoint's table, if any)")
+    g.add_argument(
+        "--device",
+        default=d(None),
+        help="auto, cpu, cuda, cuda:1 ... (default: auto, the GPU if CUDA works, else the CPU)",
+    )
+    g.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnx"),
+        default=d("auto"),
+        help="run the embedder on torch or onnxruntime (default: auto = onnxruntime for an .onnx --model, "
+        "or for a checkpoint with its export_model.py export beside it when onnxruntime is installed "
+        "(faster on CPU, see README); torch otherwise)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=d(1),
+        help="CPU threads for torch (default: 1 - per-frame "
+        "work is small, and extra threads slow it down badly on a shared CPU)",
+    )
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=d(None),
+        help="fixed cosine threshold for every decision "
+        "(default: read from the model's calibration table at --far / --fpir; a model without a table "
+        "uses its checkpoint's single threshold, else 0.6, and says it is uncalibrated)",
+    )
+    g.add_argument(
+        "--far",
+        type=float,
+        default=d(FAR_TARGET),
+        help=f"verify: the false-accept rate per comparison the threshold is read at (default: {FAR_TARGET:g})",
+    )
+    g.add_argument(
+        "--fpir",
+        type=float,
+        default=d(FPIR_TARGET),
+        help="identify: the chance that an unregistered "
+        "person is accepted as someone, for the number of people registered; the threshold rises with "
+        f"the gallery (default: {FPIR_TARGET:g})",
+    )
+    g.add_argument(
+        "--calibration",
+        default=d(None),
+        help="calibration table for --weights, written by "
+        "`evaluate_model.py --calibrate` (default: the checkpoint's table, if any)",
+    )
     g.add_argument("--top-k", type=int, default=d(5), help="identify: how many names to list (default: 5)")
-    g.add_argument("--liveness", action="store_true", default=d(False),
-                   help="require a random head-turn challenge before verify/identify/register")
+    g.add_argument(
+        "--liveness",
+        action="store_true",
+        default=d(False),
+        help="require a random head-turn challenge before verify/identify/register",
+    )
     g.add_argument("--challenge-prompts", type=int, default=d(2), help="turns asked for by --liveness (default: 2)")
     g = p.add_argument_group("storage and output")
-    g.add_argument("--data-dir", default=d(str(DEFAULT_DATA_DIR)), help=f"gallery folder (default: ./{DEFAULT_DATA_DIR})")
+    g.add_argument(
+        "--data-dir", default=d(str(DEFAULT_DATA_DIR)), help=f"gallery folder (default: ./{DEFAULT_DATA_DIR})"
+    )
     g.add_argument("--json", action="store_true", default=d(False), help="print one JSON object on stdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="faceid_app.py", description="Register faces and recognise them. Without a subcommand: an "
-        "interactive menu read from stdin.", epilog="Exit codes: 0 match/success, 1 no match/rejected, "
-        "2 error, 130 interrupted.")
+        prog="faceid_app.py",
+        description="Register faces and recognise them. Without a subcommand: an interactive menu read from stdin.",
+        epilog="Exit codes: 0 match/success, 1 no match/rejected, 2 error, 130 interrupted.",
+    )
     _add_common(parser, sub=False)
     subs = parser.add_subparsers(dest="action", metavar="ACTION")
     for action, text in ACTIONS_HELP.items():
@@ -600,8 +800,11 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "register":
             sp.add_argument("--replace", action="store_true", help="overwrite someone already registered")
         if action == "import-seed":
-            sp.add_argument("--replace", action="store_true",
-                            help="overwrite people already registered under the same names (default: refuse)")
+            sp.add_argument(
+                "--replace",
+                action="store_true",
+                help="overwrite people already registered under the same names (default: refuse)",
+            )
         if action == "import-seed":
             sp.add_argument("--pickle", required=True, help="the seed's face_embeddings.pkl")
         _add_common(sp, sub=True)
@@ -610,11 +813,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     if min(args.samples, args.probe_samples, args.top_k) < 1 or min(args.sample_gap, args.start_frame) < 0:
-        raise FaceIDError("--samples, --probe-samples and --top-k must be at least 1; --sample-gap and "
-                          "--start-frame at least 0.")
+        raise FaceIDError(
+            "--samples, --probe-samples and --top-k must be at least 1; --sample-gap and --start-frame at least 0."
+        )
     if args.max_frames is not None and args.max_frames < 1:
         raise FaceIDError("--max-frames must be at least 1.")
-    check_device_name(args.device)   # before the gallery or the source is touched
+    check_device_name(args.device)  # before the gallery or the source is touched
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise FaceIDError("--threshold is a cosine similarity: give a value between -1 and 1.")
     if not (0 < args.far <= MAX_TABLE_FAR and 0 < args.fpir <= MAX_TABLE_FAR):
@@ -629,8 +833,13 @@ def run_action(app: App, action: str, args: argparse.Namespace) -> Outcome:
             return getattr(app, action)(args.name)
         if action == "import-seed":
             return app.import_seed(args.pickle, replace=args.replace)
-        return {"identify": app.identify, "list": app.list_people, "reenroll": app.reenroll,
-                "liveness": app.liveness, "check": app.check}[action]()
+        return {
+            "identify": app.identify,
+            "list": app.list_people,
+            "reenroll": app.reenroll,
+            "liveness": app.liveness,
+            "check": app.check,
+        }[action]()
     except _Rejected as rejected:
         rejected.outcome.data.setdefault("action", action)
         return rejected.outcome
@@ -648,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = run_action(app, args.action, args)
     except FaceIDError as err:
-        err.details["action"] = args.action    # run_cli prints the error (and the JSON object under --json)
+        err.details["action"] = args.action  # run_cli prints the error (and the JSON object under --json)
         raise
     finally:
         app.close()
@@ -661,8 +870,15 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------- interactive menu
 
-MENU = [("1", "register"), ("2", "verify"), ("3", "identify"), ("4", "list"), ("5", "delete"),
-        ("6", "reenroll"), ("q", "quit")]
+MENU = [
+    ("1", "register"),
+    ("2", "verify"),
+    ("3", "identify"),
+    ("4", "list"),
+    ("5", "delete"),
+    ("6", "reenroll"),
+    ("q", "quit"),
+]
 
 
 def ask(prompt: str) -> str:
@@ -676,8 +892,10 @@ def ask(prompt: str) -> str:
 
 def menu(app: App) -> int:
     """The interactive loop. Errors in an action are printed and the menu continues; EOF or 'q' quits (0)."""
-    print(f"Face ID - gallery {app.args.data_dir}, source {app.args.source}"
-          f"{' (preview window: c = capture, v = verify, q = cancel)' if app.preview.enabled else ''}")
+    print(
+        f"Face ID - gallery {app.args.data_dir}, source {app.args.source}"
+        f"{' (preview window: c = capture, v = verify, q = cancel)' if app.preview.enabled else ''}"
+    )
     choices = {}
     for key, name in MENU:
         choices[key] = choices[name] = choices[name[0]] = name

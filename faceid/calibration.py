@@ -34,10 +34,10 @@ import numpy as np
 
 from .errors import FaceIDError
 
-SAMPLES = 5          # images averaged into a registered template (the app's --samples default)
-PROBE_SAMPLES = 3    # frames averaged into a probe (the app's --probe-samples default)
-FAR_TARGET = 1e-3    # verify's default per-comparison false-accept rate
-FPIR_TARGET = 1e-3   # identify's default chance that an unregistered person is accepted as someone
+SAMPLES = 5  # images averaged into a registered template (the app's --samples default)
+PROBE_SAMPLES = 3  # frames averaged into a probe (the app's --probe-samples default)
+FAR_TARGET = 1e-3  # verify's default per-comparison false-accept rate
+FPIR_TARGET = 1e-3  # identify's default chance that an unregistered person is accepted as someone
 RESOLVE_FACTOR = 100  # a rate is resolved with at least this many / rate impostor comparisons
 MAX_TABLE_FAR = 0.1  # the table keeps the impostor scores needed for any FAR up to this
 FORMAT = "faceid-calibration"
@@ -68,8 +68,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def template_probe_scores(embeddings: np.ndarray, labels: np.ndarray, samples: int = SAMPLES,
-                          probe_samples: int = PROBE_SAMPLES, seed: int = 42) -> tuple[np.ndarray, np.ndarray, dict]:
+def template_probe_scores(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    samples: int = SAMPLES,
+    probe_samples: int = PROBE_SAMPLES,
+    seed: int = 42,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """(genuine scores, impostor scores, counts) of templates of `samples` vs probes of `probe_samples`.
 
     embeddings: (N, D) L2-normalised, one per image; labels: (N,) identity of each. People with fewer than
@@ -87,19 +92,26 @@ def template_probe_scores(embeddings: np.ndarray, labels: np.ndarray, samples: i
         n_templates = max(1, (len(idx) // 2) // samples)
         n_probes = (len(idx) - n_templates * samples) // probe_samples
         for t in range(n_templates):
-            templates.append(embeddings[idx[t * samples:(t + 1) * samples]].mean(0))
+            templates.append(embeddings[idx[t * samples : (t + 1) * samples]].mean(0))
             t_owner.append(person)
-        rest = idx[n_templates * samples:]
+        rest = idx[n_templates * samples :]
         for p in range(n_probes):
-            probes.append(embeddings[rest[p * probe_samples:(p + 1) * probe_samples]].mean(0))
+            probes.append(embeddings[rest[p * probe_samples : (p + 1) * probe_samples]].mean(0))
             p_owner.append(person)
     if not templates:
-        raise FaceIDError(f"No identity has the {samples + probe_samples} images a template of {samples} and a "
-                          f"probe of {probe_samples} need; calibration needs more images per person.")
+        raise FaceIDError(
+            f"No identity has the {samples + probe_samples} images a template of {samples} and a "
+            f"probe of {probe_samples} need; calibration needs more images per person."
+        )
     scores = _unit(np.stack(templates)) @ _unit(np.stack(probes)).T
     same = np.asarray(t_owner)[:, None] == np.asarray(p_owner)[None, :]
-    counts = {"identities": int(len(np.unique(t_owner))), "skipped_identities": skipped,
-              "templates": len(templates), "probes": len(probes), "images": int(len(labels))}
+    counts = {
+        "identities": int(len(np.unique(t_owner))),
+        "skipped_identities": skipped,
+        "templates": len(templates),
+        "probes": len(probes),
+        "images": int(len(labels)),
+    }
     return scores[same].astype(np.float64), scores[~same].astype(np.float64), counts
 
 
@@ -108,20 +120,29 @@ class Threshold:
     """A threshold read from a table, with what it means. `text` is what the app prints."""
 
     value: float
-    rate_name: str          # "FAR" or "FPIR"
+    rate_name: str  # "FAR" or "FPIR"
     target: float
     gallery_size: int | None
-    rate: float             # the measured rate at this threshold (per comparison for FAR; for the gallery for FPIR)
-    rate_high: float        # upper end of its 95% interval
+    rate: float  # the measured rate at this threshold (per comparison for FAR; for the gallery for FPIR)
+    rate_high: float  # upper end of its 95% interval
     resolved: bool
-    beyond_data: bool       # the target is below 1/impostors: strictest point measured
-    tar: float              # genuine template/probe comparisons accepted
+    beyond_data: bool  # the target is below 1/impostors: strictest point measured
+    tar: float  # genuine template/probe comparisons accepted
     text: str
 
     def to_dict(self) -> dict:
-        return {"threshold": round(self.value, 6), "rate": self.rate_name, "target": self.target,
-                "gallery_size": self.gallery_size, "measured_rate": self.rate, "rate_95_high": self.rate_high,
-                "resolved": self.resolved, "beyond_data": self.beyond_data, "tar": self.tar, "text": self.text}
+        return {
+            "threshold": round(self.value, 6),
+            "rate": self.rate_name,
+            "target": self.target,
+            "gallery_size": self.gallery_size,
+            "measured_rate": self.rate,
+            "rate_95_high": self.rate_high,
+            "resolved": self.resolved,
+            "beyond_data": self.beyond_data,
+            "tar": self.tar,
+            "text": self.text,
+        }
 
 
 def _rank_grid(count: int) -> np.ndarray:
@@ -160,16 +181,33 @@ class Calibration:
     identities: int = 0
 
     @classmethod
-    def from_scores(cls, genuine: np.ndarray, impostor: np.ndarray, samples: int, probe_samples: int,
-                    source: str, benchmark_data: bool = False, identities: int = 0) -> "Calibration":
+    def from_scores(
+        cls,
+        genuine: np.ndarray,
+        impostor: np.ndarray,
+        samples: int,
+        probe_samples: int,
+        source: str,
+        benchmark_data: bool = False,
+        identities: int = 0,
+    ) -> "Calibration":
         impostor = np.asarray(impostor, dtype=np.float64).reshape(-1)
         genuine = np.asarray(genuine, dtype=np.float64).reshape(-1)
         if len(impostor) == 0 or len(genuine) == 0:
             raise FaceIDError("Calibration needs both genuine and impostor comparisons (at least two people).")
         ranks = _rank_grid(len(impostor))
-        top = -np.sort(-np.partition(impostor, len(impostor) - 1 - ranks[-1])[len(impostor) - 1 - ranks[-1]:])
-        return cls(ranks, top[ranks], int(len(impostor)), _quantiles(genuine), int(samples), int(probe_samples),
-                   str(source), bool(benchmark_data), int(identities))
+        top = -np.sort(-np.partition(impostor, len(impostor) - 1 - ranks[-1])[len(impostor) - 1 - ranks[-1] :])
+        return cls(
+            ranks,
+            top[ranks],
+            int(len(impostor)),
+            _quantiles(genuine),
+            int(samples),
+            int(probe_samples),
+            str(source),
+            bool(benchmark_data),
+            int(identities),
+        )
 
     # ------------------------------------------------------------------ reading the table
     def far_at(self, threshold: float) -> tuple[float, float, float]:
@@ -190,8 +228,9 @@ class Calibration:
         """(threshold, impostors it accepts, beyond data) for the loosest kept threshold with FAR <= far."""
         wanted = int(math.floor(far * self.impostors + 1e-9))
         if far > MAX_TABLE_FAR:
-            raise FaceIDError(f"The calibration table covers false-accept rates up to {MAX_TABLE_FAR:g}; "
-                              f"{far:g} is outside it.")
+            raise FaceIDError(
+                f"The calibration table covers false-accept rates up to {MAX_TABLE_FAR:g}; {far:g} is outside it."
+            )
         i = int(np.searchsorted(self.ranks, min(wanted, int(self.ranks[-1])), side="right")) - 1
         k = int(self.ranks[i])
         # accept strictly above the (k+1)-th highest impostor score: exactly k accepted (ties aside)
@@ -204,8 +243,9 @@ class Calibration:
         """verify: the threshold at this per-comparison FAR."""
         value, k, beyond = self._at_far(far)
         low, high = wilson_interval(k, self.impostors)
-        return self._threshold(value, "FAR", far, None, k / self.impostors, high, beyond,
-                               f"threshold {value:.3f} = FAR {far:g}")
+        return self._threshold(
+            value, "FAR", far, None, k / self.impostors, high, beyond, f"threshold {value:.3f} = FAR {far:g}"
+        )
 
     def threshold_for_fpir(self, fpir: float, gallery_size: int) -> Threshold:
         """identify: the threshold at which a stranger is accepted as one of `gallery_size` people with
@@ -214,22 +254,42 @@ class Calibration:
         value, k, beyond = self._at_far(far_for_fpir(fpir, n))
         low, high = wilson_interval(k, self.impostors)
         people = "1 person" if n == 1 else f"{n:,} people"
-        return self._threshold(value, "FPIR", fpir, n, fpir_from_far(k / self.impostors, n),
-                               fpir_from_far(high, n), beyond, f"threshold {value:.3f} = FPIR {fpir:g} for {people}")
+        return self._threshold(
+            value,
+            "FPIR",
+            fpir,
+            n,
+            fpir_from_far(k / self.impostors, n),
+            fpir_from_far(high, n),
+            beyond,
+            f"threshold {value:.3f} = FPIR {fpir:g} for {people}",
+        )
 
     def _threshold(self, value, name, target, n, rate, high, beyond, head) -> Threshold:
         resolved = self.impostors * (target if n is None else far_for_fpir(target, n)) >= RESOLVE_FACTOR
         if beyond:
-            note = (f"; the target is below what {self.impostors:,} impostor comparisons can show: strictest "
-                    f"point measured, {name} <= {high:.2g} at 95%")
+            note = (
+                f"; the target is below what {self.impostors:,} impostor comparisons can show: strictest "
+                f"point measured, {name} <= {high:.2g} at 95%"
+            )
         elif not resolved:
             note = f"; coarse: {name} <= {high:.2g} at 95% from {self.impostors:,} impostor comparisons"
         else:
             note = ""
         stamp = " ON BENCHMARK DATA" if self.benchmark_data else ""
         text = f"{head}, calibrated{stamp} on {self.source}, {self._comparison()}{note}"
-        return Threshold(value, name, float(target), n, float(rate), float(high), bool(resolved), bool(beyond),
-                         self.tar_at(value), text)
+        return Threshold(
+            value,
+            name,
+            float(target),
+            n,
+            float(rate),
+            float(high),
+            bool(resolved),
+            bool(beyond),
+            self.tar_at(value),
+            text,
+        )
 
     def table(self, fars: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)) -> list[dict]:
         """JSON rows: FAR target -> threshold, measured FAR with its 95% interval, genuine accept rate."""
@@ -237,23 +297,46 @@ class Calibration:
         for far in fars:
             value, k, beyond = self._at_far(far)
             low, high = wilson_interval(k, self.impostors)
-            rows.append({"far": far, "threshold": round(value, 6), "measured_far": k / self.impostors,
-                         "far_95": [low, high], "tar": self.tar_at(value), "beyond_data": beyond,
-                         "resolved": self.impostors * far >= RESOLVE_FACTOR})
+            rows.append(
+                {
+                    "far": far,
+                    "threshold": round(value, 6),
+                    "measured_far": k / self.impostors,
+                    "far_95": [low, high],
+                    "tar": self.tar_at(value),
+                    "beyond_data": beyond,
+                    "resolved": self.impostors * far >= RESOLVE_FACTOR,
+                }
+            )
         return rows
 
     def summary(self) -> dict:
-        return {"source": self.source, "benchmark_data": self.benchmark_data, "comparison": self._comparison(),
-                "identities": self.identities, "genuine_comparisons": int(len(self.genuine)),
-                "impostor_comparisons": self.impostors, "table": self.table()}
+        return {
+            "source": self.source,
+            "benchmark_data": self.benchmark_data,
+            "comparison": self._comparison(),
+            "identities": self.identities,
+            "genuine_comparisons": int(len(self.genuine)),
+            "impostor_comparisons": self.impostors,
+            "table": self.table(),
+        }
 
     # ------------------------------------------------------------------ storage (checkpoint / JSON)
     def to_dict(self) -> dict:
         """Plain types only (a checkpoint opens with weights_only=True)."""
-        return {"format": FORMAT, "version": VERSION, "samples": self.samples, "probe_samples": self.probe_samples,
-                "source": self.source, "benchmark_data": self.benchmark_data, "identities": self.identities,
-                "impostors": self.impostors, "ranks": [int(r) for r in self.ranks],
-                "rank_scores": [float(x) for x in self.rank_scores], "genuine": [float(x) for x in self.genuine]}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "samples": self.samples,
+            "probe_samples": self.probe_samples,
+            "source": self.source,
+            "benchmark_data": self.benchmark_data,
+            "identities": self.identities,
+            "impostors": self.impostors,
+            "ranks": [int(r) for r in self.ranks],
+            "rank_scores": [float(x) for x in self.rank_scores],
+            "genuine": [float(x) for x in self.genuine],
+        }
 
     @classmethod
     def from_dict(cls, data, where: str = "the checkpoint") -> "Calibration":
@@ -273,9 +356,17 @@ class Calibration:
         except (KeyError, TypeError, ValueError):
             raise FaceIDError(f"{bad} (missing or non-numeric fields).") from None
         scores_ok = all(len(a) and np.isfinite(a).all() and np.abs(a).max() <= 1.0 + 1e-4 for a in (top, genuine))
-        if not (scores_ok and min(samples, probe) >= 1 and isinstance(benchmark, bool) and len(ranks) == len(top)
-                and ranks[0] == 0 and ranks[-1] < impostors and np.all(np.diff(ranks) > 0)
-                and np.all(np.diff(top) <= 0) and np.all(np.diff(genuine) >= 0)):
+        if not (
+            scores_ok
+            and min(samples, probe) >= 1
+            and isinstance(benchmark, bool)
+            and len(ranks) == len(top)
+            and ranks[0] == 0
+            and ranks[-1] < impostors
+            and np.all(np.diff(ranks) > 0)
+            and np.all(np.diff(top) <= 0)
+            and np.all(np.diff(genuine) >= 0)
+        ):
             raise FaceIDError(f"{bad} (scores must be sorted cosines in [-1, 1] and counts consistent).")
         return cls(ranks, top, impostors, genuine, samples, probe, source, benchmark, identities)
 
@@ -300,8 +391,9 @@ def read_calibration_file(path, fingerprint: str) -> Calibration:
     try:
         size = os.path.getsize(path)
         if size > MAX_FILE_BYTES:
-            raise FaceIDError(f"The calibration file {path} is {size:,} bytes; a table is far smaller, so it is "
-                              f"not one.")
+            raise FaceIDError(
+                f"The calibration file {path} is {size:,} bytes; a table is far smaller, so it is not one."
+            )
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except OSError as err:
@@ -311,6 +403,8 @@ def read_calibration_file(path, fingerprint: str) -> Calibration:
     if not isinstance(data, dict) or "calibration" not in data:
         raise FaceIDError(f"{path} is not a calibration file (no 'calibration' table).")
     if data.get("fingerprint") != fingerprint:
-        raise FaceIDError(f"The calibration file {path} was measured for model {data.get('fingerprint')!r}, not the "
-                          f"loaded {fingerprint}; calibrate this model.")
+        raise FaceIDError(
+            f"The calibration file {path} was measured for model {data.get('fingerprint')!r}, not the "
+            f"loaded {fingerprint}; calibrate this model."
+        )
     return Calibration.from_dict(data["calibration"], where=str(path))

@@ -40,8 +40,8 @@ class FrameSource:
     max_frames: int | None = None
     repeat: int = 1
     frames_read: int = 0
-    exhausted: bool = False       # the source ran out of frames (as opposed to being stopped by max_frames)
-    stills: bool = False          # an image file or a folder of them (see the class docstring)
+    exhausted: bool = False  # the source ran out of frames (as opposed to being stopped by max_frames)
+    stills: bool = False  # an image file or a folder of them (see the class docstring)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     _capture: cv2.VideoCapture | None = None
     _images: list[Path] = field(default_factory=list)
@@ -97,11 +97,10 @@ def _quiet_opencv() -> None:
     debug = bool(os.environ.get("FACEID_DEBUG"))
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR if debug else cv2.utils.logging.LOG_LEVEL_SILENT)
     if not debug:
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")   # AV_LOG_QUIET; read when a capture opens
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when a capture opens
 
 
-def open_source(source: str | int, max_frames: int | None = None, start_frame: int = 0,
-                repeat: int = 1) -> FrameSource:
+def open_source(source: str | int, max_frames: int | None = None, start_frame: int = 0, repeat: int = 1) -> FrameSource:
     """Open a webcam index, video file, image file or folder of images.
 
     max_frames bounds how many frames the iterator yields; start_frame skips that many first (files and
@@ -119,11 +118,18 @@ def open_source(source: str | int, max_frames: int | None = None, start_frame: i
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not images:
             raise FaceIDError(f"The folder {path} contains no images ({', '.join(IMAGE_EXTENSIONS)}).")
-        return FrameSource(f"folder {path} ({len(images)} images)", live=False, max_frames=max_frames,
-                           repeat=repeat, stills=True, _images=images[start_frame:])
+        return FrameSource(
+            f"folder {path} ({len(images)} images)",
+            live=False,
+            max_frames=max_frames,
+            repeat=repeat,
+            stills=True,
+            _images=images[start_frame:],
+        )
     if path.suffix.lower() in IMAGE_EXTENSIONS:
-        src = FrameSource(f"image {path}", live=False, max_frames=max_frames, repeat=repeat, stills=True,
-                          _images=[path])
+        src = FrameSource(
+            f"image {path}", live=False, max_frames=max_frames, repeat=repeat, stills=True, _images=[path]
+        )
         read_image_file(path)  # fail now, with the file's name, rather than at the first frame
         return src
     return _open_video(path, max_frames, start_frame)
@@ -132,8 +138,11 @@ def open_source(source: str | int, max_frames: int | None = None, start_frame: i
 def _open_camera(index: int, max_frames: int | None) -> FrameSource:
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
-        raise FaceIDError(f"No camera at index {index} (is it connected / in use?); use another index, a video "
-                          f"file, an image or a folder as the source.", "source")
+        raise FaceIDError(
+            f"No camera at index {index} (is it connected / in use?); use another index, a video "
+            f"file, an image or a folder as the source.",
+            "source",
+        )
     return FrameSource(f"camera {index}", live=True, max_frames=max_frames, _capture=capture)
 
 
@@ -144,11 +153,16 @@ def _open_video(path: Path, max_frames: int | None, start_frame: int) -> FrameSo
     if start_frame:
         capture.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    desc = f"video {path}" + (f" from frame {start_frame}" if start_frame else "") + (f" ({total} frames)" if total else "")
+    desc = (
+        f"video {path}"
+        + (f" from frame {start_frame}" if start_frame else "")
+        + (f" ({total} frames)" if total else "")
+    )
     return FrameSource(desc, live=False, max_frames=max_frames, _capture=capture)
 
 
 # ----------------------------------------------------------------------------- preview window
+
 
 def display_available() -> bool:
     """True when a window can be shown: a display server is reachable and OpenCV was built with a GUI."""
@@ -179,8 +193,14 @@ class Preview:
             # cv2 points Qt at a font folder its wheel does not ship, so Qt warns on every window
             os.environ["QT_QPA_FONTDIR"] = SYSTEM_FONTS
 
-    def show(self, frame_rgb: np.ndarray, box: np.ndarray | None = None, lines: tuple[str, ...] = (),
-             ok: bool = True, wait_ms: int = 1) -> str | None:
+    def show(
+        self,
+        frame_rgb: np.ndarray,
+        box: np.ndarray | None = None,
+        lines: tuple[str, ...] = (),
+        ok: bool = True,
+        wait_ms: int = 1,
+    ) -> str | None:
         if not self.enabled:
             return None
         bgr = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)

@@ -44,23 +44,23 @@ class TrainingState:
     """Where a training run stands: enough to resume it exactly, or to start its next phase."""
 
     head: dict[str, torch.Tensor]  # the classification head's state_dict
-    head_config: dict             # how to rebuild the head (`faceid.heads.head_config`)
+    head_config: dict  # how to rebuild the head (`faceid.heads.head_config`)
     optimizer: dict
     scheduler: dict
     scaler: dict
-    precision: str                # the resolved precision (bf16 / fp16 / fp32)
-    epoch: int                    # epochs completed
-    step: int                     # optimizer steps completed, all phases
-    step_in_epoch: int            # steps into the current epoch (non-zero only when interrupted)
-    phase: dict                   # `faceid.training.Phase` as a dict
-    world_size: int               # processes that trained (an exact resume needs the same)
-    rng: list                     # one `capture_rng_state()` per rank
-    config: dict                  # `faceid.config.TrainConfig.to_dict()`
-    metrics: dict                 # the last epoch's validation
-    history: list                 # one record per epoch
-    best: dict                    # which epoch is best_face_model.pth, by what
-    label_map: list               # class index -> identity name
-    progress: dict                # the current epoch's loss/images/seconds so far (kept across a resume)
+    precision: str  # the resolved precision (bf16 / fp16 / fp32)
+    epoch: int  # epochs completed
+    step: int  # optimizer steps completed, all phases
+    step_in_epoch: int  # steps into the current epoch (non-zero only when interrupted)
+    phase: dict  # `faceid.training.Phase` as a dict
+    world_size: int  # processes that trained (an exact resume needs the same)
+    rng: list  # one `capture_rng_state()` per rank
+    config: dict  # `faceid.config.TrainConfig.to_dict()`
+    metrics: dict  # the last epoch's validation
+    history: list  # one record per epoch
+    best: dict  # which epoch is best_face_model.pth, by what
+    label_map: list  # class index -> identity name
+    progress: dict  # the current epoch's loss/images/seconds so far (kept across a resume)
 
 
 TRAINING_KEYS = tuple(f.name for f in fields(TrainingState))
@@ -100,9 +100,15 @@ class Checkpoint:
                 raise FaceIDError(f"{source} holds an incomplete training state (no {', '.join(absent)}).")
             training = TrainingState(**{k: raw[k] for k in TRAINING_KEYS})
         threshold = raw.get("threshold")
-        return cls(model=raw["model"], preprocess=raw["preprocess"],
-                   threshold=None if threshold is None else float(threshold), threshold_info=raw.get("threshold_info"),
-                   calibration=raw.get("calibration"), kind=raw.get("kind"), training=training)
+        return cls(
+            model=raw["model"],
+            preprocess=raw["preprocess"],
+            threshold=None if threshold is None else float(threshold),
+            threshold_info=raw.get("threshold_info"),
+            calibration=raw.get("calibration"),
+            kind=raw.get("kind"),
+            training=training,
+        )
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
@@ -113,8 +119,10 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     except OSError as err:
         free = shutil.disk_usage(Path(path).parent).free if Path(path).parent.is_dir() else None
         space = f" ({free / 1e9:.1f} GB free there)" if free is not None else ""
-        raise FaceIDError(f"Cannot write the checkpoint {path}: {err.strerror or err}{space}; any earlier file "
-                          f"of that name is unchanged.") from None
+        raise FaceIDError(
+            f"Cannot write the checkpoint {path}: {err.strerror or err}{space}; any earlier file "
+            f"of that name is unchanged."
+        ) from None
 
 
 def is_checkpoint(obj: Any) -> bool:
@@ -130,8 +138,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # zip errors, unpickling errors, EOF: all mean "not a usable checkpoint"
-        raise FaceIDError(f"Cannot read checkpoint {path} ({type(err).__name__}); it is corrupt or not a "
-                          f"faceid checkpoint.") from None
+        raise FaceIDError(
+            f"Cannot read checkpoint {path} ({type(err).__name__}); it is corrupt or not a faceid checkpoint."
+        ) from None
     if not is_checkpoint(raw):
         raise FaceIDError(f"{path} is not a faceid checkpoint (a plain state_dict? load it as backbone weights).")
     version = raw.get("version", 0)
@@ -142,7 +151,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return Checkpoint.from_dict(raw, str(path))
 
 
-MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024   # network input side: InceptionResnetV1 needs >= ~32 px to pool
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024  # network input side: InceptionResnetV1 needs >= ~32 px to pool
 
 
 def check_inference_fields(ckpt: dict[str, Any], where: str) -> None:
@@ -158,8 +167,11 @@ def check_inference_fields(ckpt: dict[str, Any], where: str) -> None:
         return FaceIDError(f"Checkpoint {where}: field {field!r} is {shown}; expected {expected}.")
 
     model = ckpt.get("model")
-    if not isinstance(model, dict) or not model or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+    if (
+        not isinstance(model, dict)
+        or not model
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
+    ):
         raise bad("model", type(model).__name__, "a non-empty state_dict of named tensors")
     pre = ckpt.get("preprocess")
     if not isinstance(pre, dict):
@@ -203,8 +215,10 @@ def _is_real(value: Any) -> bool:
 def inference_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
     """The slim inference checkpoint of a full one: weights (float32), preprocessing spec, threshold and
     calibration; no head, optimizer, RNG or history (about a quarter of the size)."""
-    model = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in checkpoint.model.items()}
+    model = {
+        k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in checkpoint.model.items()
+    }
     return replace(checkpoint, model=model, kind=INFERENCE_KIND, training=None)
 
 
@@ -214,6 +228,7 @@ def save_inference_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -
 
 
 # ----------------------------------------------------------------------------- RNG state (training resume)
+
 
 def capture_rng_state() -> dict[str, Any]:
     """This process's torch / CUDA / numpy / python RNG states as tensors and plain types (weights_only-safe)."""
@@ -226,8 +241,13 @@ def capture_rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
-        "numpy": {"name": str(name), "keys": [int(k) for k in keys], "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "name": str(name),
+            "keys": [int(k) for k in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": {"version": int(version), "internal": [int(v) for v in internal], "gauss": gauss},
     }
 
@@ -243,7 +263,14 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
     npst = state["numpy"]
-    np.random.set_state((npst["name"], np.asarray(npst["keys"], dtype=np.uint32), npst["pos"],
-                         npst["has_gauss"], npst["cached_gaussian"]))
+    np.random.set_state(
+        (
+            npst["name"],
+            np.asarray(npst["keys"], dtype=np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))

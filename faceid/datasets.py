@@ -94,20 +94,34 @@ class FaceDataset:
             remap = np.full(len(self.identities), -1, dtype=np.int64)
             remap[kept] = np.arange(len(kept))
             labels, identities = remap[labels], [self.identities[k] for k in kept]
-        return FaceDataset(self.kind, self.root, [self.items[i] for i in indices], labels, identities,
-                           self.spec, dict(self.report), self._reader)
+        return FaceDataset(
+            self.kind,
+            self.root,
+            [self.items[i] for i in indices],
+            labels,
+            identities,
+            self.spec,
+            dict(self.report),
+            self._reader,
+        )
 
     def label_map(self) -> dict:
         """JSON-ready: class index -> identity name, and back."""
-        return {"num_classes": self.num_identities, "classes": list(self.identities),
-                "name_to_index": {n: i for i, n in enumerate(self.identities)},
-                "source": str(self.root), "preprocess": self.spec.to_dict()}
+        return {
+            "num_classes": self.num_identities,
+            "classes": list(self.identities),
+            "name_to_index": {n: i for i, n in enumerate(self.identities)},
+            "source": str(self.root),
+            "preprocess": self.spec.to_dict(),
+        }
 
 
 # ----------------------------------------------------------------------------- opening a source
 
-def open_dataset(path: str | os.PathLike, min_images: int = 5, max_images: int = 100, seed: int = 42,
-                 crop_style: str = "aligned5") -> FaceDataset:
+
+def open_dataset(
+    path: str | os.PathLike, min_images: int = 5, max_images: int = 100, seed: int = 42, crop_style: str = "aligned5"
+) -> FaceDataset:
     """A folder tree, a .rec file, or a directory holding train.rec -> filtered FaceDataset.
 
     `crop_style` applies to folder trees only ("aligned5" for trees unpacked from a .rec, "box" for loose
@@ -115,15 +129,23 @@ def open_dataset(path: str | os.PathLike, min_images: int = 5, max_images: int =
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise FaceIDError(f"Training data not found at {path}; run preprocess_dataset.py first, or give a folder of "
-                          f"identity folders, a .rec file or a directory containing train.rec.", "data")
+        raise FaceIDError(
+            f"Training data not found at {path}; run preprocess_dataset.py first, or give a folder of "
+            f"identity folders, a .rec file or a directory containing train.rec.",
+            "data",
+        )
     if min_images < 2 or (max_images is not None and max_images < min_images):
-        raise FaceIDError(f"The images per identity must be at least 2 and the minimum must not exceed the "
-                          f"maximum, got {min_images} and {max_images}.", "min_images", "max_images")
+        raise FaceIDError(
+            f"The images per identity must be at least 2 and the minimum must not exceed the "
+            f"maximum, got {min_images} and {max_images}.",
+            "min_images",
+            "max_images",
+        )
     if path.is_file():
         if path.suffix != ".rec":
-            raise FaceIDError(f"{path} is a file but not a .rec; give a folder tree, a .rec or a directory with "
-                              f"train.rec.", "data")
+            raise FaceIDError(
+                f"{path} is a file but not a .rec; give a folder tree, a .rec or a directory with train.rec.", "data"
+            )
         return _from_rec(path, min_images, max_images, seed)
     # the Kaggle archive may nest the .rec one folder down (e.g. casia-webface/faces_webface_112x112/)
     nested = sorted(path.glob("train.rec")) or sorted(path.glob("*/train.rec"))
@@ -140,9 +162,16 @@ def _choose(count: int, max_images: int | None, seed: int, name: str) -> np.ndar
     return np.sort(rng.choice(count, size=max_images, replace=False))
 
 
-def _assemble(kind: str, root: Path, per_identity: list[tuple[str, list]], min_images: int,
-              max_images: int | None, seed: int, spec: PreprocessSpec,
-              reader: RecordIOReader | None = None) -> FaceDataset:
+def _assemble(
+    kind: str,
+    root: Path,
+    per_identity: list[tuple[str, list]],
+    min_images: int,
+    max_images: int | None,
+    seed: int,
+    spec: PreprocessSpec,
+    reader: RecordIOReader | None = None,
+) -> FaceDataset:
     items: list[str | int] = []
     labels: list[int] = []
     names: list[str] = []
@@ -158,16 +187,26 @@ def _assemble(kind: str, root: Path, per_identity: list[tuple[str, list]], min_i
         labels.extend([len(names)] * len(keep))
         names.append(name)
     if len(names) < 2:
-        raise FaceIDError(f"{root} has {len(names)} identities with at least {min_images} images; training "
-                          f"needs 2 or more: lower the minimum, or check the path.", "min_images", "data")
-    report = {"source_identities": len(per_identity), "source_images": total, "identities": len(names),
-              "images": len(items), "dropped_identities": dropped, "capped_identities": capped,
-              "min_images": min_images, "max_images": max_images}
+        raise FaceIDError(
+            f"{root} has {len(names)} identities with at least {min_images} images; training "
+            f"needs 2 or more: lower the minimum, or check the path.",
+            "min_images",
+            "data",
+        )
+    report = {
+        "source_identities": len(per_identity),
+        "source_images": total,
+        "identities": len(names),
+        "images": len(items),
+        "dropped_identities": dropped,
+        "capped_identities": capped,
+        "min_images": min_images,
+        "max_images": max_images,
+    }
     return FaceDataset(kind, root, items, np.asarray(labels, dtype=np.int64), names, spec, report, reader)
 
 
-def _from_folder(root: Path, min_images: int, max_images: int | None, seed: int,
-                 spec: PreprocessSpec) -> FaceDataset:
+def _from_folder(root: Path, min_images: int, max_images: int | None, seed: int, spec: PreprocessSpec) -> FaceDataset:
     per_identity = []
     try:
         with os.scandir(root) as it:
@@ -180,8 +219,10 @@ def _from_folder(root: Path, min_images: int, max_images: int | None, seed: int,
     except OSError as err:
         raise FaceIDError(f"Cannot list the training folder {root}: {err.strerror or err}.") from None
     if not per_identity:
-        raise FaceIDError(f"No images found in {root}: expected <root>/<identity>/<image>.jpg folders, a .rec "
-                          f"file, or a directory containing train.rec.")
+        raise FaceIDError(
+            f"No images found in {root}: expected <root>/<identity>/<image>.jpg folders, a .rec "
+            f"file, or a directory containing train.rec."
+        )
     return _assemble("folder", root, per_identity, min_images, max_images, seed, spec)
 
 
@@ -209,8 +250,10 @@ def _from_rec(rec: Path, min_images: int, max_images: int | None, seed: int) -> 
 
 # ----------------------------------------------------------------------------- splits
 
-def split_identities(dataset: FaceDataset, holdout_fraction: float = 0.1, seed: int = 42
-                     ) -> tuple[FaceDataset, FaceDataset | None]:
+
+def split_identities(
+    dataset: FaceDataset, holdout_fraction: float = 0.1, seed: int = 42
+) -> tuple[FaceDataset, FaceDataset | None]:
     """(training identities, held-out identities or None): whole people never trained on.
 
     Holds out round(fraction * K) identities, at least 2 (impostor pairs need two people) when the
@@ -223,8 +266,11 @@ def split_identities(dataset: FaceDataset, holdout_fraction: float = 0.1, seed: 
         raise FaceIDError(f"The held-out fraction must be in [0, 1), got {holdout_fraction}.", "holdout_fraction")
     n_hold = max(2, int(round(holdout_fraction * k)))
     if k - n_hold < 2:
-        raise FaceIDError(f"Only {k} identities: cannot hold out {n_hold} for verification and still train on 2; "
-                          f"use more data or hold out none (fraction 0).", "holdout_fraction")
+        raise FaceIDError(
+            f"Only {k} identities: cannot hold out {n_hold} for verification and still train on 2; "
+            f"use more data or hold out none (fraction 0).",
+            "holdout_fraction",
+        )
     perm = torch.randperm(k, generator=torch.Generator().manual_seed(seed)).numpy()
     held = np.zeros(k, dtype=bool)
     held[perm[:n_hold]] = True
@@ -239,9 +285,9 @@ def split_images(n: int, val_fraction: float = 0.2, seed: int = 42) -> tuple[np.
         raise FaceIDError(f"The validation fraction must be in [0, 1), got {val_fraction}.", "val_fraction")
     if val_fraction == 0:
         return np.arange(n), np.zeros(0, dtype=np.int64)
+    generator = torch.Generator().manual_seed(seed)
     # random_split uses only len() of its first argument; torch's stub asks for a Dataset, which range is not
-    train, val = torch.utils.data.random_split(range(n), [1 - val_fraction, val_fraction],  # type: ignore[arg-type, var-annotated]
-                                               generator=torch.Generator().manual_seed(seed))
+    train, val = torch.utils.data.random_split(range(n), [1 - val_fraction, val_fraction], generator)  # type: ignore[arg-type, var-annotated]
     return np.sort(np.asarray(train.indices, dtype=np.int64)), np.sort(np.asarray(val.indices, dtype=np.int64))
 
 

@@ -57,7 +57,7 @@ class DecodeError(FaceIDError):
         super().__init__(f"{verb} {what}: {reason}", *settings)
         self.verb, self.what, self.reason = verb, what, reason
 
-    def __reduce__(self):   # survives pickling (worker processes send it to their parent)
+    def __reduce__(self):  # survives pickling (worker processes send it to their parent)
         return type(self), (self.verb, self.what, self.reason, *self.settings)
 
 
@@ -84,10 +84,15 @@ def max_bytes(limit: int) -> int:
 def add_max_pixels_argument(parser: argparse._ActionsContainer, default=None) -> None:
     """The --max-pixels flag, identical on every command line (subparsers pass argparse.SUPPRESS). `parser`: a
     parser or an argument group."""
-    parser.add_argument("--max-pixels", type=_positive_int, default=max_pixels() if default is None else default,
-                        metavar="N", help=f"refuse any image whose header claims more than N pixels, before "
-                        f"decoding it (default: ${MAX_PIXELS_ENV} or {DEFAULT_MAX_PIXELS:,} = "
-                        f"{DEFAULT_MAX_PIXELS / 1e6:.0f} MP, enough for any camera or phone photo)")
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=max_pixels() if default is None else default,
+        metavar="N",
+        help=f"refuse any image whose header claims more than N pixels, before "
+        f"decoding it (default: ${MAX_PIXELS_ENV} or {DEFAULT_MAX_PIXELS:,} = "
+        f"{DEFAULT_MAX_PIXELS / 1e6:.0f} MP, enough for any camera or phone photo)",
+    )
 
 
 def apply_max_pixels(value: int | None) -> None:
@@ -120,8 +125,12 @@ def image_size(data, what: str = "the image", limit: int | None = None) -> tuple
     if n == 0:
         raise DecodeError("Cannot decode", what, "it is empty (0 bytes).")
     if n > max_bytes(limit):
-        raise DecodeError("Refused", what, f"{n / 1e6:,.0f} MB is more than any image within the "
-                          f"{limit / 1e6:g} MP limit can be.", "max_pixels")
+        raise DecodeError(
+            "Refused",
+            what,
+            f"{n / 1e6:,.0f} MB is more than any image within the {limit / 1e6:g} MP limit can be.",
+            "max_pixels",
+        )
     try:
         if bytes(buf[:2]) == _SOI:
             width, height = _jpeg_size(buf)
@@ -133,16 +142,22 @@ def image_size(data, what: str = "the image", limit: int | None = None) -> tuple
     except UnidentifiedImageError:
         if bytes(buf[:4]).startswith(_KNOWN_MAGIC):
             raise DecodeError("Cannot decode", what, "its image header is damaged.") from None
-        raise DecodeError("Cannot decode", what, "it is not an image in a known format (JPEG, PNG, BMP, WebP, "
-                          "TIFF).") from None
+        raise DecodeError(
+            "Cannot decode", what, "it is not an image in a known format (JPEG, PNG, BMP, WebP, TIFF)."
+        ) from None
     except Exception as err:  # a damaged header raises many types (SyntaxError, struct.error, OSError, ...)
         raise DecodeError("Cannot decode", what, f"its image header is damaged ({type(err).__name__}).") from None
     if width < 1 or height < 1:
         raise DecodeError("Cannot decode", what, f"its header claims {width}x{height} pixels.")
     if width * height > limit:
-        raise DecodeError("Refused", what, f"its header claims {width}x{height} pixels ({width * height / 1e6:,.0f} "
-                          f"MP), over the {limit / 1e6:g} MP limit; downscale it, or raise the limit if it is "
-                          f"a real photo.", "max_pixels")
+        raise DecodeError(
+            "Refused",
+            what,
+            f"its header claims {width}x{height} pixels ({width * height / 1e6:,.0f} "
+            f"MP), over the {limit / 1e6:g} MP limit; downscale it, or raise the limit if it is "
+            f"a real photo.",
+            "max_pixels",
+        )
     return width, height
 
 
@@ -156,13 +171,13 @@ def _jpeg_size(buf) -> tuple[int, int]:
         if buf[pos] != 0xFF:
             raise ValueError("marker expected")
         marker = buf[pos + 1]
-        if marker == 0xFF:              # fill byte before a marker
+        if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
-        if marker in (0x01, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7):   # markers without a length
+        if marker in (0x01, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7):  # markers without a length
             pos += 2
             continue
-        if marker in (0xD9, 0xDA):      # end of image / start of scan before any frame header
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
             break
         length = (buf[pos + 2] << 8) | buf[pos + 3]
         if marker in _SOF_MARKERS and pos + 9 <= n and length >= 7:
@@ -205,14 +220,17 @@ def _native_warnings_silenced():
     2 extraneous bytes") straight to file descriptor 2, past Python; the gate's own sentence is what the user
     should read. So fd 2 points at /dev/null during the decode - only in a single-threaded process (the app,
     a DataLoader worker), where no other thread can be writing to stderr meanwhile; FACEID_DEBUG=1 keeps them."""
-    if threading.active_count() > 1 or threading.current_thread() is not threading.main_thread() \
-            or os.environ.get("FACEID_DEBUG", "").strip() not in ("", "0"):
+    if (
+        threading.active_count() > 1
+        or threading.current_thread() is not threading.main_thread()
+        or os.environ.get("FACEID_DEBUG", "").strip() not in ("", "0")
+    ):
         yield
         return
     global _DEVNULL
     if _DEVNULL is None:
         _DEVNULL = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    saved = os.dup(2)     # (Python's own buffered stderr text is written later, after fd 2 is back)
+    saved = os.dup(2)  # (Python's own buffered stderr text is written later, after fd 2 is back)
     try:
         os.dup2(_DEVNULL, 2)
         yield
@@ -248,11 +266,14 @@ def _read_bytes(path: Path, limit: int) -> np.ndarray:
     if not stat.S_ISREG(st.st_mode):
         raise DecodeError("Cannot read", str(path), "it is not a regular file.")
     if st.st_size > max_bytes(limit):
-        raise DecodeError("Refused", str(path), f"{st.st_size / 1e6:,.0f} MB is more than any image within the "
-                          f"{limit / 1e6:g} MP limit can be.", "max_pixels")
+        raise DecodeError(
+            "Refused",
+            str(path),
+            f"{st.st_size / 1e6:,.0f} MB is more than any image within the {limit / 1e6:g} MP limit can be.",
+            "max_pixels",
+        )
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
         raise DecodeError("Cannot read", str(path), f"{err.strerror or err}.") from None
     return data
-

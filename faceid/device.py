@@ -34,12 +34,15 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise FaceIDError(f"The device {name} needs a CUDA GPU, and PyTorch finds none on this machine; use the "
-                          f"CPU (or auto).", "device")
+        raise FaceIDError(
+            f"The device {name} needs a CUDA GPU, and PyTorch finds none on this machine; use the CPU (or auto).",
+            "device",
+        )
     count = torch.cuda.device_count()
     requested = torch.device(name).index
     index = local_rank if requested is None else requested
     if index >= count:
-        raise FaceIDError(f"GPU {index} does not exist here (this machine has {count}: cuda:0 to "
-                          f"cuda:{count - 1}).", "device")
+        raise FaceIDError(
+            f"GPU {index} does not exist here (this machine has {count}: cuda:0 to cuda:{count - 1}).", "device"
+        )
     return torch.device(f"cuda:{index}")

@@ -60,19 +60,19 @@ class EmbedCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")   # readers don't block a writer (parallel runs)
+            self._db.execute("PRAGMA journal_mode=WAL")  # readers don't block a writer (parallel runs)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
             self._db.commit()
         except (sqlite3.DatabaseError, OSError) as err:
-            raise FaceIDError(f"Cannot open the embedding cache {self.path} ({err}); delete it or run without the "
-                              f"cache.", "no_cache") from None
+            raise FaceIDError(
+                f"Cannot open the embedding cache {self.path} ({err}); delete it or run without the cache.", "no_cache"
+            ) from None
 
     def get_many(self, keys: list[CacheKey], model: str, flip: bool) -> dict[CacheKey, tuple[np.ndarray, dict]]:
         """The cached (embedding (dim,) float32, info dict) for every key that has one."""
         found: dict[CacheKey, tuple[np.ndarray, dict]] = {}
-        query = ("SELECT dim, embedding, info FROM faces WHERE source=? AND size=? AND mtime_ns=? "
-                 "AND model=? AND flip=?")
+        query = "SELECT dim, embedding, info FROM faces WHERE source=? AND size=? AND mtime_ns=? AND model=? AND flip=?"
         try:
             for key in keys:
                 row = self._db.execute(query, (*key, model, int(flip))).fetchone()
@@ -81,8 +81,10 @@ class EmbedCache:
                     if vec.size == row[0]:
                         found[key] = (vec.astype(np.float32), json.loads(row[2]))
         except sqlite3.DatabaseError as err:
-            raise FaceIDError(f"The embedding cache {self.path} is unreadable ({err}); delete it or run without "
-                              f"the cache.", "no_cache") from None
+            raise FaceIDError(
+                f"The embedding cache {self.path} is unreadable ({err}); delete it or run without the cache.",
+                "no_cache",
+            ) from None
         return found
 
     def put_many(self, items: list[tuple[CacheKey, np.ndarray, dict]], model: str, flip: bool) -> None:
@@ -95,8 +97,10 @@ class EmbedCache:
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.DatabaseError as err:
-            raise FaceIDError(f"Cannot write to the embedding cache {self.path} ({err}); delete it or run without the "
-                              f"cache.", "no_cache") from None
+            raise FaceIDError(
+                f"Cannot write to the embedding cache {self.path} ({err}); delete it or run without the cache.",
+                "no_cache",
+            ) from None
 
     def close(self) -> None:
         self._db.close()

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any, Callable, ClassVar, NoReturn
 
 EXIT_OK = 0
-EXIT_ERROR = 2          # bad input, missing file, corrupt data, no weights, ... and bugs
+EXIT_ERROR = 2  # bad input, missing file, corrupt data, no weights, ... and bugs
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), the shell convention
 EXIT_BROKEN_PIPE = 141  # stdout closed by the reader (128 + SIGPIPE), as a shell pipeline reports it
 DEBUG_ENV = "FACEID_DEBUG"
@@ -82,8 +82,10 @@ def debug_enabled() -> bool:
 def describe_unexpected(err: BaseException) -> str:
     """The one sentence for a bug: what was raised, and how to get the traceback for a report."""
     detail = " ".join(str(err).split())[:200]
-    return (f"Unexpected internal error ({type(err).__name__}{': ' + detail if detail else ''}); this is a bug - "
-            f"rerun with {DEBUG_ENV}=1 to see the traceback and report it.")
+    return (
+        f"Unexpected internal error ({type(err).__name__}{': ' + detail if detail else ''}); this is a bug - "
+        f"rerun with {DEBUG_ENV}=1 to see the traceback and report it."
+    )
 
 
 def run_cli(main: Callable[[], int | None], argv: list[str] | None = None) -> NoReturn:

@@ -32,8 +32,13 @@ import numpy as np
 from .decode import check_image_file, decode_image, image_size, read_image_file
 from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
 from .errors import FaceIDError
-from .verification import (Dataset, load_bin_dataset, load_pairs_dataset, roc_curve,  # noqa: F401 (re-exported)
-                           verification_report)
+from .verification import (
+    Dataset,
+    load_bin_dataset,
+    load_pairs_dataset,
+    roc_curve,  # noqa: F401 (re-exported)
+    verification_report,
+)
 
 FACE_CHOICE = "detection closest to the image centre (LFW convention)"
 MISS_RULE = "centre crop (preprocessing.center_crop), counted and listed"
@@ -41,11 +46,12 @@ MISS_RULE = "centre crop (preprocessing.center_crop), counted and listed"
 
 # ----------------------------------------------------------------------------- backends
 
+
 class Backend(Protocol):
     """What the evaluator needs from a recogniser (this project's, or a peer for comparison)."""
 
     name: str
-    cache_tag: str      # changes whenever the embeddings would: weights, spec, detector settings, rules
+    cache_tag: str  # changes whenever the embeddings would: weights, spec, detector settings, rules
     flip: bool
     stage_seconds: dict
 
@@ -90,12 +96,23 @@ class FaceIDBackend:
 
     def describe(self) -> dict:
         e, d = self.embedder, self.detector
-        return {"backend": "faceid (this project)", "weights": e.source, "fingerprint": e.fingerprint,
-                "spec": e.spec.to_dict(), "flip": self.flip, "device": str(e.device), "network": self.network,
-                "threshold": e.threshold, "threshold_calibrated": e.threshold_calibrated,
-                "detector": f"facenet-pytorch MTCNN, min_face_size {d.mtcnn.min_face_size}, thresholds "
-                            f"{list(d.mtcnn.thresholds)}, frames over {d.max_side} px downscaled",
-                "face_choice": FACE_CHOICE, "miss_rule": MISS_RULE, "embedding_dim": 512, "score": "cosine"}
+        return {
+            "backend": "faceid (this project)",
+            "weights": e.source,
+            "fingerprint": e.fingerprint,
+            "spec": e.spec.to_dict(),
+            "flip": self.flip,
+            "device": str(e.device),
+            "network": self.network,
+            "threshold": e.threshold,
+            "threshold_calibrated": e.threshold_calibrated,
+            "detector": f"facenet-pytorch MTCNN, min_face_size {d.mtcnn.min_face_size}, thresholds "
+            f"{list(d.mtcnn.thresholds)}, frames over {d.max_side} px downscaled",
+            "face_choice": FACE_CHOICE,
+            "miss_rule": MISS_RULE,
+            "embedding_dim": 512,
+            "score": "cosine",
+        }
 
     def embed_images(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[dict]]:
         from .preprocessing import center_crop
@@ -130,8 +147,10 @@ class FaceIDBackend:
         """Pre-aligned face crops (a .bin's 112x112 images): no detection; resized by to_network_input."""
         t0 = time.perf_counter()
         side = self.embedder.spec.crop_size
-        crops = [f if f.shape[:2] == (side, side) else cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA)
-                 for f in faces]
+        crops = [
+            f if f.shape[:2] == (side, side) else cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA)
+            for f in faces
+        ]
         emb = self.pipeline.embed_crops(crops, batch_size=self.batch_size)
         self.stage_seconds["embed"] += time.perf_counter() - t0
         return emb, [{"detected": None, "aligned_input": True} for _ in faces]
@@ -149,6 +168,7 @@ class FaceIDBackend:
 
 
 # ----------------------------------------------------------------------------- embedding images
+
 
 def decode_file(path: Path) -> np.ndarray:
     """Image file -> RGB uint8 (H, W, 3) through the decode gate; an unreadable file is one clear error."""
@@ -175,7 +195,7 @@ def _decoded_batches(items: list, decode: Callable, batch: int, workers: int):
     if not items:
         return
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        submit = lambda s: [pool.submit(decode, x) for x in items[s:s + batch]]  # noqa: E731
+        submit = lambda s: [pool.submit(decode, x) for x in items[s : s + batch]]  # noqa: E731
         pending = submit(0)
         for start in range(0, len(items), batch):
             current = [f.result() for f in pending]
@@ -184,8 +204,14 @@ def _decoded_batches(items: list, decode: Callable, batch: int, workers: int):
             yield start, current
 
 
-def embed_items(backend: Backend, dataset: Dataset, cache: EmbedCache | None = None, batch_size: int = 64,
-                workers: int = 2, progress: bool = True) -> tuple[np.ndarray, list[dict], dict]:
+def embed_items(
+    backend: Backend,
+    dataset: Dataset,
+    cache: EmbedCache | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[dict], dict]:
     """Embed every unique image of `dataset` once (cached ones are read back) -> (N, D), infos, timing stats."""
     from tqdm import tqdm
 
@@ -203,8 +229,15 @@ def embed_items(backend: Backend, dataset: Dataset, cache: EmbedCache | None = N
             raise FaceIDError(f"The {backend.name} backend cannot embed pre-aligned .bin crops; give it LFW images.")
         embed = backend.embed_aligned
     decode_wait = 0.0
-    with tqdm(total=len(keys), initial=len(found), unit="img", desc=f"embed ({backend.name})",
-              disable=not progress, smoothing=0.1, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(keys),
+        initial=len(found),
+        unit="img",
+        desc=f"embed ({backend.name})",
+        disable=not progress,
+        smoothing=0.1,
+        dynamic_ncols=True,
+    ) as bar:
         batches = _decoded_batches([dataset.items[i] for i in todo], decode, batch_size, workers)
         while True:
             t0 = time.perf_counter()
@@ -223,17 +256,31 @@ def embed_items(backend: Backend, dataset: Dataset, cache: EmbedCache | None = N
     embeddings = np.stack([results[i][0] for i in range(len(keys))]).astype(np.float32)
     infos = [results[i][1] for i in range(len(keys))]
     seconds = time.perf_counter() - start
-    stats = {"images": len(keys), "from_cache": len(found), "computed": len(todo), "seconds": round(seconds, 3),
-             "images_per_s": round(len(keys) / seconds, 2) if seconds > 0 else None,
-             "stage_seconds": {"decode_wait": round(decode_wait, 3),
-                               **{k: round(v - stages_before.get(k, 0.0), 3) for k, v in backend.stage_seconds.items()}}}
+    stats = {
+        "images": len(keys),
+        "from_cache": len(found),
+        "computed": len(todo),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(len(keys) / seconds, 2) if seconds > 0 else None,
+        "stage_seconds": {
+            "decode_wait": round(decode_wait, 3),
+            **{k: round(v - stages_before.get(k, 0.0), 3) for k, v in backend.stage_seconds.items()},
+        },
+    }
     return embeddings, infos, stats
 
 
 # ----------------------------------------------------------------------------- the report
 
-def evaluate_dataset(backend: Backend, dataset: Dataset, cache: EmbedCache | None = None, batch_size: int = 64,
-                     workers: int = 2, progress: bool = True) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+
+def evaluate_dataset(
+    backend: Backend,
+    dataset: Dataset,
+    cache: EmbedCache | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    progress: bool = True,
+) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """Embed, score every pair, and build the JSON-ready report; also returns the ROC (fpr, tpr)."""
     embeddings, infos, stats = embed_items(backend, dataset, cache, batch_size, workers, progress)
     scores = backend.scores(embeddings[dataset.index[:, 0]], embeddings[dataset.index[:, 1]]).astype(np.float64)
@@ -242,25 +289,39 @@ def evaluate_dataset(backend: Backend, dataset: Dataset, cache: EmbedCache | Non
     names = [str(x) if isinstance(x, Path) else bytes_key(x)[0][:19] for x in dataset.items]
     missed = [names[i] for i, info in enumerate(infos) if info.get("detected") is False]
     report: dict[str, Any] = {
-        "dataset": {"kind": dataset.kind, "pairs": int(len(dataset.labels)), "unique_images": len(dataset.items),
-                    **dataset.describe},
+        "dataset": {
+            "kind": dataset.kind,
+            "pairs": int(len(dataset.labels)),
+            "unique_images": len(dataset.items),
+            **dataset.describe,
+        },
         "model": backend.describe(),
         "metrics": metrics,
-        "detector": {"misses": len(missed), "missed_images": missed, "rule": backend.describe().get("miss_rule", MISS_RULE)
-                     if dataset.kind == "lfw-pairs" else "not applicable: detection skipped for pre-aligned crops",
-                     "multiple_faces": sum(1 for info in infos if (info.get("faces") or 0) > 1)},
+        "detector": {
+            "misses": len(missed),
+            "missed_images": missed,
+            "rule": backend.describe().get("miss_rule", MISS_RULE)
+            if dataset.kind == "lfw-pairs"
+            else "not applicable: detection skipped for pre-aligned crops",
+            "multiple_faces": sum(1 for info in infos if (info.get("faces") or 0) > 1),
+        },
         "speed": stats,
-        "pair_scores": [{"a": names[i], "b": names[j], "same": bool(same), "fold": int(fold), "score": round(float(sc), 6)}
-                        for (i, j), same, fold, sc in zip(dataset.index, dataset.labels, dataset.folds, scores)],
+        "pair_scores": [
+            {"a": names[i], "b": names[j], "same": bool(same), "fold": int(fold), "score": round(float(sc), 6)}
+            for (i, j), same, fold, sc in zip(dataset.index, dataset.labels, dataset.folds, scores)
+        ],
     }
     describe = report["model"]
     if "threshold" in describe:  # how the threshold the app would use fares on these pairs
         t = float(describe["threshold"])
         accepted = scores >= t
-        report["app_threshold"] = {"threshold": t, "calibrated": bool(describe.get("threshold_calibrated")),
-                                   "accuracy": float(np.mean(accepted == dataset.labels)),
-                                   "far": float(np.mean(accepted[~dataset.labels])),
-                                   "tar": float(np.mean(accepted[dataset.labels]))}
+        report["app_threshold"] = {
+            "threshold": t,
+            "calibrated": bool(describe.get("threshold_calibrated")),
+            "accuracy": float(np.mean(accepted == dataset.labels)),
+            "far": float(np.mean(accepted[~dataset.labels])),
+            "tar": float(np.mean(accepted[dataset.labels])),
+        }
     return report, (fpr, tpr)
 
 
@@ -272,47 +333,66 @@ def format_summary(report: dict) -> str:
     """The human-readable lines printed after a run (the JSON report holds everything)."""
     d, m, s, det = report["dataset"], report["metrics"], report["speed"], report["detector"]
     src = d.get("pairs_file") or d.get("bin")
-    lines = [f"{report['model']['backend']} on {src}: {d['pairs']} pairs ({m['genuine']} same, {m['impostor']} "
-             f"different), {d['unique_images']} images",
-             f"model       {report['model'].get('weights', report['model'].get('model', ''))}"
-             + (f" (fingerprint {report['model']['fingerprint']}, crop {report['model']['spec']['crop']}, "
-                f"flip {'on' if report['model']['flip'] else 'off'})" if "spec" in report["model"] else ""),
-             f"accuracy    {_pct(m['accuracy'])} ± {_pct(m['accuracy_sem'])} (mean ± standard error over {d['folds']} "
-             f"folds, each fold's threshold chosen on the others; mean threshold {m['accuracy_threshold']:.4f})",
-             f"ROC AUC     {m['auc']:.4f}",
-             f"EER         {_pct(m['eer'])} (threshold {m['eer_threshold']:.4f})"]
+    lines = [
+        f"{report['model']['backend']} on {src}: {d['pairs']} pairs ({m['genuine']} same, {m['impostor']} "
+        f"different), {d['unique_images']} images",
+        f"model       {report['model'].get('weights', report['model'].get('model', ''))}"
+        + (
+            f" (fingerprint {report['model']['fingerprint']}, crop {report['model']['spec']['crop']}, "
+            f"flip {'on' if report['model']['flip'] else 'off'})"
+            if "spec" in report["model"]
+            else ""
+        ),
+        f"accuracy    {_pct(m['accuracy'])} ± {_pct(m['accuracy_sem'])} (mean ± standard error over {d['folds']} "
+        f"folds, each fold's threshold chosen on the others; mean threshold {m['accuracy_threshold']:.4f})",
+        f"ROC AUC     {m['auc']:.4f}",
+        f"EER         {_pct(m['eer'])} (threshold {m['eer_threshold']:.4f})",
+    ]
     for far in ("0.001", "0.01"):
         note = "" if m[f"far={far}_resolved"] else f" (only {m['impostor']} impostor pairs: strictest point measured)"
         lines.append(f"TAR@FAR={far:<6}{_pct(m[f'tar@far={far}'])} (threshold {m[f'threshold@far={far}']:.4f}){note}")
     if "app_threshold" in report:
         a = report["app_threshold"]
-        lines.append(f"model thr.  {a['threshold']:.3f} ({'calibrated' if a['calibrated'] else 'uncalibrated default'}): "
-                     f"accuracy {_pct(a['accuracy'])}, FAR {_pct(a['far'])}, TAR {_pct(a['tar'])}")
+        lines.append(
+            f"model thr.  {a['threshold']:.3f} ({'calibrated' if a['calibrated'] else 'uncalibrated default'}): "
+            f"accuracy {_pct(a['accuracy'])}, FAR {_pct(a['far'])}, TAR {_pct(a['tar'])}"
+        )
     if d["kind"] == "lfw-pairs":
         shown = ", ".join(Path(p).name for p in det["missed_images"][:5]) + (" ..." if det["misses"] > 5 else "")
-        lines.append(f"misses      {det['misses']} of {d['unique_images']} images had no face ({det['rule']})"
-                     + (f": {shown}" if det["misses"] else ""))
+        lines.append(
+            f"misses      {det['misses']} of {d['unique_images']} images had no face ({det['rule']})"
+            + (f": {shown}" if det["misses"] else "")
+        )
     else:
         lines.append(f"misses      {det['rule']}")
-    lines.append(f"speed       {s['images']} images in {s['seconds']:.1f} s = {s['images_per_s']} images/s "
-                 f"({s['from_cache']} from cache)")
+    lines.append(
+        f"speed       {s['images']} images in {s['seconds']:.1f} s = {s['images_per_s']} images/s "
+        f"({s['from_cache']} from cache)"
+    )
     for key in ("report_json", "roc_png"):
         if key in report.get("outputs", {}):
             lines.append(f"wrote       {report['outputs'][key]}")
     return "\n".join(lines)
 
 
-def write_outputs(report: dict, curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: str | os.PathLike,
-                  stem: str) -> dict:
+def write_outputs(
+    report: dict, curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: str | os.PathLike, stem: str
+) -> dict:
     """Write <stem>_report.json and <stem>_roc.png atomically; records their paths in report['outputs']."""
     from .verification import plot_roc
 
-    return write_report_and_plot(report, out_dir, f"{stem}_report.json", ("roc_png", f"{stem}_roc.png"),
-                                 lambda path: plot_roc(curves, path, title=f"ROC: {stem}"))
+    return write_report_and_plot(
+        report,
+        out_dir,
+        f"{stem}_report.json",
+        ("roc_png", f"{stem}_roc.png"),
+        lambda path: plot_roc(curves, path, title=f"ROC: {stem}"),
+    )
 
 
-def write_report_and_plot(report: dict, out_dir: str | os.PathLike, json_name: str, plot: tuple[str, str],
-                          draw: Callable[[str], None]) -> dict:
+def write_report_and_plot(
+    report: dict, out_dir: str | os.PathLike, json_name: str, plot: tuple[str, str], draw: Callable[[str], None]
+) -> dict:
     """Draw the plot (`plot` = (key in report['outputs'], file name)) and write the JSON report, both into
     `out_dir`; a folder that cannot be written is one sentence."""
     from .fileio import atomic_write_json
@@ -330,9 +410,16 @@ def write_report_and_plot(report: dict, out_dir: str | os.PathLike, json_name: s
 
 # ----------------------------------------------------------------------------- the command
 
-def load_faceid_backend(model: str | None = None, weights: str | None = None, crop: str | None = None,
-                        device: str | None = None, flip: bool = True, batch_size: int = 64,
-                        calibration: str | None = None) -> FaceIDBackend:
+
+def load_faceid_backend(
+    model: str | None = None,
+    weights: str | None = None,
+    crop: str | None = None,
+    device: str | None = None,
+    flip: bool = True,
+    batch_size: int = 64,
+    calibration: str | None = None,
+) -> FaceIDBackend:
     """The app's model choice: --model, else ./checkpoints/best_face_model.pth if present (unless --weights),
     else backbone weights (--weights, $FACEID_WEIGHTS, torch's cache, download; one clear error offline)."""
     from .model import choose_embedder
@@ -357,24 +444,38 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_max = -1, -4   # <malloc.h>
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
-def run_evaluation(pairs: str | None = None, images: str | None = None, bin_path: str | None = None,
-                   model: str | None = None, weights: str | None = None, crop: str | None = None,
-                   flip: bool = True, folds: int = 10, batch_size: int = 64, device: str | None = None,
-                   cache_path: str | None = None, out_dir: str = "faceid_data/eval", limit: int | None = None,
-                   threads: int | None = None, progress: bool = True) -> dict:
+def run_evaluation(
+    pairs: str | None = None,
+    images: str | None = None,
+    bin_path: str | None = None,
+    model: str | None = None,
+    weights: str | None = None,
+    crop: str | None = None,
+    flip: bool = True,
+    folds: int = 10,
+    batch_size: int = 64,
+    device: str | None = None,
+    cache_path: str | None = None,
+    out_dir: str = "faceid_data/eval",
+    limit: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Validate inputs, load the model, evaluate, write <out_dir>/<stem>_report.json + _roc.png; return the report."""
     if bool(pairs) == bool(bin_path):
         raise FaceIDError("Give either a pairs file with its image folder, or a .bin file.", "pairs", "images", "bin")
     if pairs and not images:
-        raise FaceIDError("A pairs file needs its image folder (the one that holds <Name>/<Name>_NNNN.jpg).",
-                          "images")
+        raise FaceIDError("A pairs file needs its image folder (the one that holds <Name>/<Name>_NNNN.jpg).", "images")
     if folds < 2 or batch_size < 1:
-        raise FaceIDError(f"The folds must be at least 2 and the batch size at least 1, got {folds} and "
-                          f"{batch_size}.", "folds", "batch_size")
+        raise FaceIDError(
+            f"The folds must be at least 2 and the batch size at least 1, got {folds} and {batch_size}.",
+            "folds",
+            "batch_size",
+        )
     if bin_path:
         dataset = load_bin_dataset(bin_path, folds, limit)
     else:

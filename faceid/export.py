@@ -39,8 +39,8 @@ ONNX_FORMAT = "faceid-onnx-1"
 INPUT_NAME, OUTPUT_NAME = "input", "embedding"
 META_PREFIX = "faceid."
 OPSET = 18
-MATCH_COSINE = 0.9999        # onnxruntime's embeddings must agree with torch's at least this well
-MAX_ONNX_BYTES = 2 << 30      # protobuf's own limit; read before handing a file to onnxruntime
+MATCH_COSINE = 0.9999  # onnxruntime's embeddings must agree with torch's at least this well
+MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit; read before handing a file to onnxruntime
 RUNTIMES = ("torch", "onnx")
 
 
@@ -51,8 +51,9 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in ONNX metadata")
 
 
-def checkpoint_for_export(model: str | os.PathLike | None, weights: str | os.PathLike | None,
-                          crop: str | None, download: bool = False) -> tuple[Checkpoint, str]:
+def checkpoint_for_export(
+    model: str | os.PathLike | None, weights: str | os.PathLike | None, crop: str | None, download: bool = False
+) -> tuple[Checkpoint, str]:
     """(a checkpoint, where it came from): a faceid checkpoint, or
     backbone weights with the spec of `crop` and no calibration (the app's model choice, model.choose_embedder)."""
     from .model import choose_embedder
@@ -64,7 +65,9 @@ def checkpoint_for_export(model: str | os.PathLike | None, weights: str | os.Pat
     return Checkpoint(model=embedder.model.state_dict(), preprocess=embedder.spec.to_dict()), embedder.source
 
 
-def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike, opset: int = OPSET, sources: Sequence[str] = ()) -> dict:
+def export_onnx(
+    checkpoint: Checkpoint, path: str | os.PathLike, opset: int = OPSET, sources: Sequence[str] = ()
+) -> dict:
     """Write the checkpoint's EmbeddingNetwork as ONNX (dynamic batch, metadata as above) atomically, after
     checking that onnxruntime reproduces torch's embeddings. Returns what was written (for the report)."""
     import torch
@@ -84,9 +87,16 @@ def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike, opset: int = OP
     tmp = path.with_name(f".{path.name}.export-{os.getpid()}")
     try:
         with torch.no_grad():
-            program = torch.onnx.export(network, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
-                                        opset_version=opset, dynamo=True, verbose=False)
+            program = torch.onnx.export(
+                network,
+                (example,),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
         assert program is not None  # torch.onnx.export returns the ONNXProgram when dynamo=True
         proto = program.model_proto
         meta: dict[str, Any] = {"format": ONNX_FORMAT, "fingerprint": backbone_fingerprint(backbone, spec)}
@@ -96,8 +106,10 @@ def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike, opset: int = OP
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = META_PREFIX + key, json.dumps(value, default=_plain)
-        proto.doc_string = (f"faceid embedder: {INPUT_NAME} float32 (batch, 3, {spec.size}, {spec.size}) RGB "
-                            f"(x - 127.5) / 128 -> {OUTPUT_NAME} float32 (batch, 512) L2-normalised")
+        proto.doc_string = (
+            f"faceid embedder: {INPUT_NAME} float32 (batch, 3, {spec.size}, {spec.size}) RGB "
+            f"(x - 127.5) / 128 -> {OUTPUT_NAME} float32 (batch, 512) L2-normalised"
+        )
         onnx.checker.check_model(proto)
         data = proto.SerializeToString()
         atomic_write_bytes(tmp, data)
@@ -105,8 +117,13 @@ def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike, opset: int = OP
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"path": str(path), "bytes": len(data), "fingerprint": meta["fingerprint"], "spec": spec.to_dict(),
-            "min_cosine_vs_torch": cos}
+    return {
+        "path": str(path),
+        "bytes": len(data),
+        "fingerprint": meta["fingerprint"],
+        "spec": spec.to_dict(),
+        "min_cosine_vs_torch": cos,
+    }
 
 
 def check_onnx_matches(path: str | os.PathLike, network, size: int, batch: int = 3) -> float:
@@ -120,8 +137,10 @@ def check_onnx_matches(path: str | os.PathLike, network, size: int, batch: int =
     got = OnnxForward(path, threads=1)(x).numpy()
     cos = float((ref * got).sum(axis=1).min())
     if not cos >= MATCH_COSINE:
-        raise FaceIDError(f"The ONNX export does not reproduce torch's embeddings (lowest cosine {cos:.6f} < "
-                          f"{MATCH_COSINE}); nothing was written.")
+        raise FaceIDError(
+            f"The ONNX export does not reproduce torch's embeddings (lowest cosine {cos:.6f} < "
+            f"{MATCH_COSINE}); nothing was written."
+        )
     return cos
 
 
@@ -131,8 +150,10 @@ def _require(module: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise FaceIDError(f"{module} is not installed, which is needed to {purpose}; install the versions pinned "
-                          f"in requirements-dev.txt (pip install -r requirements-dev.txt).") from None
+        raise FaceIDError(
+            f"{module} is not installed, which is needed to {purpose}; install the versions pinned "
+            f"in requirements-dev.txt (pip install -r requirements-dev.txt)."
+        ) from None
 
 
 class OnnxForward:
@@ -157,8 +178,10 @@ class OnnxForward:
             raise FaceIDError(f"{path} is not a usable ONNX model ({str(err).splitlines()[0][:150]}).") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
-            raise FaceIDError(f"{path} is not a faceid embedder (expected input {INPUT_NAME!r} and output "
-                              f"{OUTPUT_NAME!r}); write one with export_model.py.")
+            raise FaceIDError(
+                f"{path} is not a faceid embedder (expected input {INPUT_NAME!r} and output "
+                f"{OUTPUT_NAME!r}); write one with export_model.py."
+            )
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, x):
@@ -174,11 +197,14 @@ def read_metadata(forward: OnnxForward, path: Path) -> dict:
     for key, value in forward.metadata.items():
         if key.startswith(META_PREFIX):
             try:
-                meta[key[len(META_PREFIX):]] = json.loads(value)
+                meta[key[len(META_PREFIX) :]] = json.loads(value)
             except json.JSONDecodeError:
                 raise FaceIDError(f"{path} has unreadable faceid metadata ({key}); export it again.") from None
-    if meta.get("format") != ONNX_FORMAT or not isinstance(meta.get("preprocess"), dict) \
-            or not isinstance(meta.get("fingerprint"), str):
+    if (
+        meta.get("format") != ONNX_FORMAT
+        or not isinstance(meta.get("preprocess"), dict)
+        or not isinstance(meta.get("fingerprint"), str)
+    ):
         raise FaceIDError(f"{path} was not written by export_model.py (no faceid metadata); export it again.")
     return meta
 
@@ -198,10 +224,17 @@ def load_onnx_embedder(path: str | os.PathLike, threads: int = 1):
         raise FaceIDError(f"{path} records an invalid threshold {threshold!r}; export it again.")
     table = meta.get("calibration")
     table = None if table is None else Calibration.from_dict(table, where=str(path))
-    return Embedder(model=None, spec=PreprocessSpec.from_dict(meta["preprocess"]),
-                    threshold=float(threshold if threshold is not None else DEFAULT_THRESHOLD),
-                    threshold_calibrated=threshold is not None, fingerprint=meta["fingerprint"], source=str(path),
-                    device=torch.device("cpu"), forward=forward, calibration=table)
+    return Embedder(
+        model=None,
+        spec=PreprocessSpec.from_dict(meta["preprocess"]),
+        threshold=float(threshold if threshold is not None else DEFAULT_THRESHOLD),
+        threshold_calibrated=threshold is not None,
+        fingerprint=meta["fingerprint"],
+        source=str(path),
+        device=torch.device("cpu"),
+        forward=forward,
+        calibration=table,
+    )
 
 
 def default_outputs(source: str) -> tuple[Path, Path]:
@@ -210,15 +243,24 @@ def default_outputs(source: str) -> tuple[Path, Path]:
     return src.with_suffix(".onnx"), src.with_name(f"{src.stem}_inference.pth")
 
 
-def run_export(model: str | None, weights: str | None, crop: str | None, onnx_path: str | None,
-               slim_path: str | None, opset: int = OPSET, download: bool = False, slim: bool = True) -> dict:
+def run_export(
+    model: str | None,
+    weights: str | None,
+    crop: str | None,
+    onnx_path: str | None,
+    slim_path: str | None,
+    opset: int = OPSET,
+    download: bool = False,
+    slim: bool = True,
+) -> dict:
     """export_model.py: the ONNX file and (unless `slim` is False) the slim inference checkpoint."""
     from .checkpoint import save_inference_checkpoint
     from .paths import DEFAULT_CHECKPOINT
 
     if model and weights:
-        raise FaceIDError("Give either a faceid checkpoint or backbone weights (a state_dict), not both.",
-                          "model", "weights")
+        raise FaceIDError(
+            "Give either a faceid checkpoint or backbone weights (a state_dict), not both.", "model", "weights"
+        )
     if not model and not weights and DEFAULT_CHECKPOINT.is_file():
         model = str(DEFAULT_CHECKPOINT)
     from .fileio import sha256_file
@@ -229,15 +271,18 @@ def run_export(model: str | None, weights: str | None, crop: str | None, onnx_pa
     report: dict[str, Any] = {"source": source, "inference_checkpoint": None}
     sources = [sha256_file(source)]
     try:
-        if slim:   # first, so that the ONNX file records its hash: either file finds the other
+        if slim:  # first, so that the ONNX file records its hash: either file finds the other
             slim_out = Path(slim_path) if slim_path else default_slim
             save_inference_checkpoint(slim_out, checkpoint)
             sources.append(sha256_file(slim_out))
             report["inference_checkpoint"] = {"path": str(slim_out), "bytes": slim_out.stat().st_size}
         report["onnx"] = export_onnx(checkpoint, onnx_out, opset=opset, sources=sources)
     except OSError as err:
-        raise FaceIDError(f"Cannot write {err.filename or onnx_out}: {err.strerror}; choose another place for it.",
-                          "onnx", "inference_checkpoint") from None
+        raise FaceIDError(
+            f"Cannot write {err.filename or onnx_out}: {err.strerror}; choose another place for it.",
+            "onnx",
+            "inference_checkpoint",
+        ) from None
     return report
 
 
@@ -250,8 +295,15 @@ def exported_beside(checkpoint: str | os.PathLike) -> Path | None:
     return None
 
 
-def choose_runtime(model: str | os.PathLike | None, weights: str | os.PathLike | None, crop: str | None,
-                   device: str | None, download: bool, runtime: str = "auto", threads: int = 1):
+def choose_runtime(
+    model: str | os.PathLike | None,
+    weights: str | os.PathLike | None,
+    crop: str | None,
+    device: str | None,
+    download: bool,
+    runtime: str = "auto",
+    threads: int = 1,
+):
     """The app's embedder on the chosen runtime, and a note saying which and why (see the module docstring)."""
     from .fileio import sha256_file
     from .model import choose_embedder
@@ -261,13 +313,20 @@ def choose_runtime(model: str | os.PathLike | None, weights: str | os.PathLike |
         raise FaceIDError(f"Unknown runtime {runtime!r}; use torch or onnx.")
     if model and str(model).lower().endswith(".onnx"):
         if runtime == "torch":
-            raise FaceIDError(f"{model} is an ONNX model: it runs on the onnx runtime; for torch give the checkpoint "
-                              f"it was exported from.", "runtime", "model")
+            raise FaceIDError(
+                f"{model} is an ONNX model: it runs on the onnx runtime; for torch give the checkpoint "
+                f"it was exported from.",
+                "runtime",
+                "model",
+            )
         if weights or crop:
             raise FaceIDError("An ONNX model carries its own weights and crop: give neither.", "weights", "crop")
         if device and device != "cpu":
-            raise FaceIDError("The ONNX runtime here runs on the CPU: leave the device out, or run the checkpoint "
-                              "on torch.", "device", "runtime")
+            raise FaceIDError(
+                "The ONNX runtime here runs on the CPU: leave the device out, or run the checkpoint on torch.",
+                "device",
+                "runtime",
+            )
         return load_onnx_embedder(model, threads), "runtime onnx (an .onnx model)"
     checkpoint = model or (DEFAULT_CHECKPOINT if not weights and DEFAULT_CHECKPOINT.is_file() else None)
     if runtime == "torch" or (runtime == "auto" and (checkpoint is None or (device or "cpu") != "cpu")):
@@ -279,8 +338,10 @@ def choose_runtime(model: str | os.PathLike | None, weights: str | os.PathLike |
     elif device and device != "cpu":
         why = "--runtime onnx runs on the CPU: drop --device"
     elif onnx_file is None:
-        why = (f"no ONNX export beside {checkpoint}: run `export_model.py --model {checkpoint}` (writes "
-               f"{Path(checkpoint).with_suffix('.onnx')})")
+        why = (
+            f"no ONNX export beside {checkpoint}: run `export_model.py --model {checkpoint}` (writes "
+            f"{Path(checkpoint).with_suffix('.onnx')})"
+        )
     elif not _has("onnxruntime"):
         why = "onnxruntime is not installed (pip install -r requirements-dev.txt)"
     if why is None:

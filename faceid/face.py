@@ -39,8 +39,8 @@ class FaceResult:
     """What one frame gave: every detection (largest first), and the chosen face's crop and embedding."""
 
     detections: list[Detection]
-    crop: np.ndarray | None = None           # uint8 (spec.crop_size, spec.crop_size, 3)
-    embedding: np.ndarray | None = None      # float32 (512,), L2-normalised
+    crop: np.ndarray | None = None  # uint8 (spec.crop_size, spec.crop_size, 3)
+    embedding: np.ndarray | None = None  # float32 (512,), L2-normalised
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -58,14 +58,23 @@ class FaceDetector:
     """MTCNN wrapper. `max_side` downsizes big frames before detection (boxes are mapped back): a face
     filling a webcam frame is found as well at 320 px, several times faster on a CPU."""
 
-    def __init__(self, device: torch.device | str = "cpu", min_face_size: int = DETECT_MIN_FACE,
-                 max_side: int | None = DETECT_MAX_SIDE,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)):
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        min_face_size: int = DETECT_MIN_FACE,
+        max_side: int | None = DETECT_MAX_SIDE,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+    ):
         from facenet_pytorch import MTCNN
 
         self.max_side = max_side
-        self.mtcnn = MTCNN(min_face_size=min_face_size, thresholds=list(thresholds), keep_all=True,
-                           post_process=False, device=torch.device(device))
+        self.mtcnn = MTCNN(
+            min_face_size=min_face_size,
+            thresholds=list(thresholds),
+            keep_all=True,
+            post_process=False,
+            device=torch.device(device),
+        )
 
     def detect(self, frame_rgb: np.ndarray) -> list[Detection]:
         """All faces in the frame, largest first."""
@@ -87,9 +96,14 @@ class FaceDetector:
             for j, i in enumerate(idx):
                 if boxes[j] is None:
                     continue
-                dets = [Detection(box=np.asarray(b, np.float32) / scales[i], prob=float(p),
-                                  landmarks=np.asarray(lm, np.float32) / scales[i])
-                        for b, p, lm in zip(boxes[j], probs[j], points[j])]
+                dets = [
+                    Detection(
+                        box=np.asarray(b, np.float32) / scales[i],
+                        prob=float(p),
+                        landmarks=np.asarray(lm, np.float32) / scales[i],
+                    )
+                    for b, p, lm in zip(boxes[j], probs[j], points[j])
+                ]
                 results[i] = sorted(dets, key=lambda d: d.area, reverse=True)
         return results
 
@@ -119,7 +133,7 @@ class FacePipeline:
             return np.zeros((0, 512), np.float32)
         out = []
         for i in range(0, len(crops), batch_size):
-            x = to_network_input(crops_to_tensor(crops[i:i + batch_size]), self.spec)
+            x = to_network_input(crops_to_tensor(crops[i : i + batch_size]), self.spec)
             out.append(self.embedder.embed_batch(x).numpy())
         return np.concatenate(out).astype(np.float32)
 
@@ -135,4 +149,3 @@ class FacePipeline:
         if embed:
             result.embedding = self.embed_crops([result.crop])[0]
         return result
-

@@ -107,8 +107,9 @@ class EpochSampler(Sampler[int]):
     """This rank's indices for one epoch: a permutation seeded by seed + epoch, cut to a whole number of
     global batches (every rank takes the same number of steps), strided by rank, from `start_batch` on."""
 
-    def __init__(self, n: int, batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 42,
-                 shuffle: bool = True):
+    def __init__(
+        self, n: int, batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 42, shuffle: bool = True
+    ):
         self.n, self.batch_size, self.world, self.rank = n, batch_size, world_size, rank
         self.seed, self.shuffle = seed, shuffle
         self.epoch, self.start_batch = 0, 0
@@ -125,8 +126,8 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.n)
-        order = order[: self.batches_per_epoch * self.batch_size * self.world][self.rank::self.world]
-        return iter(order[self.start_batch * self.batch_size:].tolist())
+        order = order[: self.batches_per_epoch * self.batch_size * self.world][self.rank :: self.world]
+        return iter(order[self.start_batch * self.batch_size :].tolist())
 
     def __len__(self) -> int:
         return max(0, (self.batches_per_epoch - self.start_batch) * self.batch_size)
@@ -141,7 +142,7 @@ def _worker_init(_worker_id: int) -> None:
     still ends the worker at once, so it can never hold the main process's exit; and a worker exits by
     itself when its parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})   # this thread and the ones it starts
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # this thread and the ones it starts
     threading.Thread(target=_exit_on_sigterm_from_parent, daemon=True, name="faceid-sigterm").start()
     cv2.setNumThreads(1)
 
@@ -154,8 +155,15 @@ def _exit_on_sigterm_from_parent() -> None:
             os._exit(0)
 
 
-def make_loader(samples: FaceSamples, batch_size: int, workers: int, sampler: Sampler | None = None,
-                pin_memory: bool = False, persistent: bool = True, drop_last: bool = False) -> DataLoader:
+def make_loader(
+    samples: FaceSamples,
+    batch_size: int,
+    workers: int,
+    sampler: Sampler | None = None,
+    pin_memory: bool = False,
+    persistent: bool = True,
+    drop_last: bool = False,
+) -> DataLoader:
     """DataLoader with the feed's collate; persistent workers and deeper prefetch when workers > 0."""
     if workers > 0:
         # OpenCV's thread pool does not survive fork(): a worker forked from a process whose pool has run
@@ -165,22 +173,32 @@ def make_loader(samples: FaceSamples, batch_size: int, workers: int, sampler: Sa
         cv2.setNumThreads(1)
     # A private generator: creating a loader iterator must not draw from the global RNG, or a run resumed
     # mid-epoch would see different dropout/flip draws than the uninterrupted run.
-    return DataLoader(samples, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator().manual_seed(0),
-                      collate_fn=None if samples.decode_on_cpu else collate_packed,
-                      persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
-                      worker_init_fn=_worker_init if workers > 0 else None)
+    return DataLoader(
+        samples,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(0),
+        collate_fn=None if samples.decode_on_cpu else collate_packed,
+        persistent_workers=persistent and workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_worker_init if workers > 0 else None,
+    )
 
 
 def resolve_decode(mode: str, device: torch.device) -> str:
-    """"auto" -> "gpu" on CUDA (nvJPEG), else "cpu"; "gpu" without CUDA is an error."""
+    """ "auto" -> "gpu" on CUDA (nvJPEG), else "cpu"; "gpu" without CUDA is an error."""
     if mode not in DECODE_MODES:
         raise FaceIDError(f"Unknown decode mode {mode!r}; choose one of {', '.join(DECODE_MODES)}.", "decode")
     if mode == "auto":
         return "gpu" if device.type == "cuda" else "cpu"
     if mode == "gpu" and device.type != "cuda":
-        raise FaceIDError("Decoding on the GPU needs a CUDA device; decode on the CPU (or auto) on this machine.",
-                          "decode")
+        raise FaceIDError(
+            "Decoding on the GPU needs a CUDA device; decode on the CPU (or auto) on this machine.", "decode"
+        )
     return mode
 
 
@@ -212,7 +230,7 @@ def gpu_decode(data: list[torch.Tensor], size: int, device: torch.device, name_o
         except RuntimeError:
             raise DecodeError("Cannot decode", name(i), "its image data is damaged or truncated.") from None
 
-    for i, t in enumerate(data):   # the decode gate's header check: no decoder meets a pixel bomb
+    for i, t in enumerate(data):  # the decode gate's header check: no decoder meets a pixel bomb
         image_size(t.numpy(), name(i))
 
     is_jpeg = [len(t) > 2 and int(t[0]) == 0xFF and int(t[1]) == 0xD8 for t in data]
@@ -220,8 +238,9 @@ def gpu_decode(data: list[torch.Tensor], size: int, device: torch.device, name_o
     jpeg_idx = [i for i, j in enumerate(is_jpeg) if j]
     if jpeg_idx:
         try:
-            for i, img in zip(jpeg_idx, decode_jpeg([data[i] for i in jpeg_idx], mode=ImageReadMode.RGB,
-                                                    device=device)):
+            for i, img in zip(
+                jpeg_idx, decode_jpeg([data[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device)
+            ):
                 out[i] = img
         except RuntimeError:  # one bad file fails the whole batched call: decode one by one instead
             for i in jpeg_idx:
@@ -257,8 +276,9 @@ class BatchFeed:
     def __call__(self, batch, augment: bool = False, source=None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.finish(*self.crops(batch, source), augment=augment)
 
-    def finish(self, crops: torch.Tensor, labels: torch.Tensor, augment: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def finish(
+        self, crops: torch.Tensor, labels: torch.Tensor, augment: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded crops on the device -> network input (the part that draws random numbers)."""
         x = to_network_input(crops, self.spec)
         if augment:
@@ -290,7 +310,7 @@ class DecodeAhead:
         self._cuda = feed.device.type == "cuda"
         self._stream = torch.cuda.Stream(feed.device) if self._cuda else None
         self._ready: queue.Queue = queue.Queue()
-        self._slot = threading.Semaphore(1)          # one batch decoded ahead of the one training
+        self._slot = threading.Semaphore(1)  # one batch decoded ahead of the one training
         self._stop = threading.Event()
         self._ended = False
         self._thread = threading.Thread(target=self._work, args=(iter(batches),), name="decode-ahead", daemon=True)
@@ -362,5 +382,4 @@ def clean_worker_error(err: FaceIDError) -> FaceIDError:
     if "Traceback" not in text:
         return err
     last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
-    return FaceIDError(last.split(": ", 1)[1] if "Error: " in last else last, *err.settings,
-                       exit_code=err.exit_code)
+    return FaceIDError(last.split(": ", 1)[1] if "Error: " in last else last, *err.settings, exit_code=err.exit_code)

@@ -70,8 +70,8 @@ log = logging.getLogger(__name__)
 DB_NAME = "gallery.sqlite3"
 SAMPLES_DIR = "samples"
 APP_ID = "faceid-gallery"
-SCHEMA_VERSION = 2             # 2: meta.index_version and the fingerprint index (1 is upgraded on open)
-EMBEDDING_DIM = 512             # = faceid.model.EMBEDDING_DIM (not imported: that would pull in torch)
+SCHEMA_VERSION = 2  # 2: meta.index_version and the fingerprint index (1 is upgraded on open)
+EMBEDDING_DIM = 512  # = faceid.model.EMBEDDING_DIM (not imported: that would pull in torch)
 MAX_NAME_LEN = 100
 # Letters that render as blank space (Hangul fillers, braille blank, ...): no different from an empty cell.
 INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e\u034f")
@@ -81,7 +81,7 @@ INDEX_VERSION_KEY = "index_version"
 WRITE_MARKER = ".writing-"
 BUSY_TIMEOUT_S = 5.0
 JPEG_QUALITY = 95
-MAX_CROP_BYTES = 4 << 20        # a stored crop is a ~10 KB JPEG of at most a few hundred pixels a side
+MAX_CROP_BYTES = 4 << 20  # a stored crop is a ~10 KB JPEG of at most a few hundred pixels a side
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _REENROLL_HINT = "run `faceid_app.py reenroll` to recompute them with the current model"
 
@@ -124,15 +124,15 @@ class ModelMismatchError(GalleryError):
 class Person:
     id: int
     name: str
-    created: str        # ISO 8601 UTC
-    n_samples: int      # stored sample crops (0 for people imported from a seed pickle)
-    fingerprint: str    # model that made the template
+    created: str  # ISO 8601 UTC
+    n_samples: int  # stored sample crops (0 for people imported from a seed pickle)
+    fingerprint: str  # model that made the template
 
 
 @dataclass
 class Match:
     name: str
-    score: float        # cosine similarity, -1..1
+    score: float  # cosine similarity, -1..1
 
 
 def _invisible(name: str, i: int) -> bool:
@@ -151,7 +151,7 @@ def _invisible(name: str, i: int) -> bool:
         return not ((before == "So" or name[i - 1] == "\ufe0f") and after == "So")
     if c == "\u200c":
         return not (before in ("Lo", "Mn", "Mc") and after in ("Lo", "Mn", "Mc"))
-    if "\ufe00" <= c <= "\ufe0f":     # variation selectors: only meaningful after a symbol (emoji style)
+    if "\ufe00" <= c <= "\ufe0f":  # variation selectors: only meaningful after a symbol (emoji style)
         return before != "So"
     if cat == "Zs":
         return c != " "
@@ -185,9 +185,11 @@ def validate_name(name: str, new: bool = True) -> str:
         raise GalleryError(f"The name contains a control character ({ascii(bad[0])}); use printable characters only.")
     hidden = [c for i, c in enumerate(canon) if _invisible(canon, i)] if new else []
     if hidden:
-        raise GalleryError(f"The name contains an invisible or text-direction character (U+{ord(hidden[0]):04X} "
-                           f"{unicodedata.name(hidden[0], 'unnamed')}), so it could look exactly like another "
-                           f"name; type it without that character.")
+        raise GalleryError(
+            f"The name contains an invisible or text-direction character (U+{ord(hidden[0]):04X} "
+            f"{unicodedata.name(hidden[0], 'unnamed')}), so it could look exactly like another "
+            f"name; type it without that character."
+        )
     return canon
 
 
@@ -216,6 +218,7 @@ def _translate(err: sqlite3.DatabaseError, db: Path) -> GalleryError:
 
 def _db_errors(method):
     """Decorator: SQLite errors in a public method become GalleryError (programming errors stay as they are)."""
+
     @functools.wraps(method)
     def wrapper(self: "Gallery", *args, **kwargs):
         try:
@@ -224,10 +227,12 @@ def _db_errors(method):
             raise
         except sqlite3.DatabaseError as err:
             raise _translate(err, self.db_path) from err
+
     return wrapper
 
 
 # ----------------------------------------------------------------------------------------- files
+
 
 def _make_private(path: Path, mode: int) -> None:
     """Ensure `path` has no group/other permission bits; fix them (and say so) if we can, else refuse."""
@@ -237,8 +242,10 @@ def _make_private(path: Path, mode: int) -> None:
     try:
         os.chmod(path, mode)
     except PermissionError:
-        raise GalleryError(f"{path} is accessible to other users (mode {current:o}) and cannot be made private; "
-                           f"run `chmod {mode:o} {path}` as its owner.") from None
+        raise GalleryError(
+            f"{path} is accessible to other users (mode {current:o}) and cannot be made private; "
+            f"run `chmod {mode:o} {path}` as its owner."
+        ) from None
     log.warning("Made %s private (mode %o -> %o): it holds biometric data.", path, current, mode)
 
 
@@ -264,13 +271,18 @@ def _claim_data_dir(data_dir: Path) -> None:
         shared = st.st_mode & 0o1000 or st.st_uid != os.getuid()
         if foreign or shared:
             why = "already holds other files" if foreign else "is a shared folder (sticky bit, or another owner)"
-            raise GalleryError(f"{data_dir} {why} and is not a faceid gallery; choose a new or empty folder as the "
-                               f"data directory, e.g. {data_dir / 'faceid_data'}.", "data_dir")
+            raise GalleryError(
+                f"{data_dir} {why} and is not a faceid gallery; choose a new or empty folder as the "
+                f"data directory, e.g. {data_dir / 'faceid_data'}.",
+                "data_dir",
+            )
     _private_dir(data_dir)
     for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", INDEX_NAME, SAMPLES_DIR):
         if (data_dir / name).is_symlink():
-            raise GalleryError(f"{data_dir / name} is a symbolic link; a gallery keeps its own files in its own "
-                               f"folder - replace the link with the real {'folder' if name == SAMPLES_DIR else 'file'}.")
+            raise GalleryError(
+                f"{data_dir / name} is a symbolic link; a gallery keeps its own files in its own "
+                f"folder - replace the link with the real {'folder' if name == SAMPLES_DIR else 'file'}."
+            )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -327,13 +339,14 @@ def _decode_jpeg(path: Path) -> np.ndarray:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise GalleryError(f"The sample crop {path} is missing; re-register this person.") from None
-    except OSError as err:   # ELOOP: a link where our file should be
+    except OSError as err:  # ELOOP: a link where our file should be
         raise GalleryError(f"Cannot read the sample crop {path} ({err.strerror}); re-register this person.") from None
     with os.fdopen(fd, "rb") as f:
         data = f.read(MAX_CROP_BYTES + 1)
     if len(data) > MAX_CROP_BYTES:
-        raise GalleryError(f"The sample crop {path} is larger than any crop the gallery writes; re-register "
-                           f"this person.")
+        raise GalleryError(
+            f"The sample crop {path} is larger than any crop the gallery writes; re-register this person."
+        )
     try:
         return decode_image(data, f"the stored sample crop {path}")
     except DecodeError as err:
@@ -363,6 +376,7 @@ def _blob(vector: np.ndarray) -> bytes:
 
 # ----------------------------------------------------------------------------------------- seed pickle
 
+
 class _ForbiddenGlobal(pickle.UnpicklingError):
     pass
 
@@ -372,10 +386,13 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     before it can be called: the seed's pickle format executes arbitrary code otherwise."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("_codecs", "encode"),   # how protocol-2 pickles spell bytes (str -> bytes, no code runs)
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles spell bytes (str -> bytes, no code runs)
     }
 
     def find_class(self, module: str, name: str):
@@ -393,7 +410,9 @@ def load_seed_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise GalleryError(f"The seed pickle {path} does not exist.") from None
     except _ForbiddenGlobal as err:
-        raise GalleryError(f"{path} is not a plain embeddings pickle (it refers to {err}); refusing to load it.") from None
+        raise GalleryError(
+            f"{path} is not a plain embeddings pickle (it refers to {err}); refusing to load it."
+        ) from None
     except Exception as err:  # a damaged pickle raises many types (EOFError, ValueError, struct.error, ...)
         raise GalleryError(f"Cannot read the seed pickle {path}: {type(err).__name__}: {str(err)[:120]}.") from None
     if not isinstance(data, dict):
@@ -411,6 +430,7 @@ def load_seed_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------- gallery
+
 
 class Gallery:
     """One open gallery. Not thread-safe: use it from one thread (processes may share a data dir)."""
@@ -450,8 +470,9 @@ class Gallery:
                 log.warning("A faceid process stopped in the middle of writing to %s; checking the gallery.", db)
                 problems = gallery.check()
                 if problems:
-                    raise GalleryError(f"{db} is damaged after a crash ({problems[0]}); restore a backup or move "
-                                       f"it away.")
+                    raise GalleryError(
+                        f"{db} is damaged after a crash ({problems[0]}); restore a backup or move it away."
+                    )
             gallery._upgrade()
             gallery._remove_orphans()
         except BaseException:
@@ -479,13 +500,17 @@ class Gallery:
         if meta.get("app") != APP_ID or not str(meta.get("schema_version", "")).isdigit():
             raise _corrupt(self.db_path)
         if int(meta["schema_version"]) > SCHEMA_VERSION:
-            raise GalleryError(f"{self.db_path} was written by a newer faceid (schema "
-                               f"{meta['schema_version']}); upgrade faceid to use it.")
+            raise GalleryError(
+                f"{self.db_path} was written by a newer faceid (schema "
+                f"{meta['schema_version']}); upgrade faceid to use it."
+            )
 
     @_db_errors
     def _upgrade(self) -> None:
         """Schema 1 -> 2 (an index version and the fingerprint index), once, in one write transaction."""
-        if self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION):
+        if self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION
+        ):
             return
         with self._transaction() as db:
             db.execute(UPGRADE_1_TO_2)
@@ -499,9 +524,11 @@ class Gallery:
         problems = [f"SQLite: {r[0]}" for r in self._conn.execute("PRAGMA quick_check") if r[0] != "ok"]
         if problems:
             return problems
-        missing = self._conn.execute("SELECT COUNT(*) FROM people p LEFT JOIN templates t ON t.person_id = p.id "
-                                     "WHERE t.person_id IS NULL OR length(t.vector) != ? OR t.dim != ?",
-                                     (EMBEDDING_DIM * 4, EMBEDDING_DIM)).fetchone()[0]
+        missing = self._conn.execute(
+            "SELECT COUNT(*) FROM people p LEFT JOIN templates t ON t.person_id = p.id "
+            "WHERE t.person_id IS NULL OR length(t.vector) != ? OR t.dim != ?",
+            (EMBEDDING_DIM * 4, EMBEDDING_DIM),
+        ).fetchone()[0]
         if missing:
             problems.append(f"{missing} people have no valid template")
         for pid, idx in self._conn.execute("SELECT person_id, idx FROM samples"):
@@ -526,7 +553,7 @@ class Gallery:
         entries = list(self.samples_dir.iterdir())
         if not entries:
             return
-        self._conn.execute("PRAGMA busy_timeout = 0")   # don't make `open` wait for a long reenroll elsewhere
+        self._conn.execute("PRAGMA busy_timeout = 0")  # don't make `open` wait for a long reenroll elsewhere
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as err:
@@ -538,11 +565,11 @@ class Gallery:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         try:
             live = {pid for (pid,) in self._conn.execute("SELECT DISTINCT person_id FROM samples")}
-            for entry in entries:   # only our own names: anything else in samples/ is not ours to delete
+            for entry in entries:  # only our own names: anything else in samples/ is not ours to delete
                 if _SAMPLE_DIR_NAME.fullmatch(entry.name) and int(entry.name) not in live:
                     _remove(entry)
         finally:
-            self._conn.execute("ROLLBACK")   # nothing was written to the database
+            self._conn.execute("ROLLBACK")  # nothing was written to the database
 
     # --- transactions --------------------------------------------------------------------------
 
@@ -571,8 +598,10 @@ class Gallery:
 
     def _check_same_model(self, fingerprint: str, exclude_id: int | None = None) -> None:
         """Refuse to mix models in one gallery: every template must come from `fingerprint`."""
-        row = self._conn.execute("SELECT fingerprint FROM templates WHERE fingerprint != ? AND person_id IS NOT ? "
-                                 "LIMIT 1", (fingerprint, exclude_id)).fetchone()
+        row = self._conn.execute(
+            "SELECT fingerprint FROM templates WHERE fingerprint != ? AND person_id IS NOT ? LIMIT 1",
+            (fingerprint, exclude_id),
+        ).fetchone()
         if row:
             raise ModelMismatchError(_mismatch_message(row[0], fingerprint))
 
@@ -614,8 +643,15 @@ class Gallery:
     # --- writing -------------------------------------------------------------------------------
 
     @_db_errors
-    def register(self, name: str, crops: list[np.ndarray], embeddings: np.ndarray, fingerprint: str,
-                 replace: bool = False, _before_commit: Callable[[], None] | None = None) -> Person:
+    def register(
+        self,
+        name: str,
+        crops: list[np.ndarray],
+        embeddings: np.ndarray,
+        fingerprint: str,
+        replace: bool = False,
+        _before_commit: Callable[[], None] | None = None,
+    ) -> Person:
         """Add `name` with the normalised mean of `embeddings` as template, keeping crops and embeddings.
 
         All or nothing. A duplicate name is refused unless `replace`. `_before_commit` is a test hook
@@ -623,7 +659,7 @@ class Gallery:
         """
         name = validate_name(name)
         emb = _check_embeddings(embeddings, count=len(crops))
-        jpegs = [_encode_jpeg(c) for c in crops]       # encode before taking the write lock
+        jpegs = [_encode_jpeg(c) for c in crops]  # encode before taking the write lock
         template = normalize_rows(emb.mean(axis=0))
         new_dir: Path | None = None
         try:
@@ -645,26 +681,35 @@ class Gallery:
                 _remove(new_dir)
             raise
         if old:
-            _remove(self._person_dir(old[0]))   # after COMMIT; a crash here leaves an orphan for `open`
+            _remove(self._person_dir(old[0]))  # after COMMIT; a crash here leaves an orphan for `open`
         return self._require(name)
 
-    def _write_person(self, db: sqlite3.Connection, pid: int, jpegs: list[bytes], emb: np.ndarray,
-                      template: np.ndarray, fingerprint: str) -> None:
+    def _write_person(
+        self,
+        db: sqlite3.Connection,
+        pid: int,
+        jpegs: list[bytes],
+        emb: np.ndarray,
+        template: np.ndarray,
+        fingerprint: str,
+    ) -> None:
         """Inside the open transaction: sample files (fsynced) and the template and sample rows."""
         directory = self._person_dir(pid)
         if directory.exists() or directory.is_symlink():
-            _remove(directory)    # an orphan from a crashed attempt that got the same id (its rows rolled back)
+            _remove(directory)  # an orphan from a crashed attempt that got the same id (its rows rolled back)
             if directory.exists():
-                raise GalleryError(f"{directory} holds files the gallery did not write; move them out of the "
-                                   f"gallery and try again.")
+                raise GalleryError(
+                    f"{directory} holds files the gallery did not write; move them out of the gallery and try again."
+                )
         directory.mkdir(mode=DIR_MODE)
         os.chmod(directory, DIR_MODE)
         for i, data in enumerate(jpegs):
             _write_private_file(directory / f"{i}.jpg", data)
         _fsync_dir(directory)
         _fsync_dir(self.samples_dir)
-        db.execute("INSERT INTO templates VALUES (?, ?, ?, ?, ?)",
-                   (pid, fingerprint, EMBEDDING_DIM, _blob(template), _now()))
+        db.execute(
+            "INSERT INTO templates VALUES (?, ?, ?, ?, ?)", (pid, fingerprint, EMBEDDING_DIM, _blob(template), _now())
+        )
         db.executemany("INSERT INTO samples VALUES (?, ?, ?)", [(pid, i, _blob(e)) for i, e in enumerate(emb)])
 
     @_db_errors
@@ -679,8 +724,9 @@ class Gallery:
         return row is not None
 
     @_db_errors
-    def reenroll(self, embed_crops: Callable[[list[np.ndarray]], np.ndarray], fingerprint: str,
-                 progress: bool = True) -> int:
+    def reenroll(
+        self, embed_crops: Callable[[list[np.ndarray]], np.ndarray], fingerprint: str, progress: bool = True
+    ) -> int:
         """Recompute every template (and sample embedding) from the stored crops with the current model.
 
         One transaction: interrupted, the gallery keeps its old templates. People without stored crops
@@ -690,26 +736,40 @@ class Gallery:
         from tqdm import tqdm
 
         with self._transaction() as db:
-            rows = db.execute("SELECT p.id, p.name, t.fingerprint, (SELECT COUNT(*) FROM samples s WHERE "
-                              "s.person_id = p.id) FROM people p JOIN templates t ON t.person_id = p.id "
-                              "ORDER BY p.id").fetchall()
+            rows = db.execute(
+                "SELECT p.id, p.name, t.fingerprint, (SELECT COUNT(*) FROM samples s WHERE "
+                "s.person_id = p.id) FROM people p JOIN templates t ON t.person_id = p.id "
+                "ORDER BY p.id"
+            ).fetchall()
             stuck = [name for _, name, fp, n in rows if n == 0 and fp != fingerprint]
             if stuck:
-                raise GalleryError(f"{len(stuck)} people have no stored sample crops to re-enroll from "
-                                   f"(e.g. {stuck[0]!r}); delete or re-register them first.")
+                raise GalleryError(
+                    f"{len(stuck)} people have no stored sample crops to re-enroll from "
+                    f"(e.g. {stuck[0]!r}); delete or re-register them first."
+                )
             todo = [(pid, name) for pid, name, _, n in rows if n > 0]
             for pid, name in tqdm(todo, desc="re-enrolling", unit="person", disable=not progress):
                 self._reembed(db, pid, name, embed_crops, fingerprint)
         return len(todo)
 
-    def _reembed(self, db: sqlite3.Connection, pid: int, name: str,
-                 embed_crops: Callable[[list[np.ndarray]], np.ndarray], fingerprint: str) -> None:
+    def _reembed(
+        self,
+        db: sqlite3.Connection,
+        pid: int,
+        name: str,
+        embed_crops: Callable[[list[np.ndarray]], np.ndarray],
+        fingerprint: str,
+    ) -> None:
         crops = self._read_crops(pid)
         emb = _check_embeddings(embed_crops(crops), count=len(crops))
-        db.executemany("UPDATE samples SET vector = ? WHERE person_id = ? AND idx = ?",
-                       [(_blob(e), pid, i) for i, e in enumerate(emb)])
-        db.execute("UPDATE templates SET fingerprint = ?, dim = ?, vector = ?, updated = ? WHERE person_id = ?",
-                   (fingerprint, EMBEDDING_DIM, _blob(normalize_rows(emb.mean(axis=0))), _now(), pid))
+        db.executemany(
+            "UPDATE samples SET vector = ? WHERE person_id = ? AND idx = ?",
+            [(_blob(e), pid, i) for i, e in enumerate(emb)],
+        )
+        db.execute(
+            "UPDATE templates SET fingerprint = ?, dim = ?, vector = ?, updated = ? WHERE person_id = ?",
+            (fingerprint, EMBEDDING_DIM, _blob(normalize_rows(emb.mean(axis=0))), _now(), pid),
+        )
 
     @_db_errors
     def import_seed_pickle(self, path: str | os.PathLike, fingerprint: str, replace: bool = False) -> int:
@@ -721,8 +781,11 @@ class Gallery:
         with self._transaction() as db:
             clash = [n for n in entries if db.execute("SELECT 1 FROM people WHERE name = ?", (n,)).fetchone()]
             if clash and not replace:
-                raise GalleryError(f"{len(clash)} names in {path} are already registered (e.g. {clash[0]!r}); "
-                                   f"replace them only if you mean to.", "replace")
+                raise GalleryError(
+                    f"{len(clash)} names in {path} are already registered (e.g. {clash[0]!r}); "
+                    f"replace them only if you mean to.",
+                    "replace",
+                )
             old_ids = [r[0] for n in clash for r in db.execute("SELECT id FROM people WHERE name = ?", (n,))]
             db.executemany("DELETE FROM people WHERE id = ?", [(i,) for i in old_ids])
             self._check_same_model(fingerprint)
@@ -751,11 +814,13 @@ class Gallery:
     def verify(self, name: str, embedding: np.ndarray, fingerprint: str) -> float:
         """1:1 cosine between `embedding` and `name`'s template."""
         q = _query_vector(embedding)
-        row = self._conn.execute("SELECT t.fingerprint, t.vector FROM people p JOIN templates t ON t.person_id "
-                                 "= p.id WHERE p.name = ?", (_lookup_key(name),)).fetchone()
+        row = self._conn.execute(
+            "SELECT t.fingerprint, t.vector FROM people p JOIN templates t ON t.person_id = p.id WHERE p.name = ?",
+            (_lookup_key(name),),
+        ).fetchone()
         if row is None:
-            self._require(name)   # raises the "no one named" error
-            raise _corrupt(self.db_path)   # a person without a template: our schema never writes that
+            self._require(name)  # raises the "no one named" error
+            raise _corrupt(self.db_path)  # a person without a template: our schema never writes that
         if row[0] != fingerprint:
             raise ModelMismatchError(_mismatch_message(row[0], fingerprint))
         return float(_vector(row[1], self.db_path) @ q)
@@ -769,9 +834,12 @@ class Gallery:
         index, ids = self._search_index(fingerprint)
         scores, rows = index.search(q, k)
         wanted = [int(ids[r]) for r in rows]
-        names = dict(self._conn.execute(f"SELECT id, name FROM people WHERE id IN ({','.join('?' * len(wanted))})",
-                                        wanted)) if wanted else {}
-        if len(names) != len(set(wanted)):   # the index is current, so this is a damaged database
+        names = (
+            dict(self._conn.execute(f"SELECT id, name FROM people WHERE id IN ({','.join('?' * len(wanted))})", wanted))
+            if wanted
+            else {}
+        )
+        if len(names) != len(set(wanted)):  # the index is current, so this is a damaged database
             raise _corrupt(self.db_path)
         return [Match(names[i], float(s)) for s, i in zip(scores, wanted)]
 
@@ -795,8 +863,11 @@ class Gallery:
             return None
         index, ids, extra = loaded
         counts = extra.get("fingerprints")
-        if extra.get(INDEX_VERSION_KEY) != version or not isinstance(counts, dict) or \
-                sum(counts.values()) != len(index):
+        if (
+            extra.get(INDEX_VERSION_KEY) != version
+            or not isinstance(counts, dict)
+            or sum(counts.values()) != len(index)
+        ):
             return None
         self._index, self._index_ids, self._index_fingerprints, self._index_version = index, ids, counts, version
         return index
@@ -823,8 +894,9 @@ class Gallery:
             matrix = np.empty((count, EMBEDDING_DIM), np.float32)
             ids = np.empty(count, np.int64)
             fingerprints: dict[str, int] = {}
-            rows = self._conn.execute("SELECT t.person_id, t.fingerprint, t.vector FROM templates t "
-                                      "JOIN people p ON p.id = t.person_id")
+            rows = self._conn.execute(
+                "SELECT t.person_id, t.fingerprint, t.vector FROM templates t JOIN people p ON p.id = t.person_id"
+            )
             i = -1
             for i, (pid, fp, blob) in enumerate(rows):
                 if i >= count:
@@ -840,18 +912,25 @@ class Gallery:
         try:
             index.save(self.index_path, ids, {INDEX_VERSION_KEY: version, "fingerprints": fingerprints}, FILE_MODE)
         except OSError as err:
-            log.warning("Could not save the search index to %s (%s); the next command will rebuild it.",
-                        self.index_path, err.strerror)
+            log.warning(
+                "Could not save the search index to %s (%s); the next command will rebuild it.",
+                self.index_path,
+                err.strerror,
+            )
         self._index, self._index_ids, self._index_fingerprints, self._index_version = index, ids, fingerprints, version
 
 
-_PEOPLE_SQL = ("SELECT p.id, p.name, p.created, (SELECT COUNT(*) FROM samples s WHERE s.person_id = p.id), "
-               "COALESCE(t.fingerprint, '') FROM people p LEFT JOIN templates t ON t.person_id = p.id")
+_PEOPLE_SQL = (
+    "SELECT p.id, p.name, p.created, (SELECT COUNT(*) FROM samples s WHERE s.person_id = p.id), "
+    "COALESCE(t.fingerprint, '') FROM people p LEFT JOIN templates t ON t.person_id = p.id"
+)
 
 
 def _mismatch_message(stored: str, loaded: str) -> str:
-    return (f"The gallery's templates were made by a different model (fingerprint {stored}) than the one "
-            f"loaded ({loaded}); {_REENROLL_HINT}.")
+    return (
+        f"The gallery's templates were made by a different model (fingerprint {stored}) than the one "
+        f"loaded ({loaded}); {_REENROLL_HINT}."
+    )
 
 
 def _vector(blob: bytes, db: Path) -> np.ndarray:
@@ -864,8 +943,10 @@ def _insert_templates(db: sqlite3.Connection, entries: Iterable[tuple[str, np.nd
     """Inside a write transaction: one person row and one template row per (valid name, normalised vector)."""
     now, entries = _now(), list(entries)
     db.executemany("INSERT INTO people (name, created) VALUES (?, ?)", ((name, now) for name, _ in entries))
-    db.executemany("INSERT INTO templates SELECT id, ?, ?, ?, ? FROM people WHERE name = ?",
-                   ((fingerprint, EMBEDDING_DIM, _blob(vec), now, name) for name, vec in entries))
+    db.executemany(
+        "INSERT INTO templates SELECT id, ?, ?, ?, ? FROM people WHERE name = ?",
+        ((fingerprint, EMBEDDING_DIM, _blob(vec), now, name) for name, vec in entries),
+    )
 
 
 def _bump_index_version(db: sqlite3.Connection) -> None:
@@ -880,7 +961,7 @@ def _crashed_writers(data_dir: Path) -> list[Path]:
     """`.writing-<pid>` markers whose process no longer exists: it died inside a write transaction."""
     dead = []
     for marker in data_dir.glob(f"{WRITE_MARKER}*"):
-        pid = marker.name[len(WRITE_MARKER):]
+        pid = marker.name[len(WRITE_MARKER) :]
         if not pid.isdigit():
             continue
         try:
@@ -888,7 +969,7 @@ def _crashed_writers(data_dir: Path) -> list[Path]:
         except ProcessLookupError:
             dead.append(marker)
         except PermissionError:
-            pass   # alive, another user's
+            pass  # alive, another user's
     return dead
 
 
@@ -931,7 +1012,7 @@ def _connect(db: Path) -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA secure_delete = ON")
-        conn.execute("PRAGMA journal_mode = WAL")     # readers (the app) don't block a writer (register)
+        conn.execute("PRAGMA journal_mode = WAL")  # readers (the app) don't block a writer (register)
     except sqlite3.DatabaseError as err:
         conn.close()
         raise _translate(err, db) from err

@@ -80,8 +80,9 @@ class MarginHead(nn.Module):
             return logits * self.scale
 
 
-def build_head(name: str, num_classes: int, embedding_dim: int = 512, scale: float | None = None,
-               margin: float | None = None) -> nn.Module:
+def build_head(
+    name: str, num_classes: int, embedding_dim: int = 512, scale: float | None = None, margin: float | None = None
+) -> nn.Module:
     """A head by name ("softmax", "arcface", "cosface"); scale/margin None -> the standard values."""
     if name not in HEADS:
         raise FaceIDError(f"Unknown head {name!r}; choose one of {', '.join(HEADS)}.")
@@ -89,16 +90,23 @@ def build_head(name: str, num_classes: int, embedding_dim: int = 512, scale: flo
         raise FaceIDError(f"Training needs at least 2 identities, got {num_classes}.")
     if name == "softmax":
         return SoftmaxHead(embedding_dim, num_classes)
-    return MarginHead(name, embedding_dim, num_classes,
-                      DEFAULT_SCALE[name] if scale is None else scale,
-                      DEFAULT_MARGIN[name] if margin is None else margin)
+    return MarginHead(
+        name,
+        embedding_dim,
+        num_classes,
+        DEFAULT_SCALE[name] if scale is None else scale,
+        DEFAULT_MARGIN[name] if margin is None else margin,
+    )
 
 
 def head_config(name: str, num_classes: int, scale: float | None, margin: float | None) -> dict:
     """The plain dict stored in checkpoints to rebuild the head (`build_head(**head_config)`)."""
-    return {"name": name, "num_classes": int(num_classes),
-            "scale": DEFAULT_SCALE.get(name) if scale is None else float(scale),
-            "margin": DEFAULT_MARGIN.get(name) if margin is None else float(margin)}
+    return {
+        "name": name,
+        "num_classes": int(num_classes),
+        "scale": DEFAULT_SCALE.get(name) if scale is None else float(scale),
+        "margin": DEFAULT_MARGIN.get(name) if margin is None else float(margin),
+    }
 
 
 def raw_feature_backbone(backbone: nn.Module) -> nn.Module:

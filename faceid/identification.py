@@ -33,10 +33,10 @@ FPIR_TARGETS = (1e-3, 1e-2)
 class Enrollment:
     """Which images make each template and which are probes. Indices point into the image list."""
 
-    templates: list[np.ndarray]      # per enrolled person, the image indices averaged into their template
-    mated: np.ndarray                # (M,) probe image indices
-    mated_owner: np.ndarray          # (M,) index into `templates` of each mated probe's person
-    nonmated: np.ndarray             # (U,) probe image indices of people never enrolled
+    templates: list[np.ndarray]  # per enrolled person, the image indices averaged into their template
+    mated: np.ndarray  # (M,) probe image indices
+    mated_owner: np.ndarray  # (M,) index into `templates` of each mated probe's person
+    nonmated: np.ndarray  # (U,) probe image indices of people never enrolled
 
 
 def enroll(labels: np.ndarray, gallery_samples: int, seed: int = 42) -> Enrollment:
@@ -65,8 +65,9 @@ def _threshold_at_fpir(nonmated_top: np.ndarray, fpir: float) -> tuple[float, bo
     return float(np.nextafter(s[k], np.inf)) if k < len(s) else float(s[-1]), len(s) * fpir >= 1
 
 
-def searches(scores_mated: np.ndarray, owner: np.ndarray, scores_nonmated: np.ndarray, columns: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def searches(
+    scores_mated: np.ndarray, owner: np.ndarray, scores_nonmated: np.ndarray, columns: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Search the probes against the gallery made of `columns` (indices of templates).
 
     Returns (mate score per mated probe, whether the mate is the top candidate, top score per non-mated probe),
@@ -82,8 +83,12 @@ def searches(scores_mated: np.ndarray, owner: np.ndarray, scores_nonmated: np.nd
 def at_threshold(mate: np.ndarray, rank1: np.ndarray, nonmated_top: np.ndarray, threshold: float) -> dict:
     """FPIR and FNIR (and its complement, the genuine identification rate) at one threshold."""
     hit = rank1 & (mate >= threshold)
-    return {"threshold": float(threshold), "fpir": float(np.mean(nonmated_top >= threshold)),
-            "fnir": float(1 - np.mean(hit)), "tpir": float(np.mean(hit))}
+    return {
+        "threshold": float(threshold),
+        "fpir": float(np.mean(nonmated_top >= threshold)),
+        "fnir": float(1 - np.mean(hit)),
+        "tpir": float(np.mean(hit)),
+    }
 
 
 def det_curve(mate: np.ndarray, rank1: np.ndarray, nonmated_top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,9 +105,15 @@ def gallery_sizes(requested: tuple[int, ...], enrollable: int) -> list[int]:
     return sorted({n for n in requested if n < enrollable} | {enrollable})
 
 
-def identification_report(templates: np.ndarray, probe_scores, enrollment: Enrollment, sizes: list[int],
-                           draws: int = 5, seed: int = 42, thresholds: dict | None = None
-                           ) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
+def identification_report(
+    templates: np.ndarray,
+    probe_scores,
+    enrollment: Enrollment,
+    sizes: list[int],
+    draws: int = 5,
+    seed: int = 42,
+    thresholds: dict | None = None,
+) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
     """Metrics per gallery size -> (JSON-ready report, {size: (FPIR, FNIR) DET curve}).
 
     probe_scores(probe_image_indices) -> (P, len(templates)) scores. thresholds: {name: value or
@@ -113,11 +124,18 @@ def identification_report(templates: np.ndarray, probe_scores, enrollment: Enrol
     total = len(templates)
     report, curves = {}, {}
     for n in sizes:
-        runs = [np.arange(total)] if n >= total else [np.sort(rng.choice(total, n, replace=False)) for _ in range(draws)]
+        runs = (
+            [np.arange(total)] if n >= total else [np.sort(rng.choice(total, n, replace=False)) for _ in range(draws)]
+        )
         parts = [searches(s_mated, enrollment.mated_owner, s_non, cols) for cols in runs]
         mate, rank1, top = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        row: dict[str, object] = {"gallery_size": n, "draws": len(runs), "mated_searches": int(len(mate)),
-                                  "nonmated_searches": int(len(top)), "rank1": float(np.mean(rank1))}
+        row: dict[str, object] = {
+            "gallery_size": n,
+            "draws": len(runs),
+            "mated_searches": int(len(mate)),
+            "nonmated_searches": int(len(top)),
+            "rank1": float(np.mean(rank1)),
+        }
         for fpir in FPIR_TARGETS:
             t, resolved = _threshold_at_fpir(top, fpir)
             r = at_threshold(mate, rank1, top, t)
@@ -131,8 +149,11 @@ def identification_report(templates: np.ndarray, probe_scores, enrollment: Enrol
     return report, curves
 
 
-def plot_det(curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], path: str | os.PathLike,
-             title: str = "DET (open-set 1:N)") -> None:
+def plot_det(
+    curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
+    path: str | os.PathLike,
+    title: str = "DET (open-set 1:N)",
+) -> None:
     """FNIR vs FPIR, log-log, one line per backend and gallery size; saved atomically as PNG."""
     import matplotlib
 
@@ -146,8 +167,13 @@ def plot_det(curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], path: 
     for b, (backend, per_size) in enumerate(curves.items()):
         for s, (size, (fpir, fnir)) in enumerate(sorted(per_size.items())):
             keep = fpir > 0
-            ax.plot(fpir[keep], np.maximum(fnir[keep], 1e-4), styles[b % len(styles)], color=f"C{s}",
-                    label=f"{backend}, N={size:,}")
+            ax.plot(
+                fpir[keep],
+                np.maximum(fnir[keep], 1e-4),
+                styles[b % len(styles)],
+                color=f"C{s}",
+                label=f"{backend}, N={size:,}",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("FPIR (strangers accepted as someone)")

@@ -29,12 +29,14 @@ from faceid.recordio import RecordIOError, RecordIOReader, find_train_rec
 
 DEFAULT_DATASET = "debarghamitraroy/casia-webface"
 DEFAULT_OUTPUT_DIR = "./datasets"
-ARCHIVE_BYTES = 3 * 1024**3       # the Kaggle zip is about 3 GB ...
-SPACE_FACTOR = 2.2                # ... and the unpacked files a bit more: zip + files must fit at once
+ARCHIVE_BYTES = 3 * 1024**3  # the Kaggle zip is about 3 GB ...
+SPACE_FACTOR = 2.2  # ... and the unpacked files a bit more: zip + files must fit at once
 MARKER = ".complete"
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_NO_CREDENTIALS = ("No Kaggle credentials found: set KAGGLE_USERNAME and KAGGLE_KEY, or save the kaggle.json from "
-                   "https://www.kaggle.com/settings (API, Create New Token) as {path} and run `chmod 600 {path}`")
+_NO_CREDENTIALS = (
+    "No Kaggle credentials found: set KAGGLE_USERNAME and KAGGLE_KEY, or save the kaggle.json from "
+    "https://www.kaggle.com/settings (API, Create New Token) as {path} and run `chmod 600 {path}`"
+)
 
 
 @dataclass
@@ -83,20 +85,28 @@ def check_credentials(environ: Mapping[str, str] | None = None) -> str:
 
 def _check_kaggle_json(path: Path) -> None:
     if os.name != "nt" and path.stat().st_mode & 0o077:
-        raise FaceIDError(f"{path} can be read by other users, and it holds your Kaggle key; "
-                          f"run `chmod 600 {path}` and try again")
+        raise FaceIDError(
+            f"{path} can be read by other users, and it holds your Kaggle key; run `chmod 600 {path}` and try again"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise FaceIDError(f"{path} is not valid JSON ({err}); download a new token from "
-                          "https://www.kaggle.com/settings and save it there") from err
+        raise FaceIDError(
+            f"{path} is not valid JSON ({err}); download a new token from "
+            "https://www.kaggle.com/settings and save it there"
+        ) from err
     except OSError as err:
         raise FaceIDError(f"Cannot read {path}: {err.strerror or err}") from err
-    missing = [f for f in ("username", "key")
-               if not isinstance(data, dict) or not isinstance(data.get(f), str) or not data[f].strip()]
+    missing = [
+        f
+        for f in ("username", "key")
+        if not isinstance(data, dict) or not isinstance(data.get(f), str) or not data[f].strip()
+    ]
     if missing:
-        raise FaceIDError(f"{path} has no {' and no '.join(repr(m) for m in missing)} field; it should look like "
-                          '{"username": "...", "key": "..."} as downloaded from https://www.kaggle.com/settings')
+        raise FaceIDError(
+            f"{path} has no {' and no '.join(repr(m) for m in missing)} field; it should look like "
+            '{"username": "...", "key": "..."} as downloaded from https://www.kaggle.com/settings'
+        )
 
 
 def make_api() -> Any:
@@ -106,15 +116,19 @@ def make_api() -> Any:
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
             from kaggle.api.kaggle_api_extended import KaggleApi
     except ImportError as err:
-        raise FaceIDError(f"The kaggle client cannot be imported ({err}); install it with "
-                          f"`pip install kaggle {err.name or ''}`".rstrip()) from err
+        raise FaceIDError(
+            f"The kaggle client cannot be imported ({err}); install it with "
+            f"`pip install kaggle {err.name or ''}`".rstrip()
+        ) from err
     api = KaggleApi()
     try:
         with contextlib.redirect_stdout(quiet):
             api.authenticate()
     except SystemExit as err:
-        raise FaceIDError("The kaggle client found no usable credentials; set KAGGLE_USERNAME and KAGGLE_KEY "
-                          "or save kaggle.json from https://www.kaggle.com/settings") from err
+        raise FaceIDError(
+            "The kaggle client found no usable credentials; set KAGGLE_USERNAME and KAGGLE_KEY "
+            "or save kaggle.json from https://www.kaggle.com/settings"
+        ) from err
     return api
 
 
@@ -129,9 +143,12 @@ def _existing_ancestor(path: Path) -> Path:
 def check_free_space(path: Path, required_bytes: int) -> None:
     free = shutil.disk_usage(_existing_ancestor(path)).free
     if free < required_bytes:
-        raise FaceIDError(f"Only {free / 1e9:.1f} GB free at {_existing_ancestor(path)} but the dataset needs about "
-                          f"{required_bytes / 1e9:.1f} GB (archive plus unpacked files); free some space or "
-                          "choose an output folder on a larger disk", "output_dir")
+        raise FaceIDError(
+            f"Only {free / 1e9:.1f} GB free at {_existing_ancestor(path)} but the dataset needs about "
+            f"{required_bytes / 1e9:.1f} GB (archive plus unpacked files); free some space or "
+            "choose an output folder on a larger disk",
+            "output_dir",
+        )
 
 
 def _http_message(err: Exception, slug: str) -> str:
@@ -140,8 +157,10 @@ def _http_message(err: Exception, slug: str) -> str:
     if status == 401:
         return "Kaggle rejected the credentials (HTTP 401); create a new API token at https://www.kaggle.com/settings"
     if status == 403:
-        return (f"Kaggle refused access to {slug} (HTTP 403); open {url} while logged in, accept any terms, "
-                "and check that your API token is current")
+        return (
+            f"Kaggle refused access to {slug} (HTTP 403); open {url} while logged in, accept any terms, "
+            "and check that your API token is current"
+        )
     if status == 404:
         return f"Kaggle has no dataset {slug} (HTTP 404); check the --dataset slug (owner/name) at {url}"
     return f"Kaggle answered HTTP {status} for {slug} ({err}); try again later"
@@ -157,8 +176,10 @@ def download_zip(api: Any, slug: str, download_dir: Path) -> Path:
     except requests.exceptions.HTTPError as err:
         raise FaceIDError(_http_message(err, slug)) from err
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, urllib3.exceptions.HTTPError) as err:
-        raise FaceIDError(f"Could not reach Kaggle to download {slug} ({type(err).__name__}); "
-                          "check the network connection or proxy and try again") from err
+        raise FaceIDError(
+            f"Could not reach Kaggle to download {slug} ({type(err).__name__}); "
+            "check the network connection or proxy and try again"
+        ) from err
     except requests.exceptions.RequestException as err:
         raise FaceIDError(f"The download of {slug} from Kaggle failed ({err}); try again") from err
     except ValueError as err:
@@ -168,8 +189,7 @@ def download_zip(api: Any, slug: str, download_dir: Path) -> Path:
     expected = download_dir / f"{slug.split('/')[1]}.zip"
     zips = [expected] if expected.is_file() else sorted(download_dir.glob("*.zip"))
     if not zips:
-        raise FaceIDError(f"The kaggle client finished but left no zip in {download_dir}; download it again.",
-                          "force")
+        raise FaceIDError(f"The kaggle client finished but left no zip in {download_dir}; download it again.", "force")
     return zips[0]
 
 
@@ -177,8 +197,9 @@ def _member_target(dest: Path, name: str) -> Path:
     """The path a zip member extracts to; refuses absolute paths and `..` (zip-slip)."""
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-        raise FaceIDError(f"The archive holds an unsafe path {name!r} (absolute or leaving its folder); "
-                          "refusing to extract it")
+        raise FaceIDError(
+            f"The archive holds an unsafe path {name!r} (absolute or leaving its folder); refusing to extract it"
+        )
     return dest.joinpath(*parts)
 
 
@@ -189,16 +210,18 @@ def extract_zip(zip_path: Path, dest: Path, progress: bool = True) -> None:
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = archive.infolist()
-            targets = [_member_target(dest, m.filename) for m in members]   # vet every name before writing any
+            targets = [_member_target(dest, m.filename) for m in members]  # vet every name before writing any
             total = sum(m.file_size for m in members)
             check_free_space(dest, total)
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="unzip",
-                      disable=not progress) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="unzip", disable=not progress
+            ) as bar:
                 for member, target in zip(members, targets):
                     _extract_member(archive, member, target, bar)
     except zipfile.BadZipFile as err:
-        raise FaceIDError(f"{zip_path} is not a valid zip archive ({err}); the download is damaged, "
-                          "download it again.", "force") from err
+        raise FaceIDError(
+            f"{zip_path} is not a valid zip archive ({err}); the download is damaged, download it again.", "force"
+        ) from err
     except OSError as err:
         raise FaceIDError(f"Extracting {zip_path} into {dest} failed: {err.strerror or err}") from err
 
@@ -223,8 +246,7 @@ def verify_dataset(root: Path) -> DatasetCheck:
         raise FaceIDError(f"No train.rec found under {root}; the archive is not the expected RecordIO dataset")
     idx = rec.with_suffix(".idx")
     if not idx.is_file():
-        raise FaceIDError(f"{rec} has no train.idx beside it; the archive is incomplete, download it again.",
-                          "force")
+        raise FaceIDError(f"{rec} has no train.idx beside it; the archive is incomplete, download it again.", "force")
     try:
         with RecordIOReader(rec, idx) as reader:
             if reader.index_source != "idx":
@@ -237,11 +259,19 @@ def verify_dataset(root: Path) -> DatasetCheck:
 
 
 def write_marker(dataset_dir: Path, slug: str, check: DatasetCheck) -> None:
-    atomic_write_json(dataset_dir / MARKER, {
-        "dataset": slug, "rec": str(check.rec.relative_to(dataset_dir)), "rec_bytes": check.rec.stat().st_size,
-        "idx": str(check.idx.relative_to(dataset_dir)), "idx_bytes": check.idx.stat().st_size,
-        "records": check.records, "bins": [str(b.relative_to(dataset_dir)) for b in check.bins],
-        "verified_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    atomic_write_json(
+        dataset_dir / MARKER,
+        {
+            "dataset": slug,
+            "rec": str(check.rec.relative_to(dataset_dir)),
+            "rec_bytes": check.rec.stat().st_size,
+            "idx": str(check.idx.relative_to(dataset_dir)),
+            "idx_bytes": check.idx.stat().st_size,
+            "records": check.records,
+            "bins": [str(b.relative_to(dataset_dir)) for b in check.bins],
+            "verified_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
 
 
 def complete_dataset(dataset_dir: Path) -> DatasetCheck | None:
@@ -258,9 +288,14 @@ def complete_dataset(dataset_dir: Path) -> DatasetCheck | None:
 
 
 # --- the whole fetch ----------------------------------------------------------------------------------
-def fetch_dataset(dataset: str = DEFAULT_DATASET, output_dir: str | os.PathLike = DEFAULT_OUTPUT_DIR,
-                  force: bool = False, keep_zip: bool = False, required_bytes: int | None = None,
-                  progress: bool = True) -> tuple[Path, DatasetCheck, bool]:
+def fetch_dataset(
+    dataset: str = DEFAULT_DATASET,
+    output_dir: str | os.PathLike = DEFAULT_OUTPUT_DIR,
+    force: bool = False,
+    keep_zip: bool = False,
+    required_bytes: int | None = None,
+    progress: bool = True,
+) -> tuple[Path, DatasetCheck, bool]:
     """Make `<output_dir>/<name>` a verified copy of the Kaggle dataset; return (folder, check, downloaded)."""
     if not _SLUG.match(dataset):
         raise FaceIDError(f"The dataset {dataset!r} is not a Kaggle slug of the form owner/name.", "dataset")
@@ -276,7 +311,7 @@ def fetch_dataset(dataset: str = DEFAULT_DATASET, output_dir: str | os.PathLike 
     staging = output_dir / f".{target.name}.partial-{os.getpid()}"
     extract_zip(zip_path, staging, progress)
     check = verify_dataset(staging)
-    os.sync()                          # the marker must not reach the disk before the files it vouches for
+    os.sync()  # the marker must not reach the disk before the files it vouches for
     write_marker(staging, dataset, check)
     _swap_into_place(staging, target)
     if not keep_zip:
@@ -317,9 +352,11 @@ def describe(dataset: str, target: Path, check: DatasetCheck, downloaded: bool) 
     """The summary download_dataset.py prints."""
     status = "downloaded and verified" if downloaded else "already complete (verified; --force to download again)"
     bins = ", ".join(b.name for b in check.bins) or "none"
-    return (f"dataset  {dataset}: {status}\n"
-            f"folder   {target}\n"
-            f"records  {check.rec} ({check.rec.stat().st_size / 1e9:.2f} GB, {check.records:,} records; "
-            f"index verified)\n"
-            f"bins     {bins}\n"
-            f"next     python preprocess_dataset.py --input-dir {target}")
+    return (
+        f"dataset  {dataset}: {status}\n"
+        f"folder   {target}\n"
+        f"records  {check.rec} ({check.rec.stat().st_size / 1e9:.2f} GB, {check.records:,} records; "
+        f"index verified)\n"
+        f"bins     {bins}\n"
+        f"next     python preprocess_dataset.py --input-dir {target}"
+    )

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    flags = argv[:next((i for i, a in enumerate(argv) if a.endswith(".py")), len(argv))]
+    flags = argv[: next((i for i, a in enumerate(argv) if a.endswith(".py")), len(argv))]
     if not any(a.split("=")[0] in ("--shutdown-timeout", "--shutdown_timeout") for a in flags):
         argv = ["--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S), *argv]
     # torchrun's warnings about forwarding the signal and its failure report repeat what the ranks said.

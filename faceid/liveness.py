@@ -40,7 +40,7 @@ class ChallengeConfig:
     min_change_deg: float = 10.0
     center_deg: float = 10.0
     frames_per_prompt: int = 60
-    seconds_per_prompt: float = 8.0      # live cameras only: files are read faster than real time
+    seconds_per_prompt: float = 8.0  # live cameras only: files are read faster than real time
     max_missing: int = 10
     max_jump: float = 0.6
     min_same_person: float | None = 0.3
@@ -53,13 +53,18 @@ class LivenessResult:
     prompts: list[str]
     frames: int = 0
     yaw_trace: list[float] = field(default_factory=list)
-    start: FaceResult | None = None      # the frontal starting face (crop + embedding), for verification
+    start: FaceResult | None = None  # the frontal starting face (crop + embedding), for verification
     start_metrics: dict = field(default_factory=dict)  # its quality measurements
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "reason": self.reason, "prompts": self.prompts, "frames": self.frames,
-                "yaw_min": round(min(self.yaw_trace), 1) if self.yaw_trace else None,
-                "yaw_max": round(max(self.yaw_trace), 1) if self.yaw_trace else None}
+        return {
+            "passed": self.passed,
+            "reason": self.reason,
+            "prompts": self.prompts,
+            "frames": self.frames,
+            "yaw_min": round(min(self.yaw_trace), 1) if self.yaw_trace else None,
+            "yaw_max": round(max(self.yaw_trace), 1) if self.yaw_trace else None,
+        }
 
 
 def random_prompts(n: int, rng: random.Random | None = None) -> list[str]:
@@ -91,11 +96,16 @@ class _Track:
         return None
 
 
-def run_challenge(frames: Iterable[np.ndarray], pipeline: FacePipeline, cfg: ChallengeConfig = ChallengeConfig(),
-                  prompts: list[str] | None = None, live: bool = False,
-                  quality: QualityThresholds = QualityThresholds(),
-                  on_prompt: Callable[[str], None] | None = None,
-                  on_frame: Callable[[np.ndarray, FaceResult, str], bool | None] | None = None) -> LivenessResult:
+def run_challenge(
+    frames: Iterable[np.ndarray],
+    pipeline: FacePipeline,
+    cfg: ChallengeConfig = ChallengeConfig(),
+    prompts: list[str] | None = None,
+    live: bool = False,
+    quality: QualityThresholds = QualityThresholds(),
+    on_prompt: Callable[[str], None] | None = None,
+    on_frame: Callable[[np.ndarray, FaceResult, str], bool | None] | None = None,
+) -> LivenessResult:
     """Run the challenge over `frames`. on_prompt(text) announces each instruction; on_frame(frame, result,
     instruction) may draw a preview and returns True to cancel."""
     prompts = list(prompts) if prompts is not None else random_prompts(cfg.prompts)
@@ -144,9 +154,18 @@ def run_challenge(frames: Iterable[np.ndarray], pipeline: FacePipeline, cfg: Cha
     return out
 
 
-def _advance(step: str, need_center: bool, yaw: float, frame: np.ndarray, result: FaceResult, face: Detection,
-             pipeline: FacePipeline, cfg: ChallengeConfig, quality: QualityThresholds,
-             out: LivenessResult) -> bool | str:
+def _advance(
+    step: str,
+    need_center: bool,
+    yaw: float,
+    frame: np.ndarray,
+    result: FaceResult,
+    face: Detection,
+    pipeline: FacePipeline,
+    cfg: ChallengeConfig,
+    quality: QualityThresholds,
+    out: LivenessResult,
+) -> bool | str:
     """Has the current step been achieved with this frame (`face`: its largest face)? A string is a failure
     reason."""
     if step == "start":

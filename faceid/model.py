@@ -48,13 +48,15 @@ def vggface2_cache_path() -> Path:
     return torch_home.expanduser() / "checkpoints" / Path(VGGFACE2_URL).name
 
 
-WEIGHT_SETTINGS = ("weights", "from_scratch")   # what fixes "no weights": a file, or (training) none at all
+WEIGHT_SETTINGS = ("weights", "from_scratch")  # what fixes "no weights": a file, or (training) none at all
 
 
 def _offline_message(reason: str) -> str:
-    return (f"No face-recognition weights available ({reason}). Download {VGGFACE2_URL} on a machine "
-            f"with internet and give its path (or set {WEIGHTS_ENV}=FILE); training can also start from random "
-            f"weights.")
+    return (
+        f"No face-recognition weights available ({reason}). Download {VGGFACE2_URL} on a machine "
+        f"with internet and give its path (or set {WEIGHTS_ENV}=FILE); training can also start from random "
+        f"weights."
+    )
 
 
 def download_vggface2() -> Path:
@@ -102,13 +104,16 @@ def load_backbone_weights(model: nn.Module, state_dict: dict[str, torch.Tensor],
     backbone = {k: v for k, v in state_dict.items() if not k.startswith("logits.")}
     try:
         missing, unexpected = model.load_state_dict(backbone, strict=False)
-    except RuntimeError as err:   # a tensor of the wrong shape, e.g. another embedding size
+    except RuntimeError as err:  # a tensor of the wrong shape, e.g. another embedding size
         first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:160])
-        raise FaceIDError(f"{source} does not fit InceptionResnetV1 with {EMBEDDING_DIM}-d embeddings "
-                          f"({first.rstrip('.')}).") from None
+        raise FaceIDError(
+            f"{source} does not fit InceptionResnetV1 with {EMBEDDING_DIM}-d embeddings ({first.rstrip('.')})."
+        ) from None
     if missing or unexpected:
-        raise FaceIDError(f"{source} does not fit InceptionResnetV1: {len(missing)} missing keys "
-                          f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}).")
+        raise FaceIDError(
+            f"{source} does not fit InceptionResnetV1: {len(missing)} missing keys "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})."
+        )
     broken = next((k for k, v in backbone.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if broken is not None:
         raise FaceIDError(f"{source} holds non-finite weights (NaN or infinity in {broken!r}); it cannot embed faces.")
@@ -151,14 +156,14 @@ def embed(model: nn.Module, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
 class Embedder:
     """A ready-to-use network: eval mode, on its device, with the spec and threshold that belong to it."""
 
-    model: nn.Module | None   # None when `forward` runs another runtime
+    model: nn.Module | None  # None when `forward` runs another runtime
     spec: PreprocessSpec
     threshold: float
     threshold_calibrated: bool
     fingerprint: str
-    source: str          # human-readable: which file the weights came from
+    source: str  # human-readable: which file the weights came from
     device: torch.device
-    calibration: Calibration | None = None   # score -> FAR table (checkpoint or --calibration); None: uncalibrated
+    calibration: Calibration | None = None  # score -> FAR table (checkpoint or --calibration); None: uncalibrated
     # Another runtime's whole EmbeddingNetwork (onnxruntime, faceid.export): normalised input -> final
     # embeddings. When set, `model` is None: the torch network is never built.
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -185,9 +190,14 @@ class Embedder:
         return embed(self.model, x.to(self.device), flip=self.spec.flip).cpu()
 
 
-def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                  crop: str | None = None, device: str | None = None, download: bool = True,
-                  calibration: str | os.PathLike | None = None) -> Embedder:
+def load_embedder(
+    model_path: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    crop: str | None = None,
+    device: str | None = None,
+    download: bool = True,
+    calibration: str | os.PathLike | None = None,
+) -> Embedder:
     """Load a fine-tuned checkpoint (its spec and calibrated threshold come with it) or backbone weights.
 
     model_path: a checkpoint written by the trainer. Else `weights` (a state_dict file, $FACEID_WEIGHTS or
@@ -195,7 +205,7 @@ def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os
     calibration: a table file from `evaluate_model.py --calibrate` for these weights (replaces a checkpoint's).
     """
     dev = resolve_device(device)
-    ckpt = load_checkpoint(model_path) if model_path is not None else None   # a bad field fails before the build
+    ckpt = load_checkpoint(model_path) if model_path is not None else None  # a bad field fails before the build
     model = build_backbone()
     if ckpt is not None:
         load_backbone_weights(model, ckpt.model, str(model_path))
@@ -213,22 +223,34 @@ def load_embedder(model_path: str | os.PathLike | None = None, weights: str | os
     fingerprint = backbone_fingerprint(model, spec)
     if calibration is not None:
         table = read_calibration_file(calibration, fingerprint)
-    return Embedder(model=model, spec=spec, threshold=float(threshold if threshold is not None else DEFAULT_THRESHOLD),
-                    threshold_calibrated=calibrated, fingerprint=fingerprint,
-                    source=source, device=dev, calibration=table)
+    return Embedder(
+        model=model,
+        spec=spec,
+        threshold=float(threshold if threshold is not None else DEFAULT_THRESHOLD),
+        threshold_calibrated=calibrated,
+        fingerprint=fingerprint,
+        source=source,
+        device=dev,
+        calibration=table,
+    )
 
 
-def choose_embedder(model: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                    crop: str | None = None, device: str | None = None, download: bool = True,
-                    calibration: str | os.PathLike | None = None) -> Embedder:
+def choose_embedder(
+    model: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    crop: str | None = None,
+    device: str | None = None,
+    download: bool = True,
+    calibration: str | os.PathLike | None = None,
+) -> Embedder:
     """The app's (and evaluator's) model choice: --model, else --weights, else ./checkpoints/best_face_model.pth
     if present, else VGGFace2 weights ($FACEID_WEIGHTS, torch's cache, or a download when allowed)."""
     if model and weights:
-        raise FaceIDError("Give either a faceid checkpoint or backbone weights (a state_dict), not both.",
-                          "model", "weights")
+        raise FaceIDError(
+            "Give either a faceid checkpoint or backbone weights (a state_dict), not both.", "model", "weights"
+        )
     if model and crop:
-        raise FaceIDError("A crop style applies to backbone weights only: a checkpoint carries its own crop.",
-                          "crop")
+        raise FaceIDError("A crop style applies to backbone weights only: a checkpoint carries its own crop.", "crop")
     if not model and not weights and DEFAULT_CHECKPOINT.is_file():
         model = DEFAULT_CHECKPOINT
     if model:
@@ -254,7 +276,7 @@ def optimized_for_cpu(embedder: Embedder) -> tuple[Embedder, str]:
         return embedder, "network: traced and frozen for CPU"
     probe = torch.randn(3, 3, embedder.spec.size, embedder.spec.size, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)   # torch.jit is deprecated in favour of torch.compile
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.compile
         try:
             traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, probe[:2])))
             error = float((traced(probe) - model(probe)).abs().max())

@@ -7,8 +7,12 @@ from pathlib import Path
 
 from .fileio import atomic_savefig
 
-VERIFICATION_METRICS = (("auc", "ROC AUC"), ("tar@far=0.001", "TAR @ FAR 1e-3"), ("tar@far=0.01", "TAR @ FAR 1e-2"),
-                        ("eer", "EER (lower is better)"))
+VERIFICATION_METRICS = (
+    ("auc", "ROC AUC"),
+    ("tar@far=0.001", "TAR @ FAR 1e-3"),
+    ("tar@far=0.01", "TAR @ FAR 1e-2"),
+    ("eer", "EER (lower is better)"),
+)
 
 
 def _pyplot():

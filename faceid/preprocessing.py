@@ -42,11 +42,11 @@ CROP_STYLES = ("aligned5", "box")
 class PreprocessSpec:
     """How to turn a detected face into a network input. Stored in every checkpoint as a dict."""
 
-    crop: str = "aligned5"   # "aligned5" or "box" (see module docstring)
-    size: int = 160          # network input side in pixels
-    margin: int = 0          # "box" only: extra pixels around the box, at output scale
+    crop: str = "aligned5"  # "aligned5" or "box" (see module docstring)
+    size: int = 160  # network input side in pixels
+    margin: int = 0  # "box" only: extra pixels around the box, at output scale
     normalize: str = "fixed_image_standardization"  # (x - 127.5) / 128
-    flip: bool = True        # embedding = L2-normalised sum of the image's and its mirror's outputs
+    flip: bool = True  # embedding = L2-normalised sum of the image's and its mirror's outputs
 
     def __post_init__(self):
         if self.crop not in CROP_STYLES:
@@ -84,8 +84,14 @@ def align_five_points(image_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarra
     matrix, _ = cv2.estimateAffinePartial2D(src, ARCFACE_TEMPLATE_112, method=cv2.LMEDS)
     if matrix is None:
         raise FaceIDError("Could not align the face: its landmarks are degenerate.")
-    return cv2.warpAffine(image_rgb, matrix, (ALIGNED_SIZE, ALIGNED_SIZE), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        image_rgb,
+        matrix,
+        (ALIGNED_SIZE, ALIGNED_SIZE),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
 def box_crop(image_rgb: np.ndarray, box: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
@@ -104,8 +110,7 @@ def box_crop(image_rgb: np.ndarray, box: np.ndarray, size: int, margin: int = 0)
     return cv2.resize(image_rgb[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_AREA)
 
 
-def crop_face(image_rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None,
-              spec: PreprocessSpec) -> np.ndarray:
+def crop_face(image_rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None, spec: PreprocessSpec) -> np.ndarray:
     """The crop `spec` asks for, as uint8 HxWx3 of side `spec.crop_size`."""
     if spec.crop == "aligned5":
         if landmarks is None:
@@ -124,7 +129,7 @@ def center_crop(image_rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     if spec.crop == "aligned5":
         side = int(side * 0.7)
     y0, x0 = (h - side) // 2, (w - side) // 2
-    square = image_rgb[y0:y0 + side, x0:x0 + side]
+    square = image_rgb[y0 : y0 + side, x0 : x0 + side]
     return cv2.resize(square, (spec.crop_size, spec.crop_size), interpolation=cv2.INTER_AREA)
 
 

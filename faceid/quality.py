@@ -29,10 +29,10 @@ NOSE_DEPTH_RATIO = 0.5  # nose-tip depth in front of the eye plane / inter-ocula
 class QualityThresholds:
     """Limits a sample must meet. Defaults chosen on the shared webcam-like clips (see the report)."""
 
-    min_face_px: float = 80.0       # shorter side of the detection box, frame pixels
-    min_confidence: float = 0.95    # MTCNN probability
-    min_sharpness: float = 25.0     # variance of the Laplacian of the grey face, rescaled to 112 px
-    min_brightness: float = 50.0    # mean grey level of the face, 0..255
+    min_face_px: float = 80.0  # shorter side of the detection box, frame pixels
+    min_confidence: float = 0.95  # MTCNN probability
+    min_sharpness: float = 25.0  # variance of the Laplacian of the grey face, rescaled to 112 px
+    min_brightness: float = 50.0  # mean grey level of the face, 0..255
     max_brightness: float = 225.0
     max_yaw_deg: float = 25.0
     max_roll_deg: float = 20.0
@@ -98,9 +98,14 @@ def assess(frame_rgb: np.ndarray, detection, limits: QualityThresholds = Quality
     region = face_region(frame_rgb, detection.box)
     pose = head_pose(detection.landmarks)
     grey_mean = float(cv2.cvtColor(region, cv2.COLOR_RGB2GRAY).mean())
-    m = {"face_px": round(detection.size, 1), "confidence": round(float(detection.prob), 4),
-         "sharpness": round(sharpness(region), 1), "brightness": round(grey_mean, 1),
-         "yaw_deg": round(pose.yaw_deg, 1), "roll_deg": round(pose.roll_deg, 1)}
+    m = {
+        "face_px": round(detection.size, 1),
+        "confidence": round(float(detection.prob), 4),
+        "sharpness": round(sharpness(region), 1),
+        "brightness": round(grey_mean, 1),
+        "yaw_deg": round(pose.yaw_deg, 1),
+        "roll_deg": round(pose.roll_deg, 1),
+    }
     reasons = []
     if m["face_px"] < limits.min_face_px:
         reasons.append(f"face too small ({m['face_px']:.0f} px < {limits.min_face_px:.0f}; come closer)")

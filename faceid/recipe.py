@@ -34,7 +34,9 @@ class Dist:
     world: int
     local_rank: int
     device: torch.device
-    control: dist.ProcessGroup | None = None  # process group for small CPU messages (the stop flag); None = the default group
+    control: dist.ProcessGroup | None = (
+        None  # process group for small CPU messages (the stop flag); None = the default group
+    )
 
     @property
     def main(self) -> bool:
@@ -110,9 +112,11 @@ def build_optimizer(cfg, net: torch.nn.Module, lr: float, device: torch.device) 
     """Weight decay on weight matrices/kernels only (not BN or biases); fused kernels on CUDA."""
     wd = default_weight_decay(cfg.optimizer) if cfg.weight_decay is None else cfg.weight_decay
     params = [p for p in net.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    fused = True if device.type == "cuda" else None     # None: torch's own default elsewhere
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    fused = True if device.type == "cuda" else None  # None: torch's own default elsewhere
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=fused)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -126,8 +130,12 @@ def build_scheduler(cfg, optimizer, steps_per_epoch: int, phase_epochs: int, low
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma), False
     if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min" if lower_is_better else "max", factor=cfg.plateau_factor,
-                                                          patience=cfg.plateau_patience), False
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min" if lower_is_better else "max",
+            factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience,
+        ), False
     total = max(1, phase_epochs * steps_per_epoch)
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
     cosine = cfg.scheduler == "cosine"
@@ -174,8 +182,11 @@ class StopFlag:
             return  # the same stop again (a launcher forwarding what the job already got)
         self.requested, self.signum = True, signal.Signals(signum)
         if self.announce:
-            print(f"\n{self.signum.name}: saving a resumable checkpoint at the next step "
-                  f"(Ctrl-C again to abort without saving)", flush=True)
+            print(
+                f"\n{self.signum.name}: saving a resumable checkpoint at the next step "
+                f"(Ctrl-C again to abort without saving)",
+                flush=True,
+            )
 
     def poll(self, step: int) -> bool:
         """Called after every optimizer step with the global step count; True = stop here."""

@@ -58,7 +58,7 @@ def unpack_header(raw: bytes) -> Record:
         raise RecordIOError(f"record of {len(raw)} bytes is shorter than the 24-byte IRHeader")
     flag, label, id_, id2 = _IRHEADER.unpack_from(raw)
     if flag == 0:
-        return Record(flag, label, id_, id2, bytes(raw[_IRHEADER.size:]))
+        return Record(flag, label, id_, id2, bytes(raw[_IRHEADER.size :]))
     end = _IRHEADER.size + 4 * flag
     if len(raw) < end:
         raise RecordIOError(f"record header announces {flag} labels but the record has only {len(raw)} bytes")
@@ -78,7 +78,7 @@ def pack_header(record: Record) -> bytes:
 class Layout:
     """How a .rec is organised: which keys are images and which are insightface metadata."""
 
-    kind: str                                   # "insightface" or "plain"
+    kind: str  # "insightface" or "plain"
     image_keys: list[int]
     num_identities: int
     identity_ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # label -> [first, end) keys
@@ -176,7 +176,7 @@ class RecordIOReader:
         offset = int(parts[1])
         if not 0 <= offset <= self.size - _PART.size:
             return f"offset {offset} lies outside the {self.size}-byte .rec"
-        if buf[offset:offset + 4] != MAGIC_BYTES:
+        if buf[offset : offset + 4] != MAGIC_BYTES:
             return f"offset {offset} is not the start of a record"
         return ""
 
@@ -214,9 +214,10 @@ class RecordIOReader:
             if start + length > self.size:
                 raise RecordIOTruncated(
                     f"{self.rec_path} ends inside the record at byte {offset} ({length} bytes announced, "
-                    f"{self.size - start} present); the file is truncated")
+                    f"{self.size - start} present); the file is truncated"
+                )
             if copy:
-                chunks.append(buf[start:start + length])
+                chunks.append(buf[start : start + length])
             offset = start + ((length + 3) & ~3)
             if cflag in (0, 3):
                 break
@@ -260,7 +261,7 @@ def detect_layout(reader: RecordIOReader) -> Layout:
         return Layout("plain", [], 0)
     try:
         first = reader.read(keys[0])
-    except RecordIOError:   # a damaged first record is one more corrupt record of a plain file
+    except RecordIOError:  # a damaged first record is one more corrupt record of a plain file
         return Layout("plain", keys, _count_labels(reader, keys))
     header = _insightface_header(first, keys)
     if header is None:
@@ -311,7 +312,7 @@ def encode_record(raw: bytes) -> bytes:
     """One record's bytes on disk, split at aligned magic words exactly like dmlc RecordIOWriter::WriteRecord."""
     out, start = [], 0
     for i in range(0, len(raw) - len(raw) % 4, 4):
-        if raw[i:i + 4] == MAGIC_BYTES:
+        if raw[i : i + 4] == MAGIC_BYTES:
             out.append(_PART.pack(MAGIC, (1 if start == 0 else 2) << 29 | (i - start)) + raw[start:i])
             start = i + 4
     tail = len(raw) - start
@@ -319,8 +320,9 @@ def encode_record(raw: bytes) -> bytes:
     return b"".join(out)
 
 
-def write_recordio(rec_path: str | os.PathLike, idx_path: str | os.PathLike | None,
-                   records: Iterable[tuple[int, Record | bytes]]) -> None:
+def write_recordio(
+    rec_path: str | os.PathLike, idx_path: str | os.PathLike | None, records: Iterable[tuple[int, Record | bytes]]
+) -> None:
     """Write (key, Record or raw record bytes) pairs as MXNet's MXIndexedRecordIO would; for tests and fixtures."""
     body, idx = bytearray(), []
     for key, rec in records:

@@ -48,10 +48,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-EXACT_MAX = 20_000     # up to here exact numpy search takes a few ms; above it the sketch wins
+EXACT_MAX = 20_000  # up to here exact numpy search takes a few ms; above it the sketch wins
 SKETCH_BITS = 512
 SKETCH_SEED = 20240401  # fixed so the projection is the same in every process (and in saved sketches)
-RERANK = 4096           # candidates re-scored exactly (8 MB of reads); 1024 lost 2.5% of genuine probes at cos 0.4
+RERANK = 4096  # candidates re-scored exactly (8 MB of reads); 1024 lost 2.5% of genuine probes at cos 0.4
 _faiss_state: dict[str, Any] = {}
 INDEX_MAGIC = b"FACEIDX1"
 INDEX_FORMAT = 1
@@ -73,8 +73,11 @@ def load_faiss():
 def _warn_no_faiss(n: int) -> None:
     if not _faiss_state.get("warned"):
         _faiss_state["warned"] = True
-        log.warning("faiss is not installed: searching %d templates exactly with numpy (slower at this size; "
-                    "`pip install faiss-cpu` makes it fast).", n)
+        log.warning(
+            "faiss is not installed: searching %d templates exactly with numpy (slower at this size; "
+            "`pip install faiss-cpu` makes it fast).",
+            n,
+        )
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -107,8 +110,9 @@ class TemplateIndex:
     `backend` says which path answers: "numpy-exact" or "faiss-sketch+rerank".
     """
 
-    def __init__(self, matrix: np.ndarray, backend: str = "auto", rerank: int = RERANK,
-                 sketches: np.ndarray | None = None):
+    def __init__(
+        self, matrix: np.ndarray, backend: str = "auto", rerank: int = RERANK, sketches: np.ndarray | None = None
+    ):
         """`sketches`: this matrix's `sketch` computed earlier (a loaded file), so it is not recomputed."""
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         self.rerank = rerank
@@ -146,7 +150,7 @@ class TemplateIndex:
         planes = self._planes()
         out = np.empty((len(x), SKETCH_BITS // 8), np.uint8)
         for i in range(0, len(x), chunk):
-            out[i:i + chunk] = np.packbits(x[i:i + chunk] @ planes > 0, axis=1)
+            out[i : i + chunk] = np.packbits(x[i : i + chunk] @ planes > 0, axis=1)
         return out
 
     def _build_sketch(self, sketches: np.ndarray | None):
@@ -170,8 +174,14 @@ class TemplateIndex:
             raise ValueError("one id per row")
         sketches = self.sketches if self.sketches is not None else np.zeros((0, SKETCH_BITS // 8), np.uint8)
         dim, sketch_bits = int(self.matrix.shape[1]), SKETCH_BITS if len(sketches) else 0
-        header = {"format": INDEX_FORMAT, "count": len(self.matrix), "dim": dim,
-                  "sketch_bits": sketch_bits, "sketch_seed": SKETCH_SEED, "extra": extra}
+        header = {
+            "format": INDEX_FORMAT,
+            "count": len(self.matrix),
+            "dim": dim,
+            "sketch_bits": sketch_bits,
+            "sketch_seed": SKETCH_SEED,
+            "extra": extra,
+        }
         blob = json.dumps(header).encode()
         offsets = _layout(len(blob), len(ids), dim, sketch_bits)
 
@@ -192,22 +202,31 @@ class TemplateIndex:
         try:
             with open(path, "rb") as f:
                 start = f.read(len(INDEX_MAGIC) + 4)
-                if len(start) < len(INDEX_MAGIC) + 4 or start[:len(INDEX_MAGIC)] != INDEX_MAGIC:
+                if len(start) < len(INDEX_MAGIC) + 4 or start[: len(INDEX_MAGIC)] != INDEX_MAGIC:
                     return None
-                (hlen,) = struct.unpack("<I", start[len(INDEX_MAGIC):])
+                (hlen,) = struct.unpack("<I", start[len(INDEX_MAGIC) :])
                 if hlen > _MAX_HEADER:
                     return None
                 header = json.loads(f.read(hlen))
                 size = os.fstat(f.fileno()).st_size
             count, dim, bits = (int(header[k]) for k in ("count", "dim", "sketch_bits"))
-            if header.get("format") != INDEX_FORMAT or count < 0 or dim < 1 or bits not in (0, SKETCH_BITS) \
-                    or header.get("sketch_seed") != SKETCH_SEED or not isinstance(header.get("extra"), dict):
+            if (
+                header.get("format") != INDEX_FORMAT
+                or count < 0
+                or dim < 1
+                or bits not in (0, SKETCH_BITS)
+                or header.get("sketch_seed") != SKETCH_SEED
+                or not isinstance(header.get("extra"), dict)
+            ):
                 return None
             ids_at, matrix_at, sketch_at, end = _layout(hlen, count, dim, bits)
             if size != end:
                 return None
-            mapped = lambda dtype, offset, shape: (np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)  # noqa: E731
-                                                   if count else np.zeros(shape, dtype))
+            mapped = lambda dtype, offset, shape: (
+                np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)  # noqa: E731
+                if count
+                else np.zeros(shape, dtype)
+            )
             ids = mapped("<i8", ids_at, (count,))
             matrix = mapped("<f4", matrix_at, (count, dim))
             sketches = mapped(np.uint8, sketch_at, (count, bits // 8)) if bits else None

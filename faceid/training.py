@@ -37,8 +37,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import (Checkpoint, TrainingState, capture_rng_state, load_checkpoint, restore_rng_state,
-                         save_checkpoint, save_inference_checkpoint)
+from .checkpoint import (
+    Checkpoint,
+    TrainingState,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    save_inference_checkpoint,
+)
 from .config import TrainConfig, refused_changes
 from .datasets import find_verification_bins, open_dataset, split_identities, split_images
 from .errors import FaceIDError
@@ -48,8 +55,18 @@ from .fileio import atomic_write_json
 from .heads import TrainNet, build_head, head_config
 from .model import build_backbone, load_backbone_weights, read_state_dict, resolve_weights
 from .plots import plot_history
-from .recipe import (Dist, StopFlag, autocast_context, build_optimizer, build_scheduler, default_batch_size,
-                     default_workers, resolve_precision, scaled_lr, setup_distributed)
+from .recipe import (
+    Dist,
+    StopFlag,
+    autocast_context,
+    build_optimizer,
+    build_scheduler,
+    default_batch_size,
+    default_workers,
+    resolve_precision,
+    scaled_lr,
+    setup_distributed,
+)
 from .runlog import LOG_NAME, RunLog
 from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
 
@@ -58,6 +75,7 @@ LABEL_MAP, HISTORY = "label_map.json", "history.json"
 
 
 # ----------------------------------------------------------------------------- the run
+
 
 @dataclass
 class Phase:
@@ -95,7 +113,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict = {}
         self.metrics: dict = {}
-        self.calibration: dict | None = None        # summary of the latest table (history, summary line)
+        self.calibration: dict | None = None  # summary of the latest table (history, summary line)
         self.calibration_table: dict | None = None  # Calibration.to_dict() of the latest validation
         self.progress = _fresh_progress()
         if origin is not None:
@@ -107,9 +125,13 @@ class Trainer:
             lr = cfg.lr or scaled_lr(cfg.optimizer, self.batch_size * env.world)
             self.phase = Phase(index, self.epoch, self.epoch + cfg.epochs, lr)
         self.optimizer = build_optimizer(cfg, self.net, self.phase.lr, env.device)
-        self.scheduler, self.per_step = build_scheduler(cfg, self.optimizer, self.steps_per_epoch,
-                                                        self.phase.end_epoch - self.phase.start_epoch,
-                                                        lower_is_better=cfg.select_metric in LOWER_IS_BETTER)
+        self.scheduler, self.per_step = build_scheduler(
+            cfg,
+            self.optimizer,
+            self.steps_per_epoch,
+            self.phase.end_epoch - self.phase.start_epoch,
+            lower_is_better=cfg.select_metric in LOWER_IS_BETTER,
+        )
         if origin is not None and exact:
             self._load_optimizer_and_rng(_training(origin))
 
@@ -135,14 +157,18 @@ class Trainer:
         world_batch = self.batch_size * self.env.world
         self.steps_per_epoch = len(self.train_idx) // world_batch
         if self.steps_per_epoch == 0:
-            raise FaceIDError(f"Only {len(self.train_idx)} training images for a global batch of {world_batch}; "
-                               f"the batch size must be smaller.", "batch_size")
+            raise FaceIDError(
+                f"Only {len(self.train_idx)} training images for a global batch of {world_batch}; "
+                f"the batch size must be smaller.",
+                "batch_size",
+            )
         if cfg.limit_steps:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.limit_steps)
         self.sampler = EpochSampler(len(self.train_idx), self.batch_size, self.env.world, self.env.rank, cfg.seed)
         samples = FaceSamples(self.data, self.train_idx, decode_on_cpu=self.decode == "cpu")
-        self.loader = make_loader(samples, self.batch_size, self.workers, self.sampler,
-                                  pin_memory=self.env.device.type == "cuda")
+        self.loader = make_loader(
+            samples, self.batch_size, self.workers, self.sampler, pin_memory=self.env.device.type == "cuda"
+        )
 
     def _validator(self) -> Validator:
         cfg = self.cfg
@@ -153,9 +179,20 @@ class Trainer:
             pair_sets += [bin_pairs(p, self.data.spec) for p in find_verification_bins(self.data.root)]
         eval_batch = self.cfg.eval_batch_size or min(256, self.batch_size * 2)
         amp = lambda: autocast_context(self.precision, self.env.device)  # noqa: E731  (validate as we train)
-        return Validator(self.data, self.val_idx, pair_sets, self.feed, eval_batch, self.workers, cfg.target_far,
-                         amp=amp, closed_set_images=cfg.val_images, seed=cfg.seed,
-                         heldout=self.heldout, tune_on_benchmark=cfg.tune_on_benchmark)
+        return Validator(
+            self.data,
+            self.val_idx,
+            pair_sets,
+            self.feed,
+            eval_batch,
+            self.workers,
+            cfg.target_far,
+            amp=amp,
+            closed_set_images=cfg.val_images,
+            seed=cfg.seed,
+            heldout=self.heldout,
+            tune_on_benchmark=cfg.tune_on_benchmark,
+        )
 
     def _selection(self) -> tuple[str, str]:
         """(set, metric) that picks the best checkpoint. Benchmark files (.bin) are test data: selecting on one
@@ -168,12 +205,19 @@ class Trainer:
         if wanted is None and benchmarks:
             wanted = benchmarks[0]
         if wanted in benchmarks and not self.cfg.tune_on_benchmark:
-            why = ("there are no held-out identities (held-out fraction 0)" if "heldout" not in names
-                   else f"the selection set {wanted} is a benchmark file")
-            raise FaceIDError(f"Model selection would read the benchmark {wanted} because {why}; keep identities "
-                              f"held out (e.g. a fraction of 0.1) or allow tuning on test data (stamped in the "
-                              f"checkpoint and shown by the app).", "holdout_fraction", "select_set",
-                              "tune_on_benchmark")
+            why = (
+                "there are no held-out identities (held-out fraction 0)"
+                if "heldout" not in names
+                else f"the selection set {wanted} is a benchmark file"
+            )
+            raise FaceIDError(
+                f"Model selection would read the benchmark {wanted} because {why}; keep identities "
+                f"held out (e.g. a fraction of 0.1) or allow tuning on test data (stamped in the "
+                f"checkpoint and shown by the app).",
+                "holdout_fraction",
+                "select_set",
+                "tune_on_benchmark",
+            )
         if wanted is not None:
             return wanted, self.cfg.select_metric
         return "closed_set", "accuracy"
@@ -226,29 +270,52 @@ class Trainer:
             rngs = [rng]
         cal = self.calibration or {}
         training = TrainingState(
-            head=_cpu(self.net.head.state_dict()), head_config=self.head_cfg,
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(), precision=self.precision, epoch=self.epoch, step=self.step,
-            step_in_epoch=self.step_in_epoch, phase=self.phase.to_dict(), world_size=self.env.world, rng=rngs,
-            config=self.cfg.to_dict(), metrics=self.metrics, history=self.history, best=self.best,
-            label_map=list(self.data.identities), progress=dict(self.progress))
-        return Checkpoint(model=_cpu(self.net.backbone.state_dict()), preprocess=self.data.spec.to_dict(),
-                          threshold=cal.get("threshold"), threshold_info=cal or None,
-                          calibration=self.calibration_table, kind=kind, training=training)
+            head=_cpu(self.net.head.state_dict()),
+            head_config=self.head_cfg,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            precision=self.precision,
+            epoch=self.epoch,
+            step=self.step,
+            step_in_epoch=self.step_in_epoch,
+            phase=self.phase.to_dict(),
+            world_size=self.env.world,
+            rng=rngs,
+            config=self.cfg.to_dict(),
+            metrics=self.metrics,
+            history=self.history,
+            best=self.best,
+            label_map=list(self.data.identities),
+            progress=dict(self.progress),
+        )
+        return Checkpoint(
+            model=_cpu(self.net.backbone.state_dict()),
+            preprocess=self.data.spec.to_dict(),
+            threshold=cal.get("threshold"),
+            threshold_info=cal or None,
+            calibration=self.calibration_table,
+            kind=kind,
+            training=training,
+        )
 
     def _load_weights_and_counters(self, ckpt: Checkpoint) -> None:
         """Weights, counters, history and the epoch's progress so far from a checkpoint's training state."""
         origin = _training(ckpt)
         if list(origin.label_map) != list(self.data.identities):
-            raise FaceIDError("The data's identities differ from the checkpoint's label map; give the same data "
-                              "and filters the run was started with.")
+            raise FaceIDError(
+                "The data's identities differ from the checkpoint's label map; give the same data "
+                "and filters the run was started with."
+            )
         load_backbone_weights(self.net.backbone, ckpt.model, "the checkpoint")
         try:
             self.net.head.load_state_dict(origin.head)
         except (RuntimeError, KeyError, TypeError):
-            raise FaceIDError(f"The checkpoint's head does not match its own config ({describe_head(self.head_cfg)}, "
-                              f"{self.data.num_identities} identities): the file was altered; continue from an "
-                              f"unaltered checkpoint, or start a new run from its weights.") from None
+            raise FaceIDError(
+                f"The checkpoint's head does not match its own config ({describe_head(self.head_cfg)}, "
+                f"{self.data.num_identities} identities): the file was altered; continue from an "
+                f"unaltered checkpoint, or start a new run from its weights."
+            ) from None
         self.epoch, self.step = int(origin.epoch), int(origin.step)
         self.step_in_epoch = int(origin.step_in_epoch)
         self.history, self.best, self.metrics = list(origin.history), dict(origin.best), dict(origin.metrics)
@@ -261,17 +328,21 @@ class Trainer:
             self.optimizer.load_state_dict(origin.optimizer)
             self.scheduler.load_state_dict(origin.scheduler)
         except (ValueError, KeyError, TypeError, RuntimeError):
-            raise FaceIDError("The checkpoint's optimizer or schedule state does not match its network and config: "
-                              "the file was altered; continue from an unaltered checkpoint, or start a new phase "
-                              "from it.") from None
+            raise FaceIDError(
+                "The checkpoint's optimizer or schedule state does not match its network and config: "
+                "the file was altered; continue from an unaltered checkpoint, or start a new phase "
+                "from it."
+            ) from None
         if origin.scaler:
             self.scaler.load_state_dict(origin.scaler)
         rng = origin.rng
         if len(rng) == self.env.world:
             restore_rng_state(rng[self.env.rank])
         elif self.env.main:
-            print(f"note: the checkpoint was written by {len(rng)} processes, this run has {self.env.world}; "
-                  f"the data order and RNG differ from an uninterrupted run.")
+            print(
+                f"note: the checkpoint was written by {len(rng)} processes, this run has {self.env.world}; "
+                f"the data order and RNG differ from an uninterrupted run."
+            )
 
     # --- the loop ---------------------------------------------------------------------------------
     def _bcast(self, obj):
@@ -301,8 +372,14 @@ class Trainer:
         progress accumulates loss_sum / steps / images / seconds for the epoch (kept across a resume)."""
         env, cfg = self.env, self.cfg
         self.sampler.set_epoch(self.epoch, self.step_in_epoch)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, unit="step", dynamic_ncols=True,
-                   desc=f"epoch {self.epoch + 1}/{self.phase.end_epoch}", disable=not env.main)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.step_in_epoch,
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"epoch {self.epoch + 1}/{self.phase.end_epoch}",
+            disable=not env.main,
+        )
         # float64: a sum split by an interruption (logged partly before, partly after) is then the same number
         loss_acc = torch.zeros((), dtype=torch.float64, device=env.device)
         acc_steps, window_start, window_images = 0, time.perf_counter(), 0
@@ -334,13 +411,20 @@ class Trainer:
                 if at_log or stopping:
                     value = float(loss_acc)
                     if not math.isfinite(value):
-                        raise FaceIDError(f"The training loss became {value} at step {self.step}; a lower "
-                                           f"learning rate or fp32 precision avoids that.", "lr", "precision")
+                        raise FaceIDError(
+                            f"The training loss became {value} at step {self.step}; a lower "
+                            f"learning rate or fp32 precision avoids that.",
+                            "lr",
+                            "precision",
+                        )
                     progress["loss_sum"] += value
                     progress["steps"] += acc_steps
                     now = time.perf_counter()
-                    bar.set_postfix(loss=f"{value / acc_steps:.4f}", lr=f"{self.lr():.2e}",
-                                    img_s=f"{window_images / max(now - window_start, 1e-9):.0f}")
+                    bar.set_postfix(
+                        loss=f"{value / acc_steps:.4f}",
+                        lr=f"{self.lr():.2e}",
+                        img_s=f"{window_images / max(now - window_start, 1e-9):.0f}",
+                    )
                     progress["images"] += window_images
                     loss_acc.zero_()
                     acc_steps, window_start, window_images = 0, now, 0
@@ -362,10 +446,15 @@ class Trainer:
         env = self.env
         self.epoch += 1
         self.step_in_epoch = 0
-        record = {"epoch": self.epoch, "phase": self.phase.index, "step": self.step, "lr": self.lr(),
-                  "train_loss": progress["loss_sum"] / max(progress["steps"], 1),
-                  "images_per_s": progress["images"] / max(progress["seconds"], 1e-9),
-                  "train_seconds": progress["seconds"]}
+        record = {
+            "epoch": self.epoch,
+            "phase": self.phase.index,
+            "step": self.step,
+            "lr": self.lr(),
+            "train_loss": progress["loss_sum"] / max(progress["steps"], 1),
+            "images_per_s": progress["images"] / max(progress["seconds"], 1e-9),
+            "train_seconds": progress["seconds"],
+        }
         self.progress = _fresh_progress()  # the next epoch's; the checkpoints below are at its start
         metrics = None
         if validator is not None:  # rank 0's; the other ranks have none
@@ -388,9 +477,13 @@ class Trainer:
         # Nothing to select on (no held-out people, no .bin, no closed-set split): the latest epoch is "best".
         is_best = value is None or old is None or (value < old if lower else value > old)
         if is_best:
-            self.best = {"set": selection[0], "metric": selection[1] if value is not None else "latest epoch",
-                         "value": value, "epoch": self.epoch,
-                         "threshold": (self.calibration or {}).get("threshold")}
+            self.best = {
+                "set": selection[0],
+                "metric": selection[1] if value is not None else "latest epoch",
+                "value": value,
+                "epoch": self.epoch,
+                "threshold": (self.calibration or {}).get("threshold"),
+            }
         targets = [(LAST, "last")] + ([(BEST, "best")] if is_best else [])
         self.save_many(targets)
         if env.main:
@@ -433,9 +526,11 @@ class Trainer:
                 self.save_many([(LAST, "interrupted")])
                 if env.main:
                     launcher = "" if env.world == 1 else f"-m faceid.launch --standalone --nproc_per_node {env.world} "
-                    self.log.line(f"Interrupted at epoch {self.epoch + 1}, step {self.step} ({self.step_in_epoch} of "
-                                  f"{self.steps_per_epoch} in this epoch); saved {self.out / LAST}. Resume with: "
-                                  f"python {launcher}continue_training.py --checkpoint {self.out / LAST}")
+                    self.log.line(
+                        f"Interrupted at epoch {self.epoch + 1}, step {self.step} ({self.step_in_epoch} of "
+                        f"{self.steps_per_epoch} in this epoch); saved {self.out / LAST}. Resume with: "
+                        f"python {launcher}continue_training.py --checkpoint {self.out / LAST}"
+                    )
                     self.log.close()
                 return stop.exit_code
         self.save_many([(FINAL, "final")])
@@ -463,8 +558,13 @@ class Trainer:
             f"select    best checkpoint by {selection[0]} {selection[1]}"
             + (" (BENCHMARK DATA: --tune-on-benchmark)" if selection[0] not in ("heldout", "closed_set") else "")
             + f"; calibration table (threshold at FAR {cfg.target_far:g} shown) from "
-            + ("the held-out identities" if self.heldout is not None else
-               "the first benchmark file (--tune-on-benchmark)" if cfg.tune_on_benchmark else "nothing: uncalibrated"),
+            + (
+                "the held-out identities"
+                if self.heldout is not None
+                else "the first benchmark file (--tune-on-benchmark)"
+                if cfg.tune_on_benchmark
+                else "nothing: uncalibrated"
+            ),
         ]
         lines += [f"validate  {line}" for line in validator.describe()]
         return "\n".join(lines)
@@ -473,32 +573,46 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         cal = self.calibration or {}
         rule = "=" * 78
-        lines = [rule, "training summary", rule,
-                 f"epochs        {self.epoch} done ({self.step} steps); this phase {fmt_time(seconds)}, "
-                 f"{last.get('images_per_s', 0):.0f} img/s in the last epoch",
-                 f"recipe        {describe_head(self.head_cfg)}, {self.cfg.optimizer}, {self.precision}, batch "
-                 f"{self.batch_size} x {self.env.world}"]
+        lines = [
+            rule,
+            "training summary",
+            rule,
+            f"epochs        {self.epoch} done ({self.step} steps); this phase {fmt_time(seconds)}, "
+            f"{last.get('images_per_s', 0):.0f} img/s in the last epoch",
+            f"recipe        {describe_head(self.head_cfg)}, {self.cfg.optimizer}, {self.precision}, batch "
+            f"{self.batch_size} x {self.env.world}",
+        ]
         if "closed_set" in last:
-            lines.append(f"closed set    accuracy {last['closed_set']['accuracy']:.4f} (seed's metric; training identities)")
+            lines.append(
+                f"closed set    accuracy {last['closed_set']['accuracy']:.4f} (seed's metric; training identities)"
+            )
         for name, rep in last.items():
             if isinstance(rep, dict) and "auc" in rep:
-                lines.append(f"{name:<13} acc {rep['accuracy']:.4f}  AUC {rep['auc']:.4f}  EER {rep['eer']:.4f}  "
-                             f"TAR@FAR1e-3 {rep['tar@far=0.001']:.4f}{'' if rep['far=0.001_resolved'] else '*'}  "
-                             f"TAR@FAR1e-2 {rep['tar@far=0.01']:.4f}{'' if rep['far=0.01_resolved'] else '*'}  "
-                             f"({rep['genuine']}+{rep['impostor']} pairs)")
+                lines.append(
+                    f"{name:<13} acc {rep['accuracy']:.4f}  AUC {rep['auc']:.4f}  EER {rep['eer']:.4f}  "
+                    f"TAR@FAR1e-3 {rep['tar@far=0.001']:.4f}{'' if rep['far=0.001_resolved'] else '*'}  "
+                    f"TAR@FAR1e-2 {rep['tar@far=0.01']:.4f}{'' if rep['far=0.01_resolved'] else '*'}  "
+                    f"({rep['genuine']}+{rep['impostor']} pairs)"
+                )
         if self.best:
             value = "" if self.best["value"] is None else f" = {self.best['value']:.4f}"
             best_thr = self.best.get("threshold")
             thr = "" if best_thr is None else f"; its threshold {best_thr:.4f} is in {BEST}"
-            lines.append(f"best          epoch {self.best['epoch']}: {self.best['set']} {self.best['metric']}{value}{thr}")
+            lines.append(
+                f"best          epoch {self.best['epoch']}: {self.best['set']} {self.best['metric']}{value}{thr}"
+            )
         if cal:
-            lines.append(f"calibration   last epoch: {cal['text']}; TAR {cal['tar']:.4f} (the app reads any FAR, and "
-                         f"FPIR by gallery size, from the table in the checkpoint)")
+            lines.append(
+                f"calibration   last epoch: {cal['text']}; TAR {cal['tar']:.4f} (the app reads any FAR, and "
+                f"FPIR by gallery size, from the table in the checkpoint)"
+            )
         else:
             lines.append("calibration   none (no held-out identities); the app labels its decisions uncalibrated")
         slim = default_outputs(BEST)[1].name
-        lines.append(f"files         {self.out}/{{{BEST}, {slim}, {FINAL}, {LAST}, {LABEL_MAP}, {HISTORY}, {LOG_NAME}, "
-                     f"curves_*.png}}")
+        lines.append(
+            f"files         {self.out}/{{{BEST}, {slim}, {FINAL}, {LAST}, {LABEL_MAP}, {HISTORY}, {LOG_NAME}, "
+            f"curves_*.png}}"
+        )
         lines.append("              (* = that FAR is finer than the impostor pairs can resolve)")
         lines.append(rule)
         return "\n".join(lines)
@@ -546,6 +660,7 @@ def epoch_line(record: dict, selection: tuple[str, str], is_best: bool) -> str:
 
 # ----------------------------------------------------------------------------- entry points
 
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -576,8 +691,9 @@ def train(cfg: TrainConfig, stop: StopFlag | None = None) -> int:
     return _execute(cfg, Trainer.new_run, stop)
 
 
-def continue_training(checkpoint: str | os.PathLike, changes: dict | None = None, new_phase: bool = False,
-                      stop: StopFlag | None = None) -> int:
+def continue_training(
+    checkpoint: str | os.PathLike, changes: dict | None = None, new_phase: bool = False, stop: StopFlag | None = None
+) -> int:
     """Resume exactly (same phase, optimizer, schedule, RNG, data order) or start a new phase (fresh optimizer
     and schedule; history, best and counters continue). `changes`: settings to change, only those
     `faceid.config.changeable(new_phase)` allows; a new phase needs its ``lr``. ``out`` defaults to the
@@ -589,14 +705,20 @@ def continue_training(checkpoint: str | os.PathLike, changes: dict | None = None
     changes = {k: v for k, v in (changes or {}).items() if v is not None}
     refused = refused_changes(changes, new_phase)
     if refused:
-        raise FaceIDError(f"{', '.join(refused)} can only change in a new phase; an exact resume keeps them, and a "
-                           f"new phase starts with a new learning rate.", "lr")
+        raise FaceIDError(
+            f"{', '.join(refused)} can only change in a new phase; an exact resume keeps them, and a "
+            f"new phase starts with a new learning rate.",
+            "lr",
+        )
     if new_phase and "lr" not in changes:
         raise FaceIDError("A new phase needs its learning rate.", "lr")
     phase = Phase(**state.phase)
     if not new_phase and state.epoch >= phase.end_epoch and state.step_in_epoch == 0:
-        raise FaceIDError(f"{checkpoint} finished its phase (epoch {state.epoch} of {phase.end_epoch}); continue it "
-                           f"with a new phase, which starts with a new learning rate (e.g. 3e-5 with the plateau "
-                           f"scheduler).", "lr")
+        raise FaceIDError(
+            f"{checkpoint} finished its phase (epoch {state.epoch} of {phase.end_epoch}); continue it "
+            f"with a new phase, which starts with a new learning rate (e.g. 3e-5 with the plateau "
+            f"scheduler).",
+            "lr",
+        )
     cfg = TrainConfig.from_dict({**state.config, "out": str(Path(checkpoint).expanduser().parent), **changes})
     return _execute(cfg, lambda c, env: (Trainer.next_phase if new_phase else Trainer.resume)(c, env, ckpt), stop)

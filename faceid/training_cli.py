@@ -28,8 +28,11 @@ def add_setting_flags(parser: argparse.ArgumentParser, continuing: bool) -> None
         shown = default_text(name)
         if continuing:
             shown = f"{f.metadata['continue_text'] or 'as in the checkpoint'}; new runs: {shown}"
-        kwargs: dict = {"dest": name, "default": argparse.SUPPRESS,
-                        "help": f"{f.metadata['help']} (default: {shown})".replace("%", "%%")}
+        kwargs: dict = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": f"{f.metadata['help']} (default: {shown})".replace("%", "%%"),
+        }
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -42,12 +45,15 @@ def add_setting_flags(parser: argparse.ArgumentParser, continuing: bool) -> None
 def train_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         description="Fine-tune InceptionResnetV1 (VGGFace2 weights) for face verification. Writes "
-                    "best_face_model.pth (chosen by a verification metric, with a calibrated cosine threshold), "
-                    "final_face_model.pth, last_face_model.pth, label_map.json, history.json and curves_*.png. "
-                    "Multi-GPU: torchrun --nproc_per_node N train_model.py ...",
+        "best_face_model.pth (chosen by a verification metric, with a calibrated cosine threshold), "
+        "final_face_model.pth, last_face_model.pth, label_map.json, history.json and curves_*.png. "
+        "Multi-GPU: torchrun --nproc_per_node N train_model.py ...",
     )
-    p.add_argument("--config", help="JSON file of settings (the flags' names with _ for -), e.g. configs/seed.json; "
-                                    "flags given on the command line win (default: none)")
+    p.add_argument(
+        "--config",
+        help="JSON file of settings (the flags' names with _ for -), e.g. configs/seed.json; "
+        "flags given on the command line win (default: none)",
+    )
     add_setting_flags(p, continuing=False)
     return p
 
@@ -66,13 +72,17 @@ def train_main(argv: list[str] | None = None) -> int:
 def continue_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         description="Resume training exactly from a checkpoint (same epoch/step, optimizer, schedule, RNG), or with "
-                    "--lr start a new phase (new optimizer and schedule; the seed's second phase was --lr 3e-5 "
-                    "--scheduler plateau). History, best checkpoint and counters continue.",
+        "--lr start a new phase (new optimizer and schedule; the seed's second phase was --lr 3e-5 "
+        "--scheduler plateau). History, best checkpoint and counters continue.",
         epilog=f"An exact resume may change only {', '.join(flag(n) for n in changeable(new_phase=False))}; the "
-               f"other flags change the recipe and so need --lr (a new phase).")
-    p.add_argument("--checkpoint", default=str(Path(TrainConfig().out) / LAST),
-                   help="checkpoint to continue from: last_face_model.pth (written every epoch and on Ctrl-C), "
-                        "best_ or final_face_model.pth (default: %(default)s)")
+        f"other flags change the recipe and so need --lr (a new phase).",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=str(Path(TrainConfig().out) / LAST),
+        help="checkpoint to continue from: last_face_model.pth (written every epoch and on Ctrl-C), "
+        "best_ or final_face_model.pth (default: %(default)s)",
+    )
     add_setting_flags(p, continuing=True)
     return p
 

@@ -60,7 +60,7 @@ class UnpackSummary:
     rec_path: str
     out_dir: str
     layout: str
-    images: int            # image files present for the keys processed (written + already there)
+    images: int  # image files present for the keys processed (written + already there)
     written: int
     skipped_existing: int
     identities: int
@@ -83,10 +83,12 @@ class UnpackSummary:
         return data
 
     def describe(self) -> str:
-        return (f"{self.images:,} images of {self.identities:,} identities in {self.out_dir} "
-                f"({self.written:,} written, {self.skipped_existing:,} already present; "
-                f"{self.metadata_records:,} metadata records, {len(self.corrupt):,} corrupt, "
-                f"{len(self.truncated):,} truncated) in {self.seconds:.1f} s = {self.images_per_s:,.0f} images/s")
+        return (
+            f"{self.images:,} images of {self.identities:,} identities in {self.out_dir} "
+            f"({self.written:,} written, {self.skipped_existing:,} already present; "
+            f"{self.metadata_records:,} metadata records, {len(self.corrupt):,} corrupt, "
+            f"{len(self.truncated):,} truncated) in {self.seconds:.1f} s = {self.images_per_s:,.0f} images/s"
+        )
 
 
 # --- worker side --------------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def _write_atomic(folder: str, name: str, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     except BaseException:
         os.close(fd)
         os.unlink(tmp)
@@ -155,7 +157,9 @@ def _unpack_key(key: int, result: ChunkResult) -> None:
     folder, name = f"{_worker['out']}/{label}", f"{key}.jpg"
     is_jpeg = payload[:2] == _SOI
     try:
-        image_size(payload, f"record {key}", _worker["limit"])   # the decode gate's header check: a JPEG is copied, never decoded
+        image_size(
+            payload, f"record {key}", _worker["limit"]
+        )  # the decode gate's header check: a JPEG is copied, never decoded
     except DecodeError as err:
         result.corrupt.append({"key": key, "reason": err.reason})
         return
@@ -222,11 +226,10 @@ def remove_stale_temps(out_dir: Path) -> int:
 
 def _chunks(keys: list[int], workers: int) -> list[list[int]]:
     size = max(64, min(2048, len(keys) // (workers * 8) or 1))
-    return [keys[i:i + size] for i in range(0, len(keys), size)]
+    return [keys[i : i + size] for i in range(0, len(keys), size)]
 
 
-def _run_chunks(reader: RecordIOReader, out_dir: Path, keys: list[int], workers: int,
-                progress: bool) -> ChunkResult:
+def _run_chunks(reader: RecordIOReader, out_dir: Path, keys: list[int], workers: int, progress: bool) -> ChunkResult:
     """Process the key chunks in this process (workers=1) or a pool started before the progress bar
     (tqdm's monitor thread would otherwise rule out fork)."""
     chunks = _chunks(keys, workers)
@@ -256,9 +259,14 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def unpack_recordio(rec_path: str | os.PathLike, out_dir: str | os.PathLike, workers: int | None = None,
-                    limit: int | None = None, progress: bool = True,
-                    idx_path: str | os.PathLike | None = None) -> UnpackSummary:
+def unpack_recordio(
+    rec_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    workers: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    idx_path: str | os.PathLike | None = None,
+) -> UnpackSummary:
     """Unpack the image records of `rec_path` into `out_dir/<label>/<key>.jpg` and write the two JSON reports.
 
     Safe to re-run: images already present are kept (not rewritten), temp files from an interrupted run are
@@ -283,14 +291,22 @@ def unpack_recordio(rec_path: str | os.PathLike, out_dir: str | os.PathLike, wor
     os.sync()
     sync_seconds = time.perf_counter() - sync_start
     summary = UnpackSummary(
-        rec_path=str(rec_path), out_dir=str(out_dir), layout=layout.kind,
-        images=total.written + total.skipped_existing, written=total.written,
-        skipped_existing=total.skipped_existing, identities=len(total.per_label),
+        rec_path=str(rec_path),
+        out_dir=str(out_dir),
+        layout=layout.kind,
+        images=total.written + total.skipped_existing,
+        written=total.written,
+        skipped_existing=total.skipped_existing,
+        identities=len(total.per_label),
         metadata_records=len(layout.metadata_keys),
         corrupt=sorted(total.corrupt, key=lambda c: c["key"]),
         truncated=sorted(total.truncated, key=lambda t: t["key"]),
-        seconds=time.perf_counter() - start, sync_seconds=sync_seconds, index_source=index_source,
-        index_note=index_note, limit=limit)
+        seconds=time.perf_counter() - start,
+        sync_seconds=sync_seconds,
+        index_source=index_source,
+        index_note=index_note,
+        limit=limit,
+    )
     atomic_write_json(out_dir / IDENTITIES_NAME, {str(k): v for k, v in sorted(total.per_label.items())})
     atomic_write_json(out_dir / REPORT_NAME, summary.to_json())
     return summary
@@ -317,23 +333,34 @@ def resolve_rec(rec: str | os.PathLike | None, input_dir: str | os.PathLike) -> 
         return rec
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
-        raise FaceIDError(f"Input folder {input_dir} does not exist; run download_dataset.py first, or give the "
-                          f"folder or the .rec file.", "input_dir", "rec")
+        raise FaceIDError(
+            f"Input folder {input_dir} does not exist; run download_dataset.py first, or give the "
+            f"folder or the .rec file.",
+            "input_dir",
+            "rec",
+        )
     found = find_train_rec(input_dir)
     if found is None:
         raise FaceIDError(f"No train.rec under {input_dir}; give the RecordIO file's path.", "rec")
     return found
 
 
-def preprocess(rec: str | os.PathLike | None, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-               workers: int | None = None, limit: int | None = None) -> UnpackSummary:
+def preprocess(
+    rec: str | os.PathLike | None,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    workers: int | None = None,
+    limit: int | None = None,
+) -> UnpackSummary:
     """preprocess_dataset.py: find the .rec, unpack it, print the summary and where the reports are."""
     rec_path = resolve_rec(rec, input_dir)
     summary = unpack_recordio(rec_path, output_dir, workers=workers, limit=limit)
     report = Path(output_dir) / REPORT_NAME
     if summary.images == 0 and (summary.corrupt or summary.truncated):
-        raise FaceIDError(f"No record of {rec_path} was readable ({len(summary.corrupt):,} corrupt, "
-                          f"{len(summary.truncated):,} truncated; each is listed in {report}).")
+        raise FaceIDError(
+            f"No record of {rec_path} was readable ({len(summary.corrupt):,} corrupt, "
+            f"{len(summary.truncated):,} truncated; each is listed in {report})."
+        )
     print(f"unpacked {rec_path} ({summary.layout} layout): {summary.describe()}")
     if summary.index_source == "scan":
         print(f"note: the index was not used ({summary.index_note}); record offsets came from a scan of the file")

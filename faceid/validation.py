@@ -39,7 +39,7 @@ from .preprocessing import PreprocessSpec
 from .calibration import PROBE_SAMPLES, SAMPLES, Calibration, template_probe_scores
 from .verification import load_bin_dataset, stratified_folds, verification_report
 
-CALIBRATION_IMAGES = 20_000   # held-out images embedded for the calibration table per validation, at most
+CALIBRATION_IMAGES = 20_000  # held-out images embedded for the calibration table per validation, at most
 
 
 class EncodedImages:
@@ -64,16 +64,17 @@ class PairSet:
     """Pairs over an image source: pairs (P, 2) indices into `source`, issame (P,) bool."""
 
     name: str
-    source: object            # FaceDataset or EncodedImages
+    source: object  # FaceDataset or EncodedImages
     pairs: np.ndarray
     issame: np.ndarray
     note: str = ""
-    folds: np.ndarray | None = None   # fold of each pair for the 10-fold accuracy (None: stratified, in order)
+    folds: np.ndarray | None = None  # fold of each pair for the 10-fold accuracy (None: stratified, in order)
     scores: np.ndarray | None = field(default=None, repr=False)
 
 
-def make_pairs(labels: np.ndarray, n_genuine: int = 3000, n_impostor: int = 3000, seed: int = 42
-               ) -> tuple[np.ndarray, np.ndarray, str]:
+def make_pairs(
+    labels: np.ndarray, n_genuine: int = 3000, n_impostor: int = 3000, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Deterministic genuine/impostor pairs over images with these identity labels.
 
     Returns (pairs (P, 2) int64, issame (P,) bool, note); every pair if fewer exist than asked, and the
@@ -110,8 +111,10 @@ def make_pairs(labels: np.ndarray, n_genuine: int = 3000, n_impostor: int = 3000
     note = ""
     if len(genuine) < n_genuine or len(impostor) < n_impostor:
         # what exists, not what was drawn: a kind that had enough was sampled down to what was asked for
-        note = (f"{int(counts.sum()):,} genuine and {total_imp:,} impostor pairs exist among these images "
-                f"(asked for {n_genuine:,} + {n_impostor:,}; using {len(genuine):,} + {len(impostor):,})")
+        note = (
+            f"{int(counts.sum()):,} genuine and {total_imp:,} impostor pairs exist among these images "
+            f"(asked for {n_genuine:,} + {n_impostor:,}; using {len(genuine):,} + {len(impostor):,})"
+        )
     return pairs, issame, note
 
 
@@ -128,8 +131,16 @@ def bin_pairs(path: Path, spec: PreprocessSpec) -> PairSet:
 
 
 @torch.no_grad()
-def embed_samples(backbone: torch.nn.Module, source, indices: np.ndarray, feed: BatchFeed, batch_size: int,
-                  workers: int, desc: str, amp=nullcontext) -> torch.Tensor:
+def embed_samples(
+    backbone: torch.nn.Module,
+    source,
+    indices: np.ndarray,
+    feed: BatchFeed,
+    batch_size: int,
+    workers: int,
+    desc: str,
+    amp=nullcontext,
+) -> torch.Tensor:
     """(len(indices), 512) float32 CPU embeddings, flip-summed, from a raw-feature backbone in eval mode;
     `amp()`: the precision context the network runs in."""
     samples = FaceSamples(source, indices, decode_on_cpu=feed.decode == "cpu")
@@ -157,8 +168,9 @@ def score_pairs(backbone, pair_set: PairSet, feed: BatchFeed, batch_size: int, w
 
 
 @torch.no_grad()
-def closed_set(net, source: FaceDataset, indices: np.ndarray, feed: BatchFeed, batch_size: int, workers: int,
-               amp=nullcontext) -> dict:
+def closed_set(
+    net, source: FaceDataset, indices: np.ndarray, feed: BatchFeed, batch_size: int, workers: int, amp=nullcontext
+) -> dict:
     """Accuracy of the head's margin-free argmax and the training loss (with margin) on these images."""
     samples = FaceSamples(source, indices, decode_on_cpu=feed.decode == "cpu")
     loader = make_loader(samples, batch_size, workers, persistent=False, pin_memory=feed.device.type == "cuda")
@@ -186,8 +198,9 @@ def calibration_indices(labels: np.ndarray, budget: int = CALIBRATION_IMAGES, se
     return np.sort(np.concatenate(chosen))
 
 
-def heldout_calibration(backbone, heldout: FaceDataset, feed: BatchFeed, batch_size: int, workers: int,
-                        amp=nullcontext) -> Calibration | None:
+def heldout_calibration(
+    backbone, heldout: FaceDataset, feed: BatchFeed, batch_size: int, workers: int, amp=nullcontext
+) -> Calibration | None:
     """The app's comparison (template of SAMPLES vs probe of PROBE_SAMPLES) on the held-out identities; None
     when fewer than two of them have the SAMPLES + PROBE_SAMPLES images it needs."""
     _, per_person = np.unique(heldout.labels, return_counts=True)
@@ -196,8 +209,10 @@ def heldout_calibration(backbone, heldout: FaceDataset, feed: BatchFeed, batch_s
     idx = calibration_indices(heldout.labels)
     emb = embed_samples(backbone, heldout, idx, feed, batch_size, workers, "embed calibration", amp).numpy()
     genuine, impostor, counts = template_probe_scores(emb, heldout.labels[idx], SAMPLES, PROBE_SAMPLES)
-    source = (f"{counts['identities']} held-out identities ({len(idx):,} images, {counts['templates']} templates, "
-              f"{counts['probes']} probes)")
+    source = (
+        f"{counts['identities']} held-out identities ({len(idx):,} images, {counts['templates']} templates, "
+        f"{counts['probes']} probes)"
+    )
     return Calibration.from_scores(genuine, impostor, SAMPLES, PROBE_SAMPLES, source, identities=counts["identities"])
 
 
@@ -205,16 +220,25 @@ def benchmark_calibration(pair_set: PairSet) -> Calibration:
     """Only with --tune-on-benchmark: single-image pairs of a benchmark file, stamped as benchmark data."""
     scores, same = pair_set.scores, pair_set.issame
     assert scores is not None  # called after Validator.run has scored the pair set
-    return Calibration.from_scores(scores[same], scores[~same], 1, 1, f"benchmark pairs {pair_set.name} (single images)",
-                                   benchmark_data=True)
+    return Calibration.from_scores(
+        scores[same], scores[~same], 1, 1, f"benchmark pairs {pair_set.name} (single images)", benchmark_data=True
+    )
 
 
 def calibration_summary(table: Calibration, target_far: float) -> dict:
     """JSON-ready record of a table for the history and the summary line."""
     t = table.threshold_for_far(target_far)
-    return {"threshold": t.value, "target_far": float(target_far), "tar": t.tar, "resolved": t.resolved,
-            "impostor_pairs": table.impostors, "source": table.source, "benchmark_data": table.benchmark_data,
-            "text": t.text, "table": table.table()}
+    return {
+        "threshold": t.value,
+        "target_far": float(target_far),
+        "tar": t.tar,
+        "resolved": t.resolved,
+        "impostor_pairs": table.impostors,
+        "source": table.source,
+        "benchmark_data": table.benchmark_data,
+        "text": t.text,
+        "table": table.table(),
+    }
 
 
 class Validator:
@@ -223,10 +247,21 @@ class Validator:
     amp: the training precision's context (autocast), so validation runs at the speed training does.
     closed_set_images: at most this many of the held-back images (a fixed random subset; None = all)."""
 
-    def __init__(self, train_set: FaceDataset, val_indices: np.ndarray, pair_sets: list[PairSet],
-                 feed: BatchFeed, batch_size: int, workers: int, target_far: float, amp=nullcontext,
-                 closed_set_images: int | None = None, seed: int = 42,
-                 heldout: FaceDataset | None = None, tune_on_benchmark: bool = False):
+    def __init__(
+        self,
+        train_set: FaceDataset,
+        val_indices: np.ndarray,
+        pair_sets: list[PairSet],
+        feed: BatchFeed,
+        batch_size: int,
+        workers: int,
+        target_far: float,
+        amp=nullcontext,
+        closed_set_images: int | None = None,
+        seed: int = 42,
+        heldout: FaceDataset | None = None,
+        tune_on_benchmark: bool = False,
+    ):
         self.held_back = len(val_indices)
         if closed_set_images is not None and len(val_indices) > closed_set_images:
             pick = np.random.default_rng(seed).choice(len(val_indices), closed_set_images, replace=False)
@@ -235,14 +270,16 @@ class Validator:
         self.feed, self.batch_size, self.workers, self.target_far = feed, batch_size, workers, target_far
         self.amp = amp
         self.heldout, self.tune_on_benchmark = heldout, tune_on_benchmark
-        self.last_calibration: Calibration | None = None   # the table of the latest run(), for the checkpoint
+        self.last_calibration: Calibration | None = None  # the table of the latest run(), for the checkpoint
 
     def describe(self) -> list[str]:
         capped = f" of the {self.held_back} held back" if len(self.val_indices) < self.held_back else ""
         lines = [f"closed set: {len(self.val_indices)} images{capped} of the training identities (80/20 split)"]
         for ps in self.pair_sets:
-            lines.append(f"{ps.name}: {int(ps.issame.sum())} genuine + {int((~ps.issame).sum())} impostor pairs"
-                         + (f" ({ps.note})" if ps.note else ""))
+            lines.append(
+                f"{ps.name}: {int(ps.issame.sum())} genuine + {int((~ps.issame).sum())} impostor pairs"
+                + (f" ({ps.note})" if ps.note else "")
+            )
         return lines
 
     def run(self, net) -> dict:
@@ -250,23 +287,25 @@ class Validator:
         net.eval()
         metrics: dict = {}
         if len(self.val_indices):
-            metrics["closed_set"] = closed_set(net, self.train_set, self.val_indices, self.feed,
-                                               self.batch_size, self.workers, self.amp)
+            metrics["closed_set"] = closed_set(
+                net, self.train_set, self.val_indices, self.feed, self.batch_size, self.workers, self.amp
+            )
         for ps in self.pair_sets:
             metrics[ps.name] = score_pairs(net.backbone, ps, self.feed, self.batch_size, self.workers, self.amp)
         table = None
         if self.heldout is not None:
-            table = heldout_calibration(net.backbone, self.heldout, self.feed, self.batch_size, self.workers,
-                                        self.amp)
+            table = heldout_calibration(net.backbone, self.heldout, self.feed, self.batch_size, self.workers, self.amp)
         elif self.tune_on_benchmark and self.pair_sets:
             table = benchmark_calibration(self.pair_sets[0])
         self.last_calibration = table
         if table is not None:
             metrics["calibration"] = calibration_summary(table, self.target_far)
         elif self.heldout is not None:
-            metrics["calibration_note"] = (f"no calibration table: fewer than two held-out identities have the "
-                                           f"{SAMPLES + PROBE_SAMPLES} images a template of {SAMPLES} and a probe of "
-                                           f"{PROBE_SAMPLES} need")
+            metrics["calibration_note"] = (
+                f"no calibration table: fewer than two held-out identities have the "
+                f"{SAMPLES + PROBE_SAMPLES} images a template of {SAMPLES} and a probe of "
+                f"{PROBE_SAMPLES} need"
+            )
         net.train(was_training)
         return metrics
 

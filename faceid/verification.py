@@ -28,6 +28,7 @@ from .errors import FaceIDError
 
 # ----------------------------------------------------------------------------- metrics
 
+
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds), thresholds descending; a pair is accepted when score >= threshold."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -58,7 +59,11 @@ def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -
     d0, d1 = fnr[i - 1] - fpr[i - 1], fnr[i] - fpr[i]
     w = d0 / (d0 - d1) if d0 != d1 else 0.0
     eer = fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
-    thr = thresholds[i] if not np.isfinite(thresholds[i - 1]) else thresholds[i - 1] + w * (thresholds[i] - thresholds[i - 1])
+    thr = (
+        thresholds[i]
+        if not np.isfinite(thresholds[i - 1])
+        else thresholds[i - 1] + w * (thresholds[i] - thresholds[i - 1])
+    )
     return float(eer), float(thr)
 
 
@@ -95,8 +100,13 @@ def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray | i
         thrs.append(threshold)
         accs.append(float(np.mean((scores[test] >= threshold) == labels[test])))
     std = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
-    return {"mean": float(np.mean(accs)), "std": std, "sem": std / float(np.sqrt(len(accs))), "folds": accs,
-            "thresholds": thrs}
+    return {
+        "mean": float(np.mean(accs)),
+        "std": std,
+        "sem": std / float(np.sqrt(len(accs))),
+        "folds": accs,
+        "thresholds": thrs,
+    }
 
 
 def stratified_folds(labels: np.ndarray, k: int) -> np.ndarray:
@@ -123,8 +133,9 @@ def best_accuracy_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(candidates[int(np.argmax(correct))])
 
 
-def verification_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray | int = 10,
-                        fars: tuple[float, ...] = (1e-3, 1e-2)) -> dict:
+def verification_report(
+    scores: np.ndarray, labels: np.ndarray, folds: np.ndarray | int = 10, fars: tuple[float, ...] = (1e-3, 1e-2)
+) -> dict:
     """Everything the field reports for one pair set, as a JSON-ready dict."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
@@ -132,11 +143,18 @@ def verification_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarra
     eer, eer_thr = equal_error_rate(fpr, tpr, thr)
     acc = kfold_accuracy(scores, labels, folds)
     report = {
-        "pairs": int(len(scores)), "genuine": int(labels.sum()), "impostor": int((~labels).sum()),
-        "accuracy": acc["mean"], "accuracy_sem": acc["sem"], "accuracy_std": acc["std"],
+        "pairs": int(len(scores)),
+        "genuine": int(labels.sum()),
+        "impostor": int((~labels).sum()),
+        "accuracy": acc["mean"],
+        "accuracy_sem": acc["sem"],
+        "accuracy_std": acc["std"],
         "accuracy_threshold": float(np.mean(acc["thresholds"])),
-        "fold_accuracies": acc["folds"], "fold_thresholds": acc["thresholds"],
-        "auc": roc_auc(fpr, tpr), "eer": eer, "eer_threshold": eer_thr,
+        "fold_accuracies": acc["folds"],
+        "fold_thresholds": acc["thresholds"],
+        "auc": roc_auc(fpr, tpr),
+        "eer": eer,
+        "eer_threshold": eer_thr,
     }
     for far in fars:
         t, tar = threshold_at_far(scores, labels, far)
@@ -172,6 +190,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.Pa
 
 # ----------------------------------------------------------------------------- LFW pair lists
 
+
 @dataclass(frozen=True)
 class Pair:
     name1: str
@@ -183,8 +202,10 @@ class Pair:
 
     def paths(self, root: str | os.PathLike) -> tuple[Path, Path]:
         root = Path(root)
-        return (root / self.name1 / f"{self.name1}_{self.num1:04d}.jpg",
-                root / self.name2 / f"{self.name2}_{self.num2:04d}.jpg")
+        return (
+            root / self.name1 / f"{self.name1}_{self.num1:04d}.jpg",
+            root / self.name2 / f"{self.name2}_{self.num2:04d}.jpg",
+        )
 
 
 def read_pairs(path: str | os.PathLike) -> list[Pair]:
@@ -223,13 +244,14 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
 
 # ----------------------------------------------------------------------------- pair sets (evaluator and training validation)
 
+
 @dataclass
 class Dataset:
     """Pairs to score. items: unique image paths (pairs files) or JPEG bytes (.bin); index: (P, 2) into items;
     labels: (P,) bool, True = same person; folds: (P,) int fold of each pair."""
 
-    kind: str                       # "lfw-pairs" or "verification-bin"
-    name: str                       # file stem, used to name the outputs
+    kind: str  # "lfw-pairs" or "verification-bin"
+    name: str  # file stem, used to name the outputs
     items: list
     index: np.ndarray
     labels: np.ndarray
@@ -242,8 +264,9 @@ def _take_limit(labels: np.ndarray, limit: int | None) -> np.ndarray:
     if not limit or limit >= len(labels):
         return np.arange(len(labels))
     if limit < 2:
-        raise FaceIDError(f"The pair limit must be at least 2 (one genuine and one impostor pair), got {limit}.",
-                          "limit")
+        raise FaceIDError(
+            f"The pair limit must be at least 2 (one genuine and one impostor pair), got {limit}.", "limit"
+        )
     genuine, impostor = np.nonzero(labels)[0], np.nonzero(~labels)[0]
     return np.sort(np.r_[genuine[: (limit + 1) // 2], impostor[: limit // 2]])
 
@@ -254,8 +277,9 @@ def _is_view2(path: Path) -> bool:
         return len(f.readline().split()) == 2
 
 
-def load_pairs_dataset(pairs_path: str | os.PathLike, image_root: str | os.PathLike, folds: int = 10,
-                       limit: int | None = None) -> Dataset:
+def load_pairs_dataset(
+    pairs_path: str | os.PathLike, image_root: str | os.PathLike, folds: int = 10, limit: int | None = None
+) -> Dataset:
     """Parse the pairs file and check every image exists (before any model is loaded).
 
     Folds: a View 2 file used whole keeps its own folds; View 1, or any subset, is cut into `folds`
@@ -263,7 +287,9 @@ def load_pairs_dataset(pairs_path: str | os.PathLike, image_root: str | os.PathL
     """
     pairs_path, root = Path(pairs_path), Path(image_root)
     if not root.is_dir():
-        raise FaceIDError(f"The image root {root} is not a directory; pass the folder that holds <Name>/<Name>_NNNN.jpg.")
+        raise FaceIDError(
+            f"The image root {root} is not a directory; pass the folder that holds <Name>/<Name>_NNNN.jpg."
+        )
     pairs = read_pairs(pairs_path)
     if not pairs:
         raise FaceIDError(f"{pairs_path} lists no pairs.")
@@ -279,16 +305,24 @@ def load_pairs_dataset(pairs_path: str | os.PathLike, image_root: str | os.PathL
     else:
         fold_ids = stratified_folds(labels, folds)
     paths: dict[Path, int] = {}
-    index = np.array([[paths.setdefault(a, len(paths)), paths.setdefault(b, len(paths))]
-                      for a, b in (p.paths(root) for p in pairs)], dtype=np.int64)
+    index = np.array(
+        [[paths.setdefault(a, len(paths)), paths.setdefault(b, len(paths))] for a, b in (p.paths(root) for p in pairs)],
+        dtype=np.int64,
+    )
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise FaceIDError(f"{len(missing)} of the {len(paths)} images named by {pairs_path} are missing under "
-                          f"{root} (first: {missing[0]}); check the image folder.", "images")
-    describe = {"pairs_file": str(pairs_path), "image_root": str(root),
-                "header": "View 2 (folds<TAB>N)" if view2 else "View 1 (single count)",
-                "folds": int(len(np.unique(fold_ids))),
-                "fold_source": "the file's own folds" if view2 and whole else "stratified, in file order"}
+        raise FaceIDError(
+            f"{len(missing)} of the {len(paths)} images named by {pairs_path} are missing under "
+            f"{root} (first: {missing[0]}); check the image folder.",
+            "images",
+        )
+    describe = {
+        "pairs_file": str(pairs_path),
+        "image_root": str(root),
+        "header": "View 2 (folds<TAB>N)" if view2 else "View 1 (single count)",
+        "folds": int(len(np.unique(fold_ids))),
+        "fold_source": "the file's own folds" if view2 and whole else "stratified, in file order",
+    }
     return Dataset("lfw-pairs", pairs_path.stem, list(paths), index, labels, fold_ids, describe)
 
 
@@ -302,16 +336,27 @@ def load_bin_dataset(bin_path: str | os.PathLike, folds: int = 10, limit: int | 
         raise FaceIDError(f"{bin_path} needs both same-person and different-person pairs.")
     keep = _take_limit(issame, limit)
     unique: dict[bytes, int] = {}
-    index = np.array([[unique.setdefault(blobs[2 * i], len(unique)), unique.setdefault(blobs[2 * i + 1], len(unique))]
-                      for i in keep], dtype=np.int64)
+    index = np.array(
+        [
+            [unique.setdefault(blobs[2 * i], len(unique)), unique.setdefault(blobs[2 * i + 1], len(unique))]
+            for i in keep
+        ],
+        dtype=np.int64,
+    )
     labels = issame[keep]
-    describe = {"bin": str(bin_path), "folds": int(folds), "fold_source": "stratified, in file order",
-                "note": "images are pre-aligned 112x112 crops: detection skipped, embedded directly"}
-    return Dataset("verification-bin", bin_path.stem, list(unique), index, labels,
-                   stratified_folds(labels, folds), describe)
+    describe = {
+        "bin": str(bin_path),
+        "folds": int(folds),
+        "fold_source": "stratified, in file order",
+        "note": "images are pre-aligned 112x112 crops: detection skipped, embedded directly",
+    }
+    return Dataset(
+        "verification-bin", bin_path.stem, list(unique), index, labels, stratified_folds(labels, folds), describe
+    )
 
 
 # ----------------------------------------------------------------------------- insightface .bin
+
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
     """Refuses every global: only plain containers, bytes, numbers and bools can be built."""
@@ -335,11 +380,15 @@ def load_verification_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndar
         raise FaceIDError(f"{path} is not an insightface verification file (expected (images, is_same)).")
     images, issame = obj
     # bytes(7) would silently become 7 zero bytes: insist on the types the format holds
-    if not (isinstance(images, (list, tuple)) and isinstance(issame, (list, tuple))
-            and all(isinstance(b, (bytes, bytearray)) for b in images)
-            and all(isinstance(v, (bool, int)) for v in issame)):
-        raise FaceIDError(f"{path} is not an insightface verification file (expected a list of image bytes "
-                          f"and a list of booleans).")
+    if not (
+        isinstance(images, (list, tuple))
+        and isinstance(issame, (list, tuple))
+        and all(isinstance(b, (bytes, bytearray)) for b in images)
+        and all(isinstance(v, (bool, int)) for v in issame)
+    ):
+        raise FaceIDError(
+            f"{path} is not an insightface verification file (expected a list of image bytes and a list of booleans)."
+        )
     images = [bytes(b) for b in images]
     issame = np.asarray([bool(v) for v in issame], dtype=bool)
     if len(images) != 2 * len(issame):

@@ -21,7 +21,9 @@ def face_jpeg(identity: int, index: int, size: int = 112) -> bytes:
     eye_dx, eye_y = int(size * id_rng.uniform(0.12, 0.18)), cy - int(size * 0.1)
     for dx in (-eye_dx, eye_dx):
         cv2.circle(img, (cx + dx, eye_y), max(2, size // 28), (20, 20, 20), -1)
-    cv2.ellipse(img, (cx, cy + int(size * 0.18)), (int(size * id_rng.uniform(0.08, 0.14)), 4), 0, 0, 180, (120, 30, 40), -1)
+    cv2.ellipse(
+        img, (cx, cy + int(size * 0.18)), (int(size * id_rng.uniform(0.08, 0.14)), 4), 0, 0, 180, (120, 30, 40), -1
+    )
     img = np.clip(img.astype(np.int16) + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
@@ -66,6 +68,7 @@ def make_random_checkpoint(path: Path, seed: int) -> Path:
     from faceid.preprocessing import ALIGNED_SPEC
 
     torch.manual_seed(seed)
-    save_checkpoint(path, Checkpoint(model=build_backbone().state_dict(), preprocess=ALIGNED_SPEC.to_dict(),
-                                     threshold=0.5))
+    save_checkpoint(
+        path, Checkpoint(model=build_backbone().state_dict(), preprocess=ALIGNED_SPEC.to_dict(), threshold=0.5)
+    )
     return path

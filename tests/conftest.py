@@ -42,4 +42,4 @@ def module_tmp(tmp_path_factory, request) -> Iterator[Path]:
     """
     path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
     yield path
-    shutil.rmtree(path, ignore_errors=True)   # best effort: a folder a test made read-only stays for the basetemp sweep
+    shutil.rmtree(path, ignore_errors=True)  # best effort: a folder a test made read-only stays for the basetemp sweep

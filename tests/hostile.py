@@ -25,7 +25,7 @@ def bomb_jpeg(width: int = 65000, height: int = 65000) -> bytes:
     """A valid small JPEG whose start-of-frame header is rewritten to claim width x height."""
     data = bytearray(small_jpeg())
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 

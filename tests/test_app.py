@@ -44,8 +44,15 @@ def reuse_loaded_models():
     real = app_module.load_model
 
     def cached(args):
-        key = (str(args.model), str(args.weights), args.crop, args.device, args.offline, args.runtime,
-               str(args.calibration))
+        key = (
+            str(args.model),
+            str(args.weights),
+            args.crop,
+            args.device,
+            args.offline,
+            args.runtime,
+            str(args.calibration),
+        )
         if key not in _LOADED:
             _LOADED[key] = real(args)
         return _LOADED[key]
@@ -116,21 +123,51 @@ def app_json(capsys, *argv) -> tuple[int, dict]:
 
 
 def subprocess_app(*argv, stdin: str = "", cwd=REPO, env=None, timeout=240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "faceid_app.py"), *map(str, argv)], input=stdin,
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "faceid_app.py"), *map(str, argv)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
 def base(tmp_path, random_model) -> list:
     """Options every random-model call shares: its own gallery, the checkpoint, no window, short runs."""
-    return ["--data-dir", tmp_path / "gallery", "--model", random_model, "--no-preview", "--sample-gap", "2",
-            "--probe-samples", "1"]
+    return [
+        "--data-dir",
+        tmp_path / "gallery",
+        "--model",
+        random_model,
+        "--no-preview",
+        "--sample-gap",
+        "2",
+        "--probe-samples",
+        "1",
+    ]
 
 
 # ----------------------------------------------------------------------------- help and arguments
 
-@pytest.mark.parametrize("action", [[], ["register"], ["verify"], ["identify"], ["list"], ["delete"],
-                                    ["reenroll"], ["import-seed"], ["liveness"], ["check"]])
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        [],
+        ["register"],
+        ["verify"],
+        ["identify"],
+        ["list"],
+        ["delete"],
+        ["reenroll"],
+        ["import-seed"],
+        ["liveness"],
+        ["check"],
+    ],
+)
 def test_help_everywhere(capsys, action):
     code, out, _ = app(capsys, *action, "--help")
     assert code == 0 and "usage: faceid_app.py" in out and "--source" in out
@@ -139,11 +176,12 @@ def test_help_everywhere(capsys, action):
 def test_bad_arguments_are_errors(capsys, base):
     code, _, err = app(capsys, *base, "--threshold", "3", "list")
     assert code == 2 and "between -1 and 1" in err
-    code, _, err = app(capsys, *base, "verify")           # --name missing: argparse's own usage error
+    code, _, err = app(capsys, *base, "verify")  # --name missing: argparse's own usage error
     assert code == 2 and "--name" in err
 
 
 # ----------------------------------------------------------------------------- menu via stdin
+
 
 def test_menu_eof_quits_cleanly(tmp_path):
     proc = subprocess_app("--data-dir", tmp_path / "g", "--no-preview", stdin="")
@@ -153,19 +191,43 @@ def test_menu_eof_quits_cleanly(tmp_path):
 
 def test_menu_register_list_verify_delete(tmp_path, random_model, videos):
     """A whole session typed into stdin, as a person would; the model loads once, lazily."""
-    answers = ["4",                                   # list: empty, needs no model
-               "1", "alice",                          # register
-               "1", "alice", "n",                     # again: refuse to replace
-               "list",
-               "2", "alice",                          # verify
-               "3",                                   # identify
-               "2", "bob",                            # verify an unknown name: error, menu goes on
-               "9",                                   # unknown choice
-               "5", "alice", "y",                     # delete, confirmed
-               "4"]                                   # EOF after this: quit
-    proc = subprocess_app("--data-dir", tmp_path / "g", "--model", random_model, "--no-preview",
-                          "--source", videos / "d0.mp4", "--samples", "2", "--sample-gap", "2",
-                          "--probe-samples", "1", "--threshold", "-1", stdin="\n".join(answers) + "\n")
+    answers = [
+        "4",  # list: empty, needs no model
+        "1",
+        "alice",  # register
+        "1",
+        "alice",
+        "n",  # again: refuse to replace
+        "list",
+        "2",
+        "alice",  # verify
+        "3",  # identify
+        "2",
+        "bob",  # verify an unknown name: error, menu goes on
+        "9",  # unknown choice
+        "5",
+        "alice",
+        "y",  # delete, confirmed
+        "4",
+    ]  # EOF after this: quit
+    proc = subprocess_app(
+        "--data-dir",
+        tmp_path / "g",
+        "--model",
+        random_model,
+        "--no-preview",
+        "--source",
+        videos / "d0.mp4",
+        "--samples",
+        "2",
+        "--sample-gap",
+        "2",
+        "--probe-samples",
+        "1",
+        "--threshold",
+        "-1",
+        stdin="\n".join(answers) + "\n",
+    )
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr
     assert out.count("0 registered") == 2 and "1 registered:" in out
@@ -178,8 +240,13 @@ def test_menu_register_list_verify_delete(tmp_path, random_model, videos):
 
 
 def test_ctrl_c_in_the_menu_exits_130(tmp_path):
-    proc = subprocess.Popen([sys.executable, str(REPO / "faceid_app.py"), "--data-dir", str(tmp_path / "g")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "faceid_app.py"), "--data-dir", str(tmp_path / "g")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     seen = ""
     while "choice>" not in seen and time.monotonic() < deadline:
@@ -190,6 +257,7 @@ def test_ctrl_c_in_the_menu_exits_130(tmp_path):
 
 
 # ----------------------------------------------------------------------------- subcommands, JSON, exit codes
+
 
 def test_subcommands_json_and_exit_codes(capsys, base, videos):
     clip = ["--source", videos / "d0.mp4", "--samples", "2"]
@@ -202,7 +270,7 @@ def test_subcommands_json_and_exit_codes(capsys, base, videos):
 
     code, ver = app_json(capsys, *base, *clip, "--threshold", "-1", "verify", "--name", "alice")
     assert code == 0 and ver["match"] and ver["threshold"] == -1 and -1 <= ver["score"] <= 1.0001
-    code, ver = app_json(capsys, *base, *clip, "verify", "--name", "alice")   # the checkpoint's threshold, 0.5
+    code, ver = app_json(capsys, *base, *clip, "verify", "--name", "alice")  # the checkpoint's threshold, 0.5
     assert ver["threshold"] == 0.5 and ver["match"] == (ver["score"] >= 0.5) and code == (0 if ver["match"] else 1)
     code, ident = app_json(capsys, *base, *clip, "identify", "--top-k", "3")
     assert ident["matches"][0]["name"] == "alice" and code == (0 if ident["identified"] else 1)
@@ -218,8 +286,18 @@ def test_subcommands_json_and_exit_codes(capsys, base, videos):
 
 
 def test_errors_are_one_sentence_without_traceback(tmp_path, random_model, photos):
-    proc = subprocess_app("--data-dir", tmp_path / "g", "--model", random_model, "--no-preview",
-                          "register", "--name", "x", "--source", tmp_path / "nope.mp4")
+    proc = subprocess_app(
+        "--data-dir",
+        tmp_path / "g",
+        "--model",
+        random_model,
+        "--no-preview",
+        "register",
+        "--name",
+        "x",
+        "--source",
+        tmp_path / "nope.mp4",
+    )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: Source not found")
     assert "Traceback" not in proc.stderr
 
@@ -236,7 +314,7 @@ def test_permissions_and_hostile_names(capsys, base, tmp_path, photos):
         code, _, err = app(capsys, *base, *one, "register", "--name", bad)
         assert code == 2 and "error:" in err
     gallery = tmp_path / "gallery"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]   # nothing escaped the data dir
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]  # nothing escaped the data dir
     assert gallery.stat().st_mode & 0o777 == 0o700
     assert (gallery / "gallery.sqlite3").stat().st_mode & 0o777 == 0o600
     assert all(p.stat().st_mode & 0o077 == 0 for p in gallery.rglob("*"))
@@ -247,19 +325,41 @@ def test_failed_registration_changes_nothing(capsys, base, tmp_path, videos):
     code, _, _ = app(capsys, *base, "--source", videos / "d0.mp4", "--samples", "2", "register", "--name", "alice")
     assert code == 0
     _, before = app_json(capsys, *base, "list")
-    code, _, err = app(capsys, *base, "--source", blank_video(tmp_path / "blank.avi"), "--samples", "2",
-                       "register", "--name", "alice", "--replace")
+    code, _, err = app(
+        capsys,
+        *base,
+        "--source",
+        blank_video(tmp_path / "blank.avi"),
+        "--samples",
+        "2",
+        "register",
+        "--name",
+        "alice",
+        "--replace",
+    )
     assert code == 2 and "Got only 0 of 2 good samples before the source ended" in err and "no face found" in err
-    code, _, err = app(capsys, *base, "--source", videos / "d0.mp4", "--start-frame", "74", "--samples", "5",
-                       "register", "--name", "bob")
+    code, _, err = app(
+        capsys,
+        *base,
+        "--source",
+        videos / "d0.mp4",
+        "--start-frame",
+        "74",
+        "--samples",
+        "5",
+        "register",
+        "--name",
+        "bob",
+    )
     assert code == 2 and "good samples before the source ended" in err and "Got only 0 of 5" not in err
     _, after = app_json(capsys, *base, "list")
     assert after["people"] == before["people"]
 
 
 def test_several_faces_are_noted(capsys, base, photos):
-    code, reg = app_json(capsys, *base, "--source", photos / "two_people.jpg", "--samples", "1",
-                         "register", "--name", "pair")
+    code, reg = app_json(
+        capsys, *base, "--source", photos / "two_people.jpg", "--samples", "1", "register", "--name", "pair"
+    )
     assert code == 0 and any("2 faces found; using the largest" in n for n in reg["notes"])
 
 
@@ -310,8 +410,19 @@ def test_import_seed_pickle(capsys, base, tmp_path):
 def test_offline_without_weights_says_how_to_fix(tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
     env.pop("FACEID_WEIGHTS", None)
-    proc = subprocess_app("--data-dir", tmp_path / "g", "--no-preview", "--offline", "--source",
-                          blank_video(tmp_path / "blank.avi"), "register", "--name", "x", cwd=tmp_path, env=env)
+    proc = subprocess_app(
+        "--data-dir",
+        tmp_path / "g",
+        "--no-preview",
+        "--offline",
+        "--source",
+        blank_video(tmp_path / "blank.avi"),
+        "register",
+        "--name",
+        "x",
+        cwd=tmp_path,
+        env=env,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "give its path" in lines[0], proc.stderr
     # the library names the settings; the app adds its own flag for them, and not training's --from-scratch
@@ -325,6 +436,7 @@ def test_liveness_rejects_a_single_photo(capsys, base, photos):
 
 # ----------------------------------------------------------------------------- real model, real media
 
+
 @pytest.fixture(scope="module")
 def real_media(shared_data):
     if not STAND_IN.is_file():
@@ -335,18 +447,43 @@ def real_media(shared_data):
 # clip -> frame count (the second half starts at count // 2). Chosen from the score table measured with the
 # stand-in weights (see the report): own second half 0.93-0.98, the other two people at most 0.26.
 REAL_CLIPS = {"d18": 216, "d19": 250, "d14": 536}
-REAL_THRESHOLD = "0.5"   # chosen for this test between those own-clip and other-person scores
+REAL_THRESHOLD = "0.5"  # chosen for this test between those own-clip and other-person scores
 
 
 @pytest.fixture(scope="module")
 def real_opts(module_tmp, real_media):
     """Each of REAL_CLIPS registered from the first half of its clip with the stand-in weights."""
     capsys = _Capture()
-    opts = ["--data-dir", module_tmp / "real_gallery", "--weights", STAND_IN, "--crop", "aligned5", "--offline",
-            "--no-preview", "--sample-gap", "8", "--probe-samples", "3", "--threshold", REAL_THRESHOLD]
+    opts = [
+        "--data-dir",
+        module_tmp / "real_gallery",
+        "--weights",
+        STAND_IN,
+        "--crop",
+        "aligned5",
+        "--offline",
+        "--no-preview",
+        "--sample-gap",
+        "8",
+        "--probe-samples",
+        "3",
+        "--threshold",
+        REAL_THRESHOLD,
+    ]
     for clip, frames in REAL_CLIPS.items():
-        code, reg = app_json(capsys, *opts, "--source", real_media / f"{clip}.mp4", "--max-frames", frames // 2,
-                             "--samples", "3", "register", "--name", clip)
+        code, reg = app_json(
+            capsys,
+            *opts,
+            "--source",
+            real_media / f"{clip}.mp4",
+            "--max-frames",
+            frames // 2,
+            "--samples",
+            "3",
+            "register",
+            "--name",
+            clip,
+        )
         assert code == 0 and reg["registered"], reg
     return opts
 
@@ -387,6 +524,7 @@ def test_check_action_reports_intact_and_damaged_galleries(capsys, tmp_path):
 
 # ----------------------------------------------------------------------------- calibrated decisions, real model
 
+
 @pytest.fixture(scope="module")
 def clip_calibration(module_tmp, real_media) -> Path:
     """A calibration table for the stand-in weights from real frames of six clips (8 frames each: one template
@@ -404,26 +542,73 @@ def clip_calibration(module_tmp, real_media) -> Path:
             cv2.imwrite(str(people / clip / f"{i}.jpg"), frame)
         cap.release()
     out = people.parent / "standin.cal.json"
-    res = subprocess.run([sys.executable, str(REPO / "evaluate_model.py"), "--calibrate", str(people), "--weights",
-                          str(STAND_IN), "--crop", "aligned5", "--device", "cpu", "--threads", "1", "--no-cache",
-                          "--quiet", "--calibration-out", str(out)], capture_output=True, text=True, cwd=REPO,
-                         timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "evaluate_model.py"),
+            "--calibrate",
+            str(people),
+            "--weights",
+            str(STAND_IN),
+            "--crop",
+            "aligned5",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--no-cache",
+            "--quiet",
+            "--calibration-out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "6 people" in res.stdout and "30 impostor comparisons" in res.stdout, res.stdout
     return out
 
 
 def test_real_identify_threshold_follows_the_gallery_size(capsys, tmp_path, real_media, clip_calibration):
-    opts = ["--data-dir", tmp_path / "gallery", "--weights", STAND_IN, "--crop", "aligned5", "--offline",
-            "--no-preview", "--sample-gap", "8", "--calibration", clip_calibration, "--fpir", "0.1"]
+    opts = [
+        "--data-dir",
+        tmp_path / "gallery",
+        "--weights",
+        STAND_IN,
+        "--crop",
+        "aligned5",
+        "--offline",
+        "--no-preview",
+        "--sample-gap",
+        "8",
+        "--calibration",
+        clip_calibration,
+        "--fpir",
+        "0.1",
+    ]
     for clip in ("d18", "d19", "d14"):
-        code, reg = app_json(capsys, *opts, "--source", real_media / f"{clip}.mp4", "--max-frames",
-                             REAL_CLIPS[clip] // 2, "--samples", "3", "register", "--name", clip)
+        code, reg = app_json(
+            capsys,
+            *opts,
+            "--source",
+            real_media / f"{clip}.mp4",
+            "--max-frames",
+            REAL_CLIPS[clip] // 2,
+            "--samples",
+            "3",
+            "register",
+            "--name",
+            clip,
+        )
         assert code == 0 and reg["registered"] and reg["model"]["threshold_source"] == "table", reg
     probe = [*second_half(real_media, "d14"), "--probe-samples", "3"]
     code, three = app_json(capsys, *opts, *probe, "identify")
     assert three["threshold_source"] == "table" and "= FPIR 0.1 for 3 people" in three["threshold_text"], three
-    assert "calibrated on 6 people" in three["threshold_text"] and "template of 5 vs probe of 3" in three["threshold_text"]
+    assert (
+        "calibrated on 6 people" in three["threshold_text"] and "template of 5 vs probe of 3" in three["threshold_text"]
+    )
     for name in ("d18", "d19"):
         assert app_json(capsys, *opts, "delete", "--name", name)[0] == 0
     code, one_person = app_json(capsys, *opts, *probe, "identify")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faceid.calibration import (Calibration, far_for_fpir, fpir_from_far, template_probe_scores,
-                                wilson_interval)
+from faceid.calibration import Calibration, far_for_fpir, fpir_from_far, template_probe_scores, wilson_interval
 from faceid.errors import FaceIDError
 
 RNG = np.random.default_rng(7)
@@ -35,7 +34,7 @@ def test_identify_threshold_rises_with_gallery_size_and_meets_the_fpir():
 
 
 def test_target_below_the_data_is_the_strictest_point_and_says_so():
-    t = TABLE.threshold_for_fpir(1e-3, 1000)          # needs FAR 1e-6 from 50,000 comparisons
+    t = TABLE.threshold_for_fpir(1e-3, 1000)  # needs FAR 1e-6 from 50,000 comparisons
     assert t.beyond_data and not t.resolved and t.value > IMPOSTOR.max()
     assert "strictest point measured" in t.text and t.rate_high > 1e-3
 
@@ -51,9 +50,15 @@ def test_round_trip_and_hostile_tables():
     again = Calibration.from_dict(TABLE.to_dict())
     for far in (1e-1, 1e-3, 1e-5):
         assert again.threshold_for_far(far) == TABLE.threshold_for_far(far)
-    bad = [None, {"format": "x"}, {**TABLE.to_dict(), "version": 99}, {**TABLE.to_dict(), "genuine": ["a"]},
-           {**TABLE.to_dict(), "rank_scores": TABLE.to_dict()["rank_scores"][::-1]},
-           {**TABLE.to_dict(), "impostors": 3}, {**TABLE.to_dict(), "benchmark_data": "no"}]
+    bad = [
+        None,
+        {"format": "x"},
+        {**TABLE.to_dict(), "version": 99},
+        {**TABLE.to_dict(), "genuine": ["a"]},
+        {**TABLE.to_dict(), "rank_scores": TABLE.to_dict()["rank_scores"][::-1]},
+        {**TABLE.to_dict(), "impostors": 3},
+        {**TABLE.to_dict(), "benchmark_data": "no"},
+    ]
     for data in bad:
         with pytest.raises(FaceIDError, match="calibration table in the checkpoint is malformed"):
             Calibration.from_dict(data)
@@ -62,10 +67,10 @@ def test_round_trip_and_hostile_tables():
 def test_template_probe_scores_use_disjoint_images_and_every_cross_pair():
     # 3 people x 16 images: one template of 5 (from the first half) and 3 probes of 3 each
     labels = np.repeat([0, 1, 2], 16)
-    emb = np.eye(48, dtype=np.float32)                 # every image orthogonal to every other one
+    emb = np.eye(48, dtype=np.float32)  # every image orthogonal to every other one
     genuine, impostor, counts = template_probe_scores(emb, labels, 5, 3)
     assert counts == {"identities": 3, "skipped_identities": 0, "templates": 3, "probes": 9, "images": 48}
     assert len(genuine) == 3 * 3 and len(impostor) == 3 * 6
-    assert np.allclose(genuine, 0) and np.allclose(impostor, 0)   # a probe never shares an image with its template
+    assert np.allclose(genuine, 0) and np.allclose(impostor, 0)  # a probe never shares an image with its template
     with pytest.raises(FaceIDError, match="images a template of 5"):
         template_probe_scores(emb[:7], labels[:7], 5, 3)

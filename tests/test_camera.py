@@ -56,12 +56,18 @@ def test_video_start_max_frames_and_end(tmp_path):
     assert len(later) == 2 and abs(int(later[0].mean()) - 80) <= 6
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing.mp4", "Source not found"),
-    (lambda p: (p / "junk.mp4").write_bytes(b"\0" * 100) and p / "junk.mp4", "Cannot open"),
-    (lambda p: (p / "junk.jpg").write_bytes(b"garbage") and p / "junk.jpg", "Cannot decode .*junk.jpg: it is not an image"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "contains no images"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.mp4", "Source not found"),
+        (lambda p: (p / "junk.mp4").write_bytes(b"\0" * 100) and p / "junk.mp4", "Cannot open"),
+        (
+            lambda p: (p / "junk.jpg").write_bytes(b"garbage") and p / "junk.jpg",
+            "Cannot decode .*junk.jpg: it is not an image",
+        ),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "contains no images"),
+    ],
+)
 def test_bad_sources_are_one_clear_error(tmp_path, make, message):
     with pytest.raises(FaceIDError, match=message):
         open_source(make(tmp_path))

@@ -64,14 +64,17 @@ def test_config_files_override_defaults_and_flags_override_files():
     assert cfg.warmup_epochs == 0.0 and isinstance(cfg.warmup_epochs, float) and cfg.augment_flip is False
 
 
-@pytest.mark.parametrize("content, says", [
-    ({"batchsize": 16}, "Unknown training setting(s) batchsize"),
-    ({"batch_size": "16"}, "batch_size must be int or null, got '16'"),
-    ({"bins": 1}, "bins must be bool"),
-    ({"optimizer": "lamb"}, "Unknown optimizer 'lamb'; choose one of adamw, adam, sgd"),
-    ({"target_far": 2.0}, "target_far must be between 0 and 1"),
-    ([1, 2], "must hold a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ({"batchsize": 16}, "Unknown training setting(s) batchsize"),
+        ({"batch_size": "16"}, "batch_size must be int or null, got '16'"),
+        ({"bins": 1}, "bins must be bool"),
+        ({"optimizer": "lamb"}, "Unknown optimizer 'lamb'; choose one of adamw, adam, sgd"),
+        ({"target_far": 2.0}, "target_far must be between 0 and 1"),
+        ([1, 2], "must hold a JSON object"),
+    ],
+)
 def test_a_bad_config_file_is_one_sentence(tmp_path, content, says):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(content))
@@ -89,7 +92,7 @@ def test_library_errors_name_settings_and_the_cli_adds_flags():
     assert "--" not in str(err.value) and err.value.settings == ("weights", "from_scratch")
     with pytest.raises(FaceIDError) as err:
         train_config(["--weights", "x.pt", "--from-scratch"])
-    flags = {flag(name) for name in SETTINGS}   # what run_cli adds for train_model.py (see test_training)
+    flags = {flag(name) for name in SETTINGS}  # what run_cli adds for train_model.py (see test_training)
     assert err.value.with_flags(flags).endswith("give one of them (--weights, --from-scratch).")
     assert err.value.with_flags({"--weights"}).endswith("give one of them (--weights).")
     assert err.value.with_flags(set()) == str(err.value)

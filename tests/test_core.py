@@ -15,13 +15,28 @@ import torch
 from faceid.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from faceid.errors import FaceIDError
 from faceid.fileio import atomic_write, atomic_write_json, sha256_file
-from faceid.model import (WEIGHTS_ENV, build_backbone, load_backbone_weights, load_embedder, optimized_for_cpu,
-                          read_state_dict, resolve_weights)
-from faceid.preprocessing import (ALIGNED_SPEC, ARCFACE_TEMPLATE_112, PreprocessSpec, align_five_points,
-                                  box_crop, to_network_input)
+from faceid.model import (
+    WEIGHTS_ENV,
+    build_backbone,
+    load_backbone_weights,
+    load_embedder,
+    optimized_for_cpu,
+    read_state_dict,
+    resolve_weights,
+)
+from faceid.preprocessing import (
+    ALIGNED_SPEC,
+    ARCFACE_TEMPLATE_112,
+    PreprocessSpec,
+    align_five_points,
+    box_crop,
+    to_network_input,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-STAND_IN = Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
+STAND_IN = (
+    Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
+)
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
@@ -103,17 +118,17 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     embedder = load_embedder(model_path=path, device="cpu")
     assert embedder.threshold == pytest.approx(0.42) and embedder.threshold_calibrated
     assert embedder.spec == ALIGNED_SPEC and len(embedder.fingerprint) == 16
-    plain = embedder.with_flip(False)   # a new embedder: the original (and its fingerprint) stay as they were
+    plain = embedder.with_flip(False)  # a new embedder: the original (and its fingerprint) stay as they were
     assert not plain.spec.flip and embedder.spec.flip and plain.fingerprint != embedder.fingerprint
     assert plain.model is embedder.model and embedder.with_flip(True) is embedder
     x = to_network_input(torch.randint(0, 256, (3, 112, 112, 3), dtype=torch.uint8), embedder.spec)
     emb = embedder.embed_batch(x)
     assert emb.shape == (3, 512) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
-    traced, note = optimized_for_cpu(embedder)   # a new embedder: whoever holds `embedder` keeps the eager one
+    traced, note = optimized_for_cpu(embedder)  # a new embedder: whoever holds `embedder` keeps the eager one
     assert note == "network: traced and frozen for CPU" and isinstance(traced.model, torch.jit.ScriptModule)
     assert not isinstance(embedder.model, torch.jit.ScriptModule) and traced.fingerprint == embedder.fingerprint
     assert torch.allclose(traced.embed_batch(x), emb, atol=1e-4)
-    assert optimized_for_cpu(traced)[0] is traced   # already traced: nothing to do
+    assert optimized_for_cpu(traced)[0] is traced  # already traced: nothing to do
 
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(path.read_bytes()[:5000])
@@ -140,12 +155,18 @@ def test_a_failed_checkpoint_write_is_one_sentence_and_keeps_the_old_file(tmp_pa
         "try:\n"
         "    save_checkpoint(sys.argv[1], Checkpoint(model={'w': torch.zeros(1_000_000)}, preprocess={}))\n"
         "except FaceIDError as err:\n"
-        "    print(err)\n")
-    out = subprocess.run([sys.executable, "-c", script, str(old)], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+        "    print(err)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(old)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     assert out.stdout.startswith(f"Cannot write the checkpoint {old}: File too large (") and "unchanged" in out.stdout
-    assert old.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [old.name]   # no temp file left
+    assert old.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [old.name]  # no temp file left
 
 
 def test_checkpoint_with_code_is_not_executed(tmp_path):
@@ -194,8 +215,14 @@ def test_pipeline_recognises_the_same_person_across_a_clip():
 
 def test_script_entry_points_exist_and_show_help():
     """Every top-level script answers --help with exit 0 (argparse documents each flag with its default)."""
-    for script in ("download_dataset.py", "preprocess_dataset.py", "train_model.py",
-                   "continue_training.py", "faceid_app.py", "evaluate_model.py"):
+    for script in (
+        "download_dataset.py",
+        "preprocess_dataset.py",
+        "train_model.py",
+        "continue_training.py",
+        "faceid_app.py",
+        "evaluate_model.py",
+    ):
         proc = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, (script, proc.stderr[-500:])
         assert "default" in proc.stdout.lower(), f"{script} --help does not state defaults"

@@ -25,11 +25,11 @@ from builders import face_jpeg, make_folder_tree, make_rec
 def test_folder_filters_and_deterministic_cap(tmp_path):
     root = make_folder_tree(tmp_path / "tree", {"alice": 8, "bob": 3, "carol": 5, "dave": 6})
     ds = open_dataset(root, min_images=5, max_images=6, seed=42)
-    assert ds.identities == ["alice", "carol", "dave"]          # bob (3 images) dropped
-    assert np.bincount(ds.labels).tolist() == [6, 5, 6]           # alice capped at 6
+    assert ds.identities == ["alice", "carol", "dave"]  # bob (3 images) dropped
+    assert np.bincount(ds.labels).tolist() == [6, 5, 6]  # alice capped at 6
     assert ds.report["dropped_identities"] == 1 and ds.report["capped_identities"] == 1
     again = open_dataset(root, min_images=5, max_images=6, seed=42)
-    assert again.items == ds.items                                # same choice on every run
+    assert again.items == ds.items  # same choice on every run
     other = open_dataset(root, min_images=5, max_images=6, seed=7)
     assert [i for i in other.items if i.startswith("alice")] != [i for i in ds.items if i.startswith("alice")]
     assert ds.read_bytes(0) == (root / ds.items[0]).read_bytes()
@@ -57,10 +57,11 @@ def test_bad_paths_are_one_sentence(tmp_path):
 
 # ----------------------------------------------------------------------------- .rec
 
+
 @pytest.mark.parametrize("insightface", [True, False])
 def test_rec_same_filters(tmp_path, insightface):
     rec = make_rec(tmp_path / "data" / "train.rec", [7, 3, 5], insightface)
-    ds = open_dataset(tmp_path / "data", min_images=5, max_images=6)   # a directory holding train.rec
+    ds = open_dataset(tmp_path / "data", min_images=5, max_images=6)  # a directory holding train.rec
     assert ds.kind == "rec" and ds.spec == ALIGNED_SPEC
     assert ds.identities == ["0", "2"] and np.bincount(ds.labels).tolist() == [6, 5]
     assert ds.report["layout"] == ("insightface" if insightface else "plain")
@@ -72,12 +73,13 @@ def test_truncated_rec_is_one_sentence(tmp_path):
     rec = make_rec(tmp_path / "train.rec", [5, 5])
     data = rec.read_bytes()
     rec.write_bytes(data[: len(data) - 1500])
-    rec.with_suffix(".idx").unlink()   # force a scan, which finds the cut
+    rec.with_suffix(".idx").unlink()  # force a scan, which finds the cut
     with pytest.raises(FaceIDError, match="truncated"):
         open_dataset(rec)
 
 
 # ----------------------------------------------------------------------------- splits
+
 
 def test_identity_split_is_disjoint_and_deterministic(tmp_path):
     root = make_folder_tree(tmp_path / "t", {f"p{i}": 5 for i in range(10)})
@@ -104,12 +106,11 @@ def test_find_verification_bins(tmp_path):
     rec = make_rec(tmp_path / "faces" / "train.rec", [5, 5])
     for name in ("agedb_30.bin", "lfw.bin"):
         (tmp_path / "faces" / name).write_bytes(b"x")
-    (tmp_path / "cfp_fp.bin").write_bytes(b"x")   # in the parent
+    (tmp_path / "cfp_fp.bin").write_bytes(b"x")  # in the parent
     assert [p.name for p in find_verification_bins(rec)] == ["lfw.bin", "cfp_fp.bin", "agedb_30.bin"]
-    tree = make_folder_tree(tmp_path / "out" / "images", {"0": 5, "1": 5})   # unpacked elsewhere
+    tree = make_folder_tree(tmp_path / "out" / "images", {"0": 5, "1": 5})  # unpacked elsewhere
     (tree / "unpack_report.json").write_text(json.dumps({"rec_path": str(rec)}))
     assert [p.name for p in find_verification_bins(tree)] == ["lfw.bin", "cfp_fp.bin", "agedb_30.bin"]
-
 
 
 def test_download_folder_with_the_rec_one_level_down(tmp_path):
@@ -124,11 +125,12 @@ def test_download_folder_with_the_rec_one_level_down(tmp_path):
 
 # ----------------------------------------------------------------------------- feeding
 
+
 def test_decode_errors_name_the_file():
     with pytest.raises(FaceIDError, match="Cannot decode x.jpg"):
         decode_face(b"not a jpeg", 112, "x.jpg")
     big = cv2.imencode(".png", np.zeros((200, 150, 3), np.uint8))[1].tobytes()
-    assert decode_face(big, 160).shape == (160, 160, 3)   # other sizes are area-resized to the crop size
+    assert decode_face(big, 160).shape == (160, 160, 3)  # other sizes are area-resized to the crop size
 
 
 def test_samples_loader_and_feed(tmp_path):
@@ -151,20 +153,29 @@ def test_epoch_sampler_shards_and_resumes():
     for s in (a, b):
         s.set_epoch(4)
     ia, ib = list(a), list(b)
-    assert len(ia) == len(ib) == 9 == len(a) and not set(ia) & set(ib)   # 3 whole global batches each
+    assert len(ia) == len(ib) == 9 == len(a) and not set(ia) & set(ib)  # 3 whole global batches each
     a.set_epoch(4, start_batch=2)
     assert list(a) == ia[6:]
     a.set_epoch(5)
     assert list(a) != ia
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="nvJPEG decode needs a CUDA GPU"))])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG decode needs a CUDA GPU")
+        ),
+    ],
+)
 def test_batch_decode_matches_worker_decode(device):
     """The GPU feed's batched decode (run through torchvision's CPU decoder where there is no GPU)."""
     from faceid.feed import gpu_decode
 
-    data = [face_jpeg(0, i) for i in range(3)] + [cv2.imencode(".png", np.full((112, 112, 3), 7, np.uint8))[1].tobytes()]
+    data = [face_jpeg(0, i) for i in range(3)] + [
+        cv2.imencode(".png", np.full((112, 112, 3), 7, np.uint8))[1].tobytes()
+    ]
     tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
     out = gpu_decode(tensors, 112, torch.device(device))
     ref = torch.stack([torch.from_numpy(decode_face(d, 112)).permute(2, 0, 1) for d in data])

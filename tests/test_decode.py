@@ -12,8 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.decode import (DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, DecodeError, decode_image, image_size,
-                           max_bytes, read_image_file)
+from faceid.decode import (
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_ENV,
+    DecodeError,
+    decode_image,
+    image_size,
+    max_bytes,
+    read_image_file,
+)
 from hostile import BAD_IMAGES, bomb_jpeg, bomb_png, small_jpeg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +53,7 @@ def test_limit_is_the_flag_or_env_and_default_fits_real_photos(monkeypatch, shar
         rgb = read_image_file(path)
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
         assert rgb.shape[0] * rgb.shape[1] <= DEFAULT_MAX_PIXELS
-    assert image_size(bomb_jpeg(12000, 9000)) == (12000, 9000)       # 108 MP: a real phone sensor fits
+    assert image_size(bomb_jpeg(12000, 9000)) == (12000, 9000)  # 108 MP: a real phone sensor fits
     monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
     with pytest.raises(DecodeError, match="over the 0.001 MP limit"):
         decode_image(small_jpeg(40), "a 40x40 image")
@@ -70,7 +77,7 @@ def test_decoded_pixels_match_opencv():
 def test_files_are_sized_before_they_are_read(tmp_path, monkeypatch):
     monkeypatch.setenv(MAX_PIXELS_ENV, "100")
     big = tmp_path / "big.jpg"
-    with open(big, "wb") as f:       # sparse: its size is checked, its bytes are never read
+    with open(big, "wb") as f:  # sparse: its size is checked, its bytes are never read
         f.truncate(max_bytes(100) + 1)
     with pytest.raises(DecodeError, match="MB is more than any image within the"):
         read_image_file(big)
@@ -81,7 +88,7 @@ def test_files_are_sized_before_they_are_read(tmp_path, monkeypatch):
     fifo = tmp_path / "fifo.jpg"
     os.mkfifo(fifo)
     with pytest.raises(DecodeError, match="is not a regular file"):
-        read_image_file(fifo)      # would block forever if it were opened
+        read_image_file(fifo)  # would block forever if it were opened
 
 
 def test_nothing_decodes_outside_the_gate():
@@ -96,8 +103,7 @@ def test_nothing_decodes_outside_the_gate():
 
 def test_pixel_limit_flag_reaches_every_command_line():
     for script in ("faceid_app.py", "evaluate_model.py", "preprocess_dataset.py"):
-        out = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "--max-pixels" in out.stdout, script
 
 

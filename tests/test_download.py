@@ -102,10 +102,10 @@ def test_download_verify_then_skip(home, tmp_path, monkeypatch):
     assert [b.name for b in check.bins] == ["lfw.bin"]
     marker = json.loads((target / ".complete").read_text())
     assert marker["records"] == 5 and marker["rec"] == "faces_webface_112x112/train.rec"
-    assert sorted(p.name for p in out.iterdir()) == ["casia-webface"]      # no zip, no temp folders left
+    assert sorted(p.name for p in out.iterdir()) == ["casia-webface"]  # no zip, no temp folders left
     assert "lfw.bin" in kaggle_fetch.describe(SLUG, target, check, downloaded)
 
-    _, _, downloaded = fetch(out)                                           # complete: not downloaded again
+    _, _, downloaded = fetch(out)  # complete: not downloaded again
     assert not downloaded and api.calls == [SLUG]
     _, _, downloaded = fetch(out, force=True)
     assert downloaded and api.calls == [SLUG, SLUG]
@@ -153,12 +153,15 @@ def test_not_a_zip(home, tmp_path, monkeypatch):
         fetch(tmp_path / "datasets")
 
 
-@pytest.mark.parametrize("error, words", [
-    (http_error(403), "refused access"),
-    (http_error(404), "no dataset"),
-    (http_error(401), "rejected the credentials"),
-    (requests.exceptions.ConnectionError("Failed to resolve 'www.kaggle.com'"), "Could not reach Kaggle"),
-])
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (http_error(403), "refused access"),
+        (http_error(404), "no dataset"),
+        (http_error(401), "rejected the credentials"),
+        (requests.exceptions.ConnectionError("Failed to resolve 'www.kaggle.com'"), "Could not reach Kaggle"),
+    ],
+)
 def test_kaggle_errors_become_sentences(home, tmp_path, monkeypatch, error, words):
     use_api(monkeypatch, FakeKaggleApi(error=error))
     with pytest.raises(FaceIDError, match=words):
@@ -223,9 +226,14 @@ def test_credentials_file_readable_by_others(no_env_credentials, mode):
         kaggle_fetch.check_credentials()
 
 
-@pytest.mark.parametrize("text, words", [('{"username": "a", "key": ', "not valid JSON"),
-                                         ('{"username": "a"}', "no 'key'"),
-                                         ('["a", "b"]', "no 'username' and no 'key'")])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('{"username": "a", "key": ', "not valid JSON"),
+        ('{"username": "a"}', "no 'key'"),
+        ('["a", "b"]', "no 'username' and no 'key'"),
+    ],
+)
 def test_credentials_file_malformed(no_env_credentials, text, words):
     write_kaggle_json(no_env_credentials / ".kaggle", text)
     with pytest.raises(FaceIDError, match=words):
@@ -233,7 +241,7 @@ def test_credentials_file_malformed(no_env_credentials, text, words):
 
 
 def test_kaggle_config_dir_is_respected(no_env_credentials, tmp_path, monkeypatch):
-    write_kaggle_json(no_env_credentials / ".kaggle", '{"username": "a"}')          # would fail if read
+    write_kaggle_json(no_env_credentials / ".kaggle", '{"username": "a"}')  # would fail if read
     path = write_kaggle_json(tmp_path / "elsewhere", '{"username": "a", "key": "b"}')
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "elsewhere"))
     assert kaggle_fetch.check_credentials() == str(path)
@@ -243,8 +251,13 @@ def test_kaggle_config_dir_is_respected(no_env_credentials, tmp_path, monkeypatc
 def test_cli_without_credentials_says_one_sentence(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
     env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, str(REPO / "download_dataset.py"), "--output-dir", str(tmp_path / "d")],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "download_dataset.py"), "--output-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert "No Kaggle credentials" in result.stderr

@@ -20,12 +20,20 @@ import pytest
 
 from faceid.embed_cache import EmbedCache, file_key
 from faceid.errors import FaceIDError
-from faceid.evaluate import (central_index, embed_items, evaluate_dataset, load_bin_dataset, load_faceid_backend,
-                             load_pairs_dataset)
+from faceid.evaluate import (
+    central_index,
+    embed_items,
+    evaluate_dataset,
+    load_bin_dataset,
+    load_faceid_backend,
+    load_pairs_dataset,
+)
 from faceid.verification import read_pairs
 
 REPO = Path(__file__).resolve().parents[1]
-STAND_IN = Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
+STAND_IN = (
+    Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
+)
 GRAY = "Gray_Nobody"
 
 
@@ -52,7 +60,9 @@ def small_lfw(module_tmp, shared_data) -> tuple[Path, Path]:
     for n in (1, 2):
         cv2.imwrite(str(root / "images" / GRAY / f"{GRAY}_{n:04d}.jpg"), np.full((250, 250, 3), 128, np.uint8))
     lines = ["10"] + [f"{p.name1}\t{p.num1}\t{p.num2}" for p in same] + [f"{GRAY}\t1\t2"]
-    lines += [f"{p.name1}\t{p.num1}\t{p.name2}\t{p.num2}" for p in diff] + [f"{GRAY}\t1\t{same[0].name1}\t{same[0].num1}"]
+    lines += [f"{p.name1}\t{p.num1}\t{p.name2}\t{p.num2}" for p in diff] + [
+        f"{GRAY}\t1\t{same[0].name1}\t{same[0].num1}"
+    ]
     (root / "pairs.txt").write_text("\n".join(lines) + "\n")
     return root / "pairs.txt", root / "images"
 
@@ -81,7 +91,9 @@ def test_dataset_folds_and_limit(tmp_path, small_lfw):
     assert sub.labels.tolist() == [True] * 3 + [False] * 3
     # a View 2 file keeps its own folds
     lines = pairs.read_text().splitlines()
-    (tmp_path / "v2.txt").write_text("\n".join(["2\t5"] + lines[1:6] + lines[11:16] + lines[6:11] + lines[16:21]) + "\n")
+    (tmp_path / "v2.txt").write_text(
+        "\n".join(["2\t5"] + lines[1:6] + lines[11:16] + lines[6:11] + lines[16:21]) + "\n"
+    )
     v2 = load_pairs_dataset(tmp_path / "v2.txt", images)
     assert v2.folds.tolist() == [0] * 10 + [1] * 10 and v2.describe["fold_source"] == "the file's own folds"
 
@@ -156,14 +168,26 @@ def test_bin_is_embedded_without_detection(shared_data, backend):
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "evaluate_model.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "evaluate_model.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_json_report_and_png(tmp_path, small_lfw):
     pairs, images = small_lfw
-    common = ["--weights", str(_need(STAND_IN)), "--crop", "aligned5", "--threads", "1", "--quiet",
-              "--cache", str(tmp_path / "cache.sqlite"), "--out-dir", str(tmp_path / "out")]
+    common = [
+        "--weights",
+        str(_need(STAND_IN)),
+        "--crop",
+        "aligned5",
+        "--threads",
+        "1",
+        "--quiet",
+        "--cache",
+        str(tmp_path / "cache.sqlite"),
+        "--out-dir",
+        str(tmp_path / "out"),
+    ]
     done = _cli("--pairs", str(pairs), "--images", str(images), "--limit", "4", "--json", *common, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -177,10 +201,12 @@ def test_cli_bad_input_is_one_sentence_and_nonzero(tmp_path, small_lfw, case):
     pairs, images = small_lfw
     (tmp_path / "gone.txt").write_text("1\nNo_Such_Person\t1\t2\nNo_Such_Person\t1\tOther_Guy\t1\n")
     (tmp_path / "bad.txt").write_text("hello\nworld\n")
-    args = {"missing image": ["--pairs", str(tmp_path / "gone.txt"), "--images", str(images)],
-            "bad pairs file": ["--pairs", str(tmp_path / "bad.txt"), "--images", str(images)],
-            "no input": [],
-            "missing bin": ["--bin", str(tmp_path / "nope.bin")]}[case]
+    args = {
+        "missing image": ["--pairs", str(tmp_path / "gone.txt"), "--images", str(images)],
+        "bad pairs file": ["--pairs", str(tmp_path / "bad.txt"), "--images", str(images)],
+        "no input": [],
+        "missing bin": ["--bin", str(tmp_path / "nope.bin")],
+    }[case]
     done = _cli(*args, "--no-cache", cwd=tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -206,6 +232,7 @@ def test_peer_backend_if_installed(small_lfw, shared_data):
 
 # ----------------------------------------------------------------------------- one evaluation core
 
+
 def test_training_validation_and_the_evaluator_give_the_same_numbers_on_a_bin(tmp_path, shared_data):
     """The same .bin and weights through training's validation (loader, feed, eager network) and through
     evaluate_model.py --bin (cv2, traced CPU network): the same pairs, folds and metrics."""
@@ -221,12 +248,29 @@ def test_training_validation_and_the_evaluator_give_the_same_numbers_on_a_bin(tm
 
     full = shared_data / "recordio/pins90_112x112/lfw_dev.bin"
     blobs, same = load_verification_bin(full)
-    keep = [*range(12), *range(len(same) - 12, len(same))]     # 12 same-person pairs, 12 different
+    keep = [*range(12), *range(len(same) - 12, len(same))]  # 12 same-person pairs, 12 different
     small = tmp_path / "small.bin"
-    small.write_bytes(pickle.dumps(([blobs[2 * i + k] for i in keep for k in (0, 1)], [bool(same[i]) for i in keep]),
-                                   protocol=4))
-    done = _cli("--bin", str(small), "--weights", str(_need(STAND_IN)), "--crop", "aligned5", "--device", "cpu",
-                "--threads", "1", "--no-cache", "--quiet", "--json", "--out-dir", str(tmp_path / "out"), cwd=tmp_path)
+    small.write_bytes(
+        pickle.dumps(([blobs[2 * i + k] for i in keep for k in (0, 1)], [bool(same[i]) for i in keep]), protocol=4)
+    )
+    done = _cli(
+        "--bin",
+        str(small),
+        "--weights",
+        str(_need(STAND_IN)),
+        "--crop",
+        "aligned5",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--no-cache",
+        "--quiet",
+        "--json",
+        "--out-dir",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     evaluator = json.loads(done.stdout)
 
@@ -258,18 +302,22 @@ def test_lfw_report_gives_the_standard_error_and_every_fold_and_pair(tmp_path, s
 
 # ----------------------------------------------------------------------------- 1:N and calibration
 
+
 def test_open_set_on_real_lfw_people(tmp_path, small_lfw, backend):
     from faceid.open_set import run_identification
 
     _, images = small_lfw
-    report = run_identification([backend], images, tmp_path / "out", None, gallery_samples=5, sizes=(3,), draws=4,
-                                progress=False)
+    report = run_identification(
+        [backend], images, tmp_path / "out", None, gallery_samples=5, sizes=(3,), draws=4, progress=False
+    )
     d = report["dataset"]
     # people with >= 2 images enrol (one image always left as a probe); one-image people are the strangers
     counts = [len(list(p.glob("*.jpg"))) for p in images.iterdir()]
     enrolled = sum(c >= 2 for c in counts)
     assert d["enrolled"] == enrolled and d["gallery_sizes"] == [3, enrolled]
-    assert d["nonmated_probes"] == sum(c == 1 for c in counts) and d["mated_probes"] == sum(c - min(5, c - 1) for c in counts if c >= 2)
+    assert d["nonmated_probes"] == sum(c == 1 for c in counts) and d["mated_probes"] == sum(
+        c - min(5, c - 1) for c in counts if c >= 2
+    )
     rows = report["backends"]["faceid"]["by_gallery_size"]
     assert rows["3"]["draws"] == 4 and rows[str(enrolled)]["draws"] == 1
     for row in rows.values():
@@ -282,8 +330,18 @@ def test_open_set_on_real_lfw_people(tmp_path, small_lfw, backend):
 
 
 def test_calibration_refuses_benchmark_data(tmp_path, shared_data):
-    done = _cli("--calibrate", str(shared_data / "lfw" / "images"), "--weights", str(_need(STAND_IN)), "--crop",
-                "aligned5", "--no-cache", "--calibration-out", str(tmp_path / "cal.json"), cwd=tmp_path)
+    done = _cli(
+        "--calibrate",
+        str(shared_data / "lfw" / "images"),
+        "--weights",
+        str(_need(STAND_IN)),
+        "--crop",
+        "aligned5",
+        "--no-cache",
+        "--calibration-out",
+        str(tmp_path / "cal.json"),
+        cwd=tmp_path,
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "benchmark data must stay test data" in lines[0], done.stderr
     assert not (tmp_path / "cal.json").exists()
@@ -309,8 +367,12 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_keep_freed_memory_stops_refaulting_big_buffers():
     faults = {}
     for keep in (False, True):
-        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT.format(repo=str(REPO), keep=keep)],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS_SCRIPT.format(repo=str(REPO), keep=keep)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         faults[keep] = int(out.stdout)
     # measured: ~74k page faults per iteration without it; after the first iteration almost none with it

@@ -16,15 +16,24 @@ import numpy as np
 import pytest
 import torch
 
-from faceid.checkpoint import (INFERENCE_KEYS, INFERENCE_KIND, Checkpoint, TrainingState, load_checkpoint,
-                               save_checkpoint, save_inference_checkpoint)
+from faceid.checkpoint import (
+    INFERENCE_KEYS,
+    INFERENCE_KIND,
+    Checkpoint,
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
+    save_inference_checkpoint,
+)
 from faceid.decode import DecodeError, decode_image
 from faceid.errors import FaceIDError
 from faceid.model import build_backbone, load_embedder, read_state_dict
 from faceid.preprocessing import ALIGNED_SPEC, crops_to_tensor, to_network_input
 
 REPO = Path(__file__).resolve().parents[1]
-STAND_IN = Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
+STAND_IN = (
+    Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
+)
 N_CROPS = 24
 
 
@@ -44,14 +53,33 @@ def _full_checkpoint(weights: Path) -> Checkpoint:
     model(torch.zeros(2, 3, 160, 160)).sum().backward()
     opt.step()
     training = TrainingState(
-        head=head.state_dict(), head_config={"name": "softmax"}, optimizer=opt.state_dict(), scheduler={}, scaler={},
-        precision="fp32", epoch=3, step=30, step_in_epoch=0, phase={"index": 0, "start_epoch": 0, "end_epoch": 3,
-                                                                    "lr": 1e-4},
-        world_size=1, rng=[], config={}, metrics={}, history=[{"epoch": 1}], best={},
-        label_map=[f"id{i}" for i in range(90)], progress={})
-    return Checkpoint(model=model.state_dict(), preprocess=ALIGNED_SPEC.to_dict(), threshold=0.3125,
-                      threshold_info={"threshold": 0.3125, "target_far": 1e-3, "source": "heldout"}, kind="best",
-                      training=training)
+        head=head.state_dict(),
+        head_config={"name": "softmax"},
+        optimizer=opt.state_dict(),
+        scheduler={},
+        scaler={},
+        precision="fp32",
+        epoch=3,
+        step=30,
+        step_in_epoch=0,
+        phase={"index": 0, "start_epoch": 0, "end_epoch": 3, "lr": 1e-4},
+        world_size=1,
+        rng=[],
+        config={},
+        metrics={},
+        history=[{"epoch": 1}],
+        best={},
+        label_map=[f"id{i}" for i in range(90)],
+        progress={},
+    )
+    return Checkpoint(
+        model=model.state_dict(),
+        preprocess=ALIGNED_SPEC.to_dict(),
+        threshold=0.3125,
+        threshold_info={"threshold": 0.3125, "target_far": 1e-3, "source": "heldout"},
+        kind="best",
+        training=training,
+    )
 
 
 def test_inference_checkpoint_is_slim_and_loads_like_the_full_one(tmp_path, stand_in):
@@ -99,9 +127,25 @@ def exported(module_tmp, stand_in):
     pytest.importorskip("onnxscript", reason="onnxscript not installed (requirements-dev.txt pins it)")
     out = module_tmp / "export"
     out.mkdir()
-    result = subprocess.run([sys.executable, str(REPO / "export_model.py"), "--weights", str(stand_in), "--crop",
-                             "aligned5", "--onnx", str(out / "m.onnx"), "--inference-checkpoint", str(out / "m.pth"),
-                             "--json"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "export_model.py"),
+            "--weights",
+            str(stand_in),
+            "--crop",
+            "aligned5",
+            "--onnx",
+            str(out / "m.onnx"),
+            "--inference-checkpoint",
+            str(out / "m.pth"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return out, json.loads(result.stdout)
 
@@ -118,7 +162,7 @@ def test_onnx_embeddings_match_torch_on_real_crops(exported, shared_data):
     assert onnx_embedder.spec == torch_embedder.spec and not onnx_embedder.threshold_calibrated
     x = to_network_input(crops_to_tensor(_real_crops(shared_data, N_CROPS)), ALIGNED_SPEC)
     ref = torch_embedder.embed_batch(x).numpy()
-    for batch in (x, x[:1]):    # the batch dimension is dynamic
+    for batch in (x, x[:1]):  # the batch dimension is dynamic
         got = onnx_embedder.embed_batch(batch).numpy()
         assert got.shape == (len(batch), 512)
         cos = (got * ref[: len(batch)]).sum(axis=1)
@@ -154,8 +198,13 @@ def test_onnx_file_metadata_and_hostile_files(exported, tmp_path):
 
 def _app_json(*argv) -> tuple[int, dict]:
     """The app in a subprocess, as a user runs it: (exit code, its one JSON line)."""
-    result = subprocess.run([sys.executable, str(REPO / "faceid_app.py"), *map(str, argv), "--json"],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "faceid_app.py"), *map(str, argv), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr[-2000:]
     return result.returncode, json.loads(lines[0])
@@ -165,8 +214,22 @@ def test_app_runs_on_onnx_with_a_gallery_registered_on_torch(exported, shared_da
     out, _ = exported
     clip = shared_data / "videos" / "d18.mp4"
     common = ["--data-dir", tmp_path / "gallery", "--no-preview", "--offline", "--sample-gap", "8", "--source", clip]
-    code, reg = _app_json(*common, "--weights", STAND_IN, "--crop", "aligned5", "--runtime", "torch", "--samples", "3",
-                          "--max-frames", 108, "register", "--name", "d18")
+    code, reg = _app_json(
+        *common,
+        "--weights",
+        STAND_IN,
+        "--crop",
+        "aligned5",
+        "--runtime",
+        "torch",
+        "--samples",
+        "3",
+        "--max-frames",
+        108,
+        "register",
+        "--name",
+        "d18",
+    )
     assert code == 0 and reg["model"]["runtime"] == "torch", reg
     probe = ["--start-frame", 108, "--probe-samples", "1", "--threshold", "0.5"]
     code, on_torch = _app_json(*common, *probe, "--weights", STAND_IN, "--crop", "aligned5", "verify", "--name", "d18")

@@ -33,7 +33,7 @@ def test_packed_batch_is_one_buffer_with_offsets(tmp_path):
     assert [bytes(t.numpy()) for t in packed.unpack()] == [ds.read_bytes(i) for i in idx.tolist()]
     assert labels.tolist() == ds.labels[idx.numpy()].tolist()
     x, y = BatchFeed(ds.spec, torch.device("cpu"), "gpu", channels_last=False)((packed, labels, idx))
-    assert x.shape == (7, 3, 160, 160) and torch.equal(y, labels)   # the GPU path's decode, run on the CPU
+    assert x.shape == (7, 3, 160, 160) and torch.equal(y, labels)  # the GPU path's decode, run on the CPU
 
 
 _FD_PROBE = textwrap.dedent("""
@@ -66,8 +66,9 @@ def test_no_file_descriptor_growth_with_batch_size(shared_data):
     rec = shared_data / "recordio" / "pins90_112x112" / "train.rec"
     if not rec.is_file():
         pytest.skip(f"{rec} is absent")
-    res = subprocess.run([sys.executable, "-c", _FD_PROBE, str(rec)], cwd=REPO, capture_output=True, text=True,
-                         timeout=180)
+    res = subprocess.run(
+        [sys.executable, "-c", _FD_PROBE, str(rec)], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["512"]["images"] == 6 * 512 and out["32"]["images"] == 6 * 32
@@ -97,7 +98,7 @@ def test_decode_ahead_stops_early_and_passes_errors_on(tmp_path):
     ds, loader, feed = _feed_batches(tmp_path, 0)
     ahead = DecodeAhead(loader, feed, ds)
     next(ahead)
-    ahead.close()                       # a stop mid-epoch: the thread ends without draining the loader
+    ahead.close()  # a stop mid-epoch: the thread ends without draining the loader
     assert not ahead._thread.is_alive() and next(ahead, None) is None
     for p in sorted((tmp_path / "t").rglob("*.jpg"))[3:]:
         p.write_bytes(b"not a jpeg")
@@ -105,8 +106,10 @@ def test_decode_ahead_stops_early_and_passes_errors_on(tmp_path):
         list(ahead)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the side-stream decode needs a CUDA GPU (its CPU mirror "
-                                                          "runs in the tests above)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="the side-stream decode needs a CUDA GPU (its CPU mirror runs in the tests above)",
+)
 def test_decode_ahead_on_a_cuda_side_stream(tmp_path):
     ds = open_dataset(make_folder_tree(tmp_path / "t", {"a": 6, "b": 6}))
     samples = FaceSamples(ds, None, decode_on_cpu=False)
@@ -116,7 +119,7 @@ def test_decode_ahead_on_a_cuda_side_stream(tmp_path):
     expected = [feed.crops(b, ds) for b in loader]
     with DecodeAhead(loader, feed, ds) as ahead:
         assert ahead._stream is not None and ahead._stream != torch.cuda.current_stream()
-        got = [(c.clone(), y.clone()) for c, y in ahead]    # used on the training stream
+        got = [(c.clone(), y.clone()) for c, y in ahead]  # used on the training stream
     torch.cuda.synchronize()
     assert len(got) == len(expected) == 3
     for (c, y), (ce, ye) in zip(got, expected):
@@ -142,7 +145,12 @@ _FORK_AFTER_OPENCV = textwrap.dedent("""
 
 def test_workers_start_after_opencv_threads_have_run(tmp_path):
     """A worker forked after OpenCV's thread pool ran used to hang forever in cv2.setNumThreads."""
-    result = subprocess.run([sys.executable, "-c", _FORK_AFTER_OPENCV, str(tmp_path / "t"), str(REPO / "tests")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_AFTER_OPENCV, str(tmp_path / "t"), str(REPO / "tests")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "4"

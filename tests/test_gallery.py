@@ -16,9 +16,18 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.gallery import (DB_NAME, INDEX_NAME, Gallery, GalleryError, Match, ModelMismatchError, Person,
-                            display_name, load_seed_pickle,
-                            validate_name)
+from faceid.gallery import (
+    DB_NAME,
+    INDEX_NAME,
+    Gallery,
+    GalleryError,
+    Match,
+    ModelMismatchError,
+    Person,
+    display_name,
+    load_seed_pickle,
+    validate_name,
+)
 from faceid.search_index import EXACT_MAX, TemplateIndex, load_faiss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +35,7 @@ FP_A, FP_B = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
 
 def smooth_crops(seed: int, n: int = 3, size: int = 64) -> list[np.ndarray]:
     """One "person" = a random low-frequency image; its samples = small variations of it.
@@ -46,6 +56,7 @@ def make_embedder(seed: int):
         x = np.stack([cv2.resize(c, (8, 8), interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float32)
         e = (x.reshape(len(crops), -1) / 255.0 - 0.5) @ proj
         return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+
     return embed
 
 
@@ -72,6 +83,7 @@ def data(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ round trip
 
+
 def test_register_list_verify_identify_delete(data: Path):
     with Gallery.open(data) as g:
         alice = register(g, "Alice", 1)
@@ -86,13 +98,13 @@ def test_register_list_verify_identify_delete(data: Path):
         assert g.best_other_match(probe, FP_A, exclude_name="Alice").name == "Bob"
         crops = g.sample_crops("Alice")
         assert len(crops) == 3 and crops[0].dtype == np.uint8
-        assert np.abs(crops[0].astype(int) - smooth_crops(1)[0]).mean() < 3   # JPEG q95 round trip
+        assert np.abs(crops[0].astype(int) - smooth_crops(1)[0]).mean() < 3  # JPEG q95 round trip
         assert g.delete("Alice") and not g.delete("Alice")
         assert [p.name for p in g.people()] == ["Bob"]
         assert sample_files(data) == {"2", "2/0.jpg", "2/1.jpg", "2/2.jpg"}
         with pytest.raises(GalleryError, match="No one named 'Alice'"):
             g.verify("Alice", probe, FP_A)
-    with Gallery.open(data) as g:   # persisted
+    with Gallery.open(data) as g:  # persisted
         assert [p.name for p in g.people()] == ["Bob"]
 
 
@@ -111,7 +123,7 @@ def test_duplicate_refused_and_replace(data: Path):
         with pytest.raises(GalleryError, match="already registered; replace it only if you mean to"):
             register(g, "Alice", 2)
         with pytest.raises(GalleryError, match="already registered"):
-            register(g, " Alice ", 2)   # same name after strip
+            register(g, " Alice ", 2)  # same name after strip
         second = register(g, "Alice", 2, replace=True)
         assert len(g.people()) == 1 and second.id != first.id
         assert sample_files(data) == {str(second.id)} | {f"{second.id}/{i}.jpg" for i in range(3)}
@@ -136,7 +148,7 @@ def test_change_by_another_process_is_seen(data: Path):
     with Gallery.open(data) as reader, Gallery.open(data) as writer:
         register(writer, "Alice", 1)
         assert [m.name for m in reader.identify(np.ones(512, np.float32), FP_A)] == ["Alice"]
-        register(writer, "Bob", 2)   # reader's cached index must be rebuilt (index_version)
+        register(writer, "Bob", 2)  # reader's cached index must be rebuilt (index_version)
         assert len(reader.identify(np.ones(512, np.float32), FP_A)) == 2
 
 
@@ -154,8 +166,27 @@ def test_bad_inputs_rejected(data: Path):
 
 # ------------------------------------------------------------------------------------------ names
 
-@pytest.mark.parametrize("name", ["Zoë 山田", "👩‍💻 Ada", "محمد علي", "שלום", "Ωμέγα", "میر\u200cعلی", "🏳\ufe0f\u200d🌈", "../../etc/passwd",
-                                  "a/b", "..", ".", "~root", "C:\\Windows", "name; DROP TABLE people;--", "x" * 100])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Zoë 山田",
+        "👩‍💻 Ada",
+        "محمد علي",
+        "שלום",
+        "Ωμέγα",
+        "میر\u200cعلی",
+        "🏳\ufe0f\u200d🌈",
+        "../../etc/passwd",
+        "a/b",
+        "..",
+        ".",
+        "~root",
+        "C:\\Windows",
+        "name; DROP TABLE people;--",
+        "x" * 100,
+    ],
+)
 def test_any_unicode_or_hostile_name_is_stored_safely(tmp_path: Path, name: str):
     data = tmp_path / "d"
     with Gallery.open(data) as g:
@@ -166,21 +197,32 @@ def test_any_unicode_or_hostile_name_is_stored_safely(tmp_path: Path, name: str)
     # nothing outside data_dir; inside it only the database and samples/<integer id>/<n>.jpg
     assert tree(tmp_path) - {"d"} == {"d/" + p for p in tree(data)}
     for rel in tree(data):
-        assert rel.startswith(DB_NAME) or rel.split("/")[0] == "samples" and all(
-            part.replace(".jpg", "").isdigit() for part in rel.split("/")[1:]), rel
+        assert (
+            rel.startswith(DB_NAME)
+            or rel.split("/")[0] == "samples"
+            and all(part.replace(".jpg", "").isdigit() for part in rel.split("/")[1:])
+        ), rel
 
 
 def test_unicode_normalisation_finds_same_person(data: Path):
     with Gallery.open(data) as g:
-        register(g, "Zo\u00eb", 1)                   # NFC
-        assert g.get("Zoe\u0308") is not None        # NFD spelling of the same name
+        register(g, "Zo\u00eb", 1)  # NFC
+        assert g.get("Zoe\u0308") is not None  # NFD spelling of the same name
         with pytest.raises(GalleryError, match="already registered"):
             register(g, "Zoe\u0308", 2)
 
 
-@pytest.mark.parametrize("name, message", [("", "empty"), ("   ", "empty"), ("a\x00b", "control character"),
-                                           ("evil\x1b[31m", "control character"), ("two\nlines", "control"),
-                                           ("x" * 101, "at most 100")])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("a\x00b", "control character"),
+        ("evil\x1b[31m", "control character"),
+        ("two\nlines", "control"),
+        ("x" * 101, "at most 100"),
+    ],
+)
 def test_invalid_names_rejected_with_clear_message(data: Path, name: str, message: str):
     with Gallery.open(data) as g:
         with pytest.raises(GalleryError, match=message):
@@ -190,8 +232,21 @@ def test_invalid_names_rejected_with_clear_message(data: Path, name: str, messag
         validate_name(name)
 
 
-@pytest.mark.parametrize("name", ["Ali\u200bce", "Alice\u200d", "\u202eecilA", "Alice\u200f", "Alice\u00a0Smith",
-                                  "Alice\ufeff", "\u2066Alice\u2069", "Al\u00adice", "Alice\u3164", "Alic\u034fe"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ali\u200bce",
+        "Alice\u200d",
+        "\u202eecilA",
+        "Alice\u200f",
+        "Alice\u00a0Smith",
+        "Alice\ufeff",
+        "\u2066Alice\u2069",
+        "Al\u00adice",
+        "Alice\u3164",
+        "Alic\u034fe",
+    ],
+)
 def test_invisible_and_direction_characters_refused_for_new_names(data: Path, name: str):
     """Two people must never look the same in `list` (issue 8): "Ali\u200bce" would print as "Alice"."""
     with Gallery.open(data) as g:
@@ -199,11 +254,12 @@ def test_invisible_and_direction_characters_refused_for_new_names(data: Path, na
         with pytest.raises(GalleryError, match="invisible or text-direction character .U\\+[0-9A-F]{4}"):
             register(g, name, 2)
         assert [p.name for p in g.people()] == ["Alice"]
-    assert validate_name(name, new=False)          # an old entry can still be looked up
+    assert validate_name(name, new=False)  # an old entry can still be looked up
     assert display_name(name) != "Alice" and "\\u" in display_name(name)
 
 
 # ------------------------------------------------------------------------------------------ permissions
+
 
 def modes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
@@ -213,7 +269,7 @@ def test_everything_private(data: Path):
     with Gallery.open(data) as g:
         register(g, "Alice", 1)
         found = modes(data)
-    assert any(k.endswith("-wal") for k in found)   # WAL files are covered too
+    assert any(k.endswith("-wal") for k in found)  # WAL files are covered too
     for rel, mode in found.items():
         assert mode == (0o700 if (data / rel).is_dir() else 0o600), (rel, oct(mode))
 
@@ -253,7 +309,7 @@ def test_foreign_folder_is_refused_and_left_untouched(tmp_path: Path, mode: int)
     with pytest.raises(GalleryError, match="already holds other files and is not a faceid gallery"):
         Gallery.open(shared)
     assert snapshot(shared) == before
-    with Gallery.open(shared / "faceid_data") as g:      # its own subfolder is fine
+    with Gallery.open(shared / "faceid_data") as g:  # its own subfolder is fine
         register(g, "Alice", 1)
     assert stat.S_IMODE(shared.stat().st_mode) == mode
 
@@ -294,9 +350,9 @@ def test_cleanup_deletes_only_its_own_names(data: Path):
     (samples / "thesis.txt").write_text("not ours")
     (samples / "photos").mkdir()
     (samples / "photos" / "1.jpg").write_bytes(b"not ours either")
-    (samples / "999").mkdir()                                    # an orphan by our own pattern ...
+    (samples / "999").mkdir()  # an orphan by our own pattern ...
     (samples / "999" / "0.jpg").write_bytes(b"crop")
-    (samples / "998").mkdir()                                    # ... and one holding a file we never write
+    (samples / "998").mkdir()  # ... and one holding a file we never write
     (samples / "998" / "0.jpg").write_bytes(b"crop")
     (samples / "998" / "notes.txt").write_text("someone's")
     with Gallery.open(data) as g:
@@ -326,12 +382,16 @@ def test_data_dir_that_is_a_file(tmp_path: Path):
 
 # ------------------------------------------------------------------------------------------ models
 
+
 def test_model_mismatch_refused_with_clear_message(data: Path):
     with Gallery.open(data) as g:
         register(g, "Alice", 1)
         probe = embed_b(smooth_crops(1)[:1])[0]
-        for call in (lambda: g.identify(probe, FP_B), lambda: g.verify("Alice", probe, FP_B),
-                     lambda: register(g, "Bob", 2, embed=embed_b, fp=FP_B)):
+        for call in (
+            lambda: g.identify(probe, FP_B),
+            lambda: g.verify("Alice", probe, FP_B),
+            lambda: register(g, "Bob", 2, embed=embed_b, fp=FP_B),
+        ):
             with pytest.raises(ModelMismatchError, match="different model.*faceid_app.py reenroll"):
                 call()
         assert [p.name for p in g.people()] == ["Alice"]
@@ -348,8 +408,8 @@ def test_reenroll_recomputes_with_new_model(data: Path):
         with pytest.raises(ModelMismatchError):
             g.identify(embed_a(smooth_crops(1)[:1])[0], FP_A)
         top = g.identify(embed_b(smooth_crops(2)[:1])[0], FP_B)
-        assert top[0].name == "Bob" and top[0].score > 0.9   # computed from the stored (JPEG) crops
-        register(g, "Cy", 3, embed=embed_b, fp=FP_B)           # new registrations with the new model work
+        assert top[0].name == "Bob" and top[0].score > 0.9  # computed from the stored (JPEG) crops
+        register(g, "Cy", 3, embed=embed_b, fp=FP_B)  # new registrations with the new model work
 
 
 def test_reenroll_interrupted_keeps_old_templates(data: Path):
@@ -363,6 +423,7 @@ def test_reenroll_interrupted_keeps_old_templates(data: Path):
             if len(calls) == 2:
                 raise KeyboardInterrupt
             return embed_b(crops)
+
         with pytest.raises(KeyboardInterrupt):
             g.reenroll(flaky, FP_B, progress=False)
         assert {p.fingerprint for p in g.people()} == {FP_A}
@@ -381,7 +442,7 @@ CRASH_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("name", ["Newcomer", "Alice"])   # a new person, and --replace of an existing one
+@pytest.mark.parametrize("name", ["Newcomer", "Alice"])  # a new person, and --replace of an existing one
 def test_sigkill_before_commit_leaves_gallery_unchanged(data: Path, name: str):
     with Gallery.open(data) as g:
         register(g, "Alice", 1)
@@ -392,7 +453,7 @@ def test_sigkill_before_commit_leaves_gallery_unchanged(data: Path, name: str):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert sample_files(data) - before_files, "the crash point must come after the sample files were written"
-    with Gallery.open(data) as g:   # reopening removes the orphan
+    with Gallery.open(data) as g:  # reopening removes the orphan
         assert g.people() == before_people
         assert all(np.array_equal(a, b) for a, b in zip(g.sample_crops("Alice"), before_crops))
     assert sample_files(data) == before_files
@@ -404,15 +465,17 @@ def test_ctrl_c_before_commit_cleans_up_at_once(data: Path):
 
         def interrupt():
             raise KeyboardInterrupt
+
         with pytest.raises(KeyboardInterrupt):
             register(g, "Alice", 2, replace=True, _before_commit=interrupt)
         assert [p.id for p in g.people()] == [1]
         assert sample_files(data) == {"1", "1/0.jpg", "1/1.jpg", "1/2.jpg"}
-        register(g, "Bob", 2)   # the gallery is still usable afterwards
+        register(g, "Bob", 2)  # the gallery is still usable afterwards
         assert len(g.people()) == 2
 
 
 # ------------------------------------------------------------------------------------------ corruption
+
 
 def expect_corrupt(data: Path):
     with pytest.raises(GalleryError, match=r"is not a valid gallery database \(corrupt\?\); move it away") as info:
@@ -435,11 +498,11 @@ def test_empty_db_file(data: Path):
 def test_truncated_db(data: Path):
     with Gallery.open(data) as g:
         rng = np.random.default_rng(0)
-        for i in range(40):   # enough rows for a multi-page file
+        for i in range(40):  # enough rows for a multi-page file
             e = rng.standard_normal((5, 512)).astype(np.float32)
             g.register(f"p{i}", smooth_crops(i, 5, 16), e / np.linalg.norm(e, axis=1, keepdims=True), FP_A)
     db = data / DB_NAME
-    assert not Path(f"{db}-wal").exists()   # checkpointed on close: the main file holds everything
+    assert not Path(f"{db}-wal").exists()  # checkpointed on close: the main file holds everything
     size = db.stat().st_size
     with open(db, "r+b") as f:
         f.truncate(size // 3)
@@ -452,7 +515,7 @@ def test_scribbled_pages(data: Path):
             register(g, f"p{i}", i)
     db = data / DB_NAME
     raw = bytearray(db.read_bytes())
-    raw[4096:8192] = os.urandom(4096)   # page 2 onwards: schema pages/B-trees
+    raw[4096:8192] = os.urandom(4096)  # page 2 onwards: schema pages/B-trees
     db.write_bytes(bytes(raw))
     expect_corrupt(data)
 
@@ -467,6 +530,7 @@ def test_foreign_sqlite_db(data: Path):
 
 # ------------------------------------------------------------------------------------------ seed pickle
 
+
 def test_seed_pickle_import(data: Path, tmp_path: Path):
     rng = np.random.default_rng(5)
     seed = {"Alice": rng.standard_normal(512), "Zoë": rng.standard_normal(512).astype(np.float32)}
@@ -480,7 +544,7 @@ def test_seed_pickle_import(data: Path, tmp_path: Path):
         assert top.name == "Zoë" and top.score == pytest.approx(1.0, abs=1e-5)
         with pytest.raises(GalleryError, match="already registered"):
             g.import_seed_pickle(path, FP_A)
-        with pytest.raises(GalleryError, match="no stored sample crops"):   # cannot be recomputed
+        with pytest.raises(GalleryError, match="no stored sample crops"):  # cannot be recomputed
             g.reenroll(embed_b, FP_B, progress=False)
         assert g.import_seed_pickle(path, FP_A, replace=True) == 2
         assert len(g.people()) == 2
@@ -522,6 +586,7 @@ def test_hostile_pickle_refused_without_executing(data: Path, tmp_path: Path):
 
 # ------------------------------------------------------------------------------------------ index
 
+
 def test_index_exact_backend_matches_bruteforce():
     rng = np.random.default_rng(0)
     m = rng.standard_normal((500, 512)).astype(np.float32)
@@ -546,12 +611,12 @@ def test_index_sketch_backend_finds_genuine_matches():
     targets = rng.integers(0, n, 50)
     noise = rng.standard_normal((50, 512)).astype(np.float32)
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    probes = 0.5 * m[targets] + np.sqrt(1 - 0.25) * noise   # cosine ~0.5 to the true template
+    probes = 0.5 * m[targets] + np.sqrt(1 - 0.25) * noise  # cosine ~0.5 to the true template
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
     for t, q in zip(targets, probes):
         scores, rows = index.search(q, 3)
         assert rows[0] == t
-        assert scores[0] == pytest.approx(float(m[t] @ q), abs=1e-5)   # exact cosine after re-ranking
+        assert scores[0] == pytest.approx(float(m[t] @ q), abs=1e-5)  # exact cosine after re-ranking
 
 
 def test_without_faiss_falls_back_to_exact_and_says_so_once():
@@ -575,6 +640,7 @@ def test_without_faiss_falls_back_to_exact_and_says_so_once():
 
 # ------------------------------------------------------------------------------------------ persistent index
 
+
 def _index_version(data: Path) -> str:
     with sqlite3.connect(data / DB_NAME) as conn:
         return conn.execute("SELECT value FROM meta WHERE key = 'index_version'").fetchone()[0]
@@ -591,7 +657,7 @@ def test_index_is_saved_and_reused_by_the_next_process(data: Path):
     built = index.stat().st_mtime_ns, index.stat().st_ino
     loaded = TemplateIndex.load(index)
     assert loaded is not None and loaded[2]["index_version"] == _index_version(data) and len(loaded[0]) == 3
-    with Gallery.open(data) as g:   # a new command: the file is current, so it is used as it is
+    with Gallery.open(data) as g:  # a new command: the file is current, so it is used as it is
         assert g.identify(probe, FP_A) == first and first[0].name == "p1"
         assert g.fingerprints() == {FP_A: 3}
     assert (index.stat().st_mtime_ns, index.stat().st_ino) == built, "a current index must not be rebuilt"
@@ -611,7 +677,8 @@ def test_every_write_changes_the_version_in_its_transaction(data: Path):
 
         def interrupt():
             raise KeyboardInterrupt
-        with pytest.raises(KeyboardInterrupt):   # rolled back: no write, no new version
+
+        with pytest.raises(KeyboardInterrupt):  # rolled back: no write, no new version
             register(g, "Dave", 4, _before_commit=interrupt)
     assert _index_version(data) == versions[-1]
     assert len(set(versions)) == len(versions) and [int(v.split(":")[0]) for v in versions] == list(range(1, 6))
@@ -622,10 +689,10 @@ def test_stale_missing_or_garbage_index_is_rebuilt_never_trusted(data: Path):
     with Gallery.open(data) as g:
         register(g, "Alice", 1)
         g.identify(probe_bob, FP_A)
-    old_index = (data / INDEX_NAME).read_bytes()   # built when only Alice was there
+    old_index = (data / INDEX_NAME).read_bytes()  # built when only Alice was there
     with Gallery.open(data) as g:
         register(g, "Bob", 2)
-    (data / INDEX_NAME).write_bytes(old_index)     # stale: another version
+    (data / INDEX_NAME).write_bytes(old_index)  # stale: another version
     with Gallery.open(data) as g:
         assert g.identify(probe_bob, FP_A)[0].name == "Bob"
     for garbage in (b"", os.urandom(5000), (data / INDEX_NAME).read_bytes()[:-100]):
@@ -645,10 +712,10 @@ def test_restored_backup_never_matches_an_index_from_another_history(data: Path,
     backup.write_bytes((data / DB_NAME).read_bytes())
     with Gallery.open(data) as g:
         register(g, "Bob", 2)
-        g.identify(np.ones(512, np.float32), FP_A)   # index of {Alice, Bob}
-    (data / DB_NAME).write_bytes(backup.read_bytes())   # the user restores the backup ...
+        g.identify(np.ones(512, np.float32), FP_A)  # index of {Alice, Bob}
+    (data / DB_NAME).write_bytes(backup.read_bytes())  # the user restores the backup ...
     with Gallery.open(data) as g:
-        register(g, "Carol", 3)                          # ... and writes: the same counter as the index
+        register(g, "Carol", 3)  # ... and writes: the same counter as the index
         assert [m.name for m in g.identify(embed_a(smooth_crops(3)[:1])[0], FP_A)][0] == "Carol"
         assert {m.name for m in g.identify(np.ones(512, np.float32), FP_A)} == {"Alice", "Carol"}
 
@@ -662,7 +729,7 @@ def test_crash_mid_write_triggers_the_integrity_check_on_next_open(data: Path):
     marker = data / f".writing-{int(dead.stdout)}"
     marker.touch()
     (data / INDEX_NAME).write_bytes(b"half-written")
-    with Gallery.open(data) as g:       # the dead writer's marker: checked, index rebuilt, marker gone
+    with Gallery.open(data) as g:  # the dead writer's marker: checked, index rebuilt, marker gone
         assert not marker.exists()
         assert TemplateIndex.load(data / INDEX_NAME) is not None
         assert g.identify(np.ones(512, np.float32), FP_A)[0].name == "Alice"
@@ -675,7 +742,7 @@ def test_crash_mid_write_triggers_the_integrity_check_on_next_open(data: Path):
 def test_schema_1_gallery_is_upgraded_on_open(data: Path):
     with Gallery.open(data) as g:
         register(g, "Alice", 1)
-    with sqlite3.connect(data / DB_NAME) as conn:   # what the previous release wrote
+    with sqlite3.connect(data / DB_NAME) as conn:  # what the previous release wrote
         conn.execute("DELETE FROM meta WHERE key = 'index_version'")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         conn.execute("DROP INDEX templates_fingerprint")

@@ -23,8 +23,11 @@ def test_arcface_adds_angular_margin_to_the_true_class_only():
     x, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
     logits, cos = head(x, y), _cos(head, x)
     theta = torch.acos(cos[torch.arange(4), y])
-    expected = torch.where(cos[torch.arange(4), y] > math.cos(math.pi - 0.3), torch.cos(theta + 0.3),
-                           cos[torch.arange(4), y] - math.sin(math.pi - 0.3) * 0.3)
+    expected = torch.where(
+        cos[torch.arange(4), y] > math.cos(math.pi - 0.3),
+        torch.cos(theta + 0.3),
+        cos[torch.arange(4), y] - math.sin(math.pi - 0.3) * 0.3,
+    )
     assert torch.allclose(logits[torch.arange(4), y], 30 * expected, atol=1e-4)
     other = torch.ones_like(logits, dtype=torch.bool)
     other[torch.arange(4), y] = False
@@ -54,7 +57,12 @@ def test_margin_heads_stay_float32_under_autocast_and_learn():
 
 
 def test_defaults_and_errors():
-    assert head_config("arcface", 10, None, None) == {"name": "arcface", "num_classes": 10, "scale": 64.0, "margin": 0.5}
+    assert head_config("arcface", 10, None, None) == {
+        "name": "arcface",
+        "num_classes": 10,
+        "scale": 64.0,
+        "margin": 0.5,
+    }
     assert head_config("cosface", 10, None, None)["margin"] == 0.35
     assert isinstance(build_head("softmax", 3), SoftmaxHead)
     with pytest.raises(FaceIDError, match="Unknown head"):
@@ -65,7 +73,7 @@ def test_defaults_and_errors():
 
 def test_trainnet_keeps_the_apps_backbone_keys_and_outputs():
     torch.manual_seed(0)
-    reference = build_backbone().eval()              # what the app builds (classify=False)
+    reference = build_backbone().eval()  # what the app builds (classify=False)
     net = TrainNet(build_backbone(), build_head("cosface", 3)).eval()
     assert set(net.backbone.state_dict()) == set(reference.state_dict())  # no logits.* keys
     net.backbone.load_state_dict(reference.state_dict())

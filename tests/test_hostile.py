@@ -35,6 +35,7 @@ FAKE_FP = "0123456789abcdef"
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
     out = {}
     for p in [root, *sorted(root.rglob("*"))]:
@@ -46,8 +47,15 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
 def run(script: str, *args, stdin: str = "", cwd: Path = REPO) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "FACEID_DEBUG"}
-    out = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], input=stdin, cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(REPO / script), *map(str, args)],
+        input=stdin,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return out, time.perf_counter() - start
 
 
@@ -58,7 +66,7 @@ def check_failure(out: subprocess.CompletedProcess, want_json: bool, expect: str
     assert "Traceback" not in out.stderr + out.stdout
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, out.stderr
-    sentence = errors[0][len("error: "):]
+    sentence = errors[0][len("error: ") :]
     assert sentence.endswith(".") and expect in sentence, sentence
     if want_json:
         lines = [line for line in out.stdout.splitlines() if line.strip()]
@@ -85,8 +93,14 @@ def world(module_tmp):
     emb = np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32)
     with Gallery.open(gallery) as g:
         g.register("alice", crops, emb, FAKE_FP)
-    return {"root": root, "outside": outside, "gallery": gallery, "corpus": corpus,
-            "before": snapshot(outside), "model": make_random_checkpoint(root / "random.pth", seed=0)}
+    return {
+        "root": root,
+        "outside": outside,
+        "gallery": gallery,
+        "corpus": corpus,
+        "before": snapshot(outside),
+        "model": make_random_checkpoint(root / "random.pth", seed=0),
+    }
 
 
 def unchanged_outside(world) -> None:
@@ -107,8 +121,18 @@ def test_app_refuses_every_bad_image_before_loading_a_model(world, i, name):
     other run). Each image meets a different action; the bomb meets all of them below."""
     bad = world["root"] / "corpus" / name
     want_json = i % 2 == 1
-    out, _ = run("faceid_app.py", "--data-dir", world["gallery"], "--model", world["model"], "--source", bad,
-                 "--no-preview", *ACTIONS[i % len(ACTIONS)], *(["--json"] if want_json else []))
+    out, _ = run(
+        "faceid_app.py",
+        "--data-dir",
+        world["gallery"],
+        "--model",
+        world["model"],
+        "--source",
+        bad,
+        "--no-preview",
+        *ACTIONS[i % len(ACTIONS)],
+        *(["--json"] if want_json else []),
+    )
     check_failure(out, want_json, str(bad))
     assert "model:" not in out.stderr, "the model was loaded before the source was checked"
     unchanged_outside(world)
@@ -118,26 +142,57 @@ def test_app_refuses_every_bad_image_before_loading_a_model(world, i, name):
 def test_app_refuses_the_bomb_everywhere_quickly(world, action):
     bomb = world["root"] / "corpus" / "bomb.jpg"
     for want_json in (False, True):
-        out, seconds = run("faceid_app.py", "--data-dir", world["gallery"], "--model", world["model"],
-                           "--source", bomb, "--no-preview", *action, *(["--json"] if want_json else []))
+        out, seconds = run(
+            "faceid_app.py",
+            "--data-dir",
+            world["gallery"],
+            "--model",
+            world["model"],
+            "--source",
+            bomb,
+            "--no-preview",
+            *action,
+            *(["--json"] if want_json else []),
+        )
         sentence = check_failure(out, want_json, f"Refused {bomb}: its header claims 65000x65000 pixels")
         assert "over the 120 MP limit" in sentence and "model:" not in out.stderr
-        assert sentence.endswith("if it is a real photo (--max-pixels).")   # the app adds its flag
-        assert seconds < 30, seconds    # process start included; the gate itself: tests/test_decode.py (< 0.5 s)
+        assert sentence.endswith("if it is a real photo (--max-pixels).")  # the app adds its flag
+        assert seconds < 30, seconds  # process start included; the gate itself: tests/test_decode.py (< 0.5 s)
     unchanged_outside(world)
 
 
 def test_menu_survives_the_bomb_and_quits_cleanly(world):
-    out, _ = run("faceid_app.py", "--data-dir", world["gallery"], "--model", world["model"], "--no-preview",
-                 "--source", world["root"] / "corpus" / "bomb.jpg", stdin="2\nalice\n3\n4\n")
+    out, _ = run(
+        "faceid_app.py",
+        "--data-dir",
+        world["gallery"],
+        "--model",
+        world["model"],
+        "--no-preview",
+        "--source",
+        world["root"] / "corpus" / "bomb.jpg",
+        stdin="2\nalice\n3\n4\n",
+    )
     assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr
     assert out.stdout.count("error: Refused") == 2 and "1 registered" in out.stdout and "bye" in out.stdout
     unchanged_outside(world)
 
 
 def test_folder_of_only_bad_images_says_what_happened(world, tmp_path):
-    out, _ = run("faceid_app.py", "--data-dir", tmp_path / "g", "--model", world["model"], "--no-preview",
-                 "--source", world["root"] / "corpus", "register", "--name", "bob", "--json")
+    out, _ = run(
+        "faceid_app.py",
+        "--data-dir",
+        tmp_path / "g",
+        "--model",
+        world["model"],
+        "--no-preview",
+        "--source",
+        world["root"] / "corpus",
+        "register",
+        "--name",
+        "bob",
+        "--json",
+    )
     sentence = check_failure(out, True, "None of the images in folder")
     assert "bomb.jpg" in sentence and "no frames were read" not in sentence
     for name in BAD_IMAGES:
@@ -163,21 +218,24 @@ def test_foreign_data_dir_and_symlinks_are_refused_untouched(world, tmp_path):
 
 
 def test_invisible_name_refused_before_anything_loads(world):
-    out, seconds = run("faceid_app.py", "--data-dir", world["gallery"], "--source", "99", "register", "--name",
-                       "ali\u200bce", "--json")
+    out, seconds = run(
+        "faceid_app.py", "--data-dir", world["gallery"], "--source", "99", "register", "--name", "ali\u200bce", "--json"
+    )
     check_failure(out, True, "U+200B ZERO WIDTH SPACE")
     out, _ = run("faceid_app.py", "--data-dir", world["gallery"], "list")
     assert out.returncode == 0 and "1 registered" in out.stdout
 
 
 def test_missing_camera_fails_before_the_model_loads(world):
-    out, _ = run("faceid_app.py", "--data-dir", world["gallery"], "--model", world["model"], "--source", "97",
-                 "identify")
+    out, _ = run(
+        "faceid_app.py", "--data-dir", world["gallery"], "--model", world["model"], "--source", "97", "identify"
+    )
     check_failure(out, False, "No camera at index 97")
     assert "model:" not in out.stderr
 
 
 # ----------------------------------------------------------------------------- photos on defaults
+
 
 def noisy_png(jpeg: Path) -> bytes:
     """The photo as a PNG with a damaged ancillary chunk: libpng warns about it on stderr by itself."""
@@ -215,18 +273,35 @@ def test_photo_folder_and_single_photo_work_on_defaults(world, shared_data, tmp_
 
 # ----------------------------------------------------------------------------- the evaluator
 
+
 def test_evaluator_pairs_and_bin_refuse_the_bomb_in_one_sentence(world, tmp_path):
     images = tmp_path / "lfw"
     for person in ("Ann", "Bob"):
         (images / person).mkdir(parents=True)
         for i in (1, 2):
-            (images / person / f"{person}_{i:04d}.jpg").write_bytes(bomb_jpeg() if (person, i) == ("Bob", 2)
-                                                                    else cv2.imencode(".jpg", np.full(
-                                                                        (120, 120, 3), 40 * i, np.uint8))[1].tobytes())
+            (images / person / f"{person}_{i:04d}.jpg").write_bytes(
+                bomb_jpeg()
+                if (person, i) == ("Bob", 2)
+                else cv2.imencode(".jpg", np.full((120, 120, 3), 40 * i, np.uint8))[1].tobytes()
+            )
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("2\nAnn\t1\t2\nBob\t1\t2\nAnn\t1\tBob\t2\nBob\t1\tAnn\t2\n")
-    out, _ = run("evaluate_model.py", "--pairs", pairs, "--images", images, "--model", world["model"],
-                 "--no-cache", "--out-dir", tmp_path / "out", "--json", "--quiet", "--folds", "2")
+    out, _ = run(
+        "evaluate_model.py",
+        "--pairs",
+        pairs,
+        "--images",
+        images,
+        "--model",
+        world["model"],
+        "--no-cache",
+        "--out-dir",
+        tmp_path / "out",
+        "--json",
+        "--quiet",
+        "--folds",
+        "2",
+    )
     check_failure(out, True, "Bob_0002.jpg: its header claims 65000x65000 pixels")
 
     import pickle
@@ -235,13 +310,25 @@ def test_evaluator_pairs_and_bin_refuse_the_bomb_in_one_sentence(world, tmp_path
     blobs.append(bomb_jpeg())
     bin_path = tmp_path / "evil.bin"
     bin_path.write_bytes(pickle.dumps((blobs, [True, False])))
-    out, _ = run("evaluate_model.py", "--bin", bin_path, "--model", world["model"], "--no-cache",
-                 "--out-dir", tmp_path / "out", "--quiet", "--folds", "2")
+    out, _ = run(
+        "evaluate_model.py",
+        "--bin",
+        bin_path,
+        "--model",
+        world["model"],
+        "--no-cache",
+        "--out-dir",
+        tmp_path / "out",
+        "--quiet",
+        "--folds",
+        "2",
+    )
     check_failure(out, False, "65000x65000")
     unchanged_outside(world)
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
 
 def tampered(path: Path, **changes) -> Path:
     ckpt = torch.load(path, weights_only=True)
@@ -251,18 +338,26 @@ def tampered(path: Path, **changes) -> Path:
         else:
             ckpt[key] = value
     out = path.with_name(f"bad-{abs(hash(repr(sorted(changes.items(), key=str)))) % 10**8}.pth")
-    torch.save(ckpt, out)   # a hostile file: written raw, as an attacker would, not through our schema
+    torch.save(ckpt, out)  # a hostile file: written raw, as an attacker would, not through our schema
     return out
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"threshold": -5.0}, "threshold"), ({"threshold": float("nan")}, "threshold"),
-    ({"threshold": "0.5"}, "threshold"), ({"preprocess.size": 0}, "preprocess.size"),
-    ({"preprocess.size": 100000}, "preprocess.size"), ({"preprocess.crop": "weird"}, "preprocess.crop"),
-    ({"preprocess.margin": -4}, "preprocess.margin"), ({"preprocess.flip": "yes"}, "preprocess.flip"),
-    ({"preprocess": [1, 2]}, "preprocess"), ({"threshold_info": {"threshold": 9.0}}, "threshold_info.threshold"),
-    ({"model": {"w": "not a tensor"}}, "model"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"threshold": -5.0}, "threshold"),
+        ({"threshold": float("nan")}, "threshold"),
+        ({"threshold": "0.5"}, "threshold"),
+        ({"preprocess.size": 0}, "preprocess.size"),
+        ({"preprocess.size": 100000}, "preprocess.size"),
+        ({"preprocess.crop": "weird"}, "preprocess.crop"),
+        ({"preprocess.margin": -4}, "preprocess.margin"),
+        ({"preprocess.flip": "yes"}, "preprocess.flip"),
+        ({"preprocess": [1, 2]}, "preprocess"),
+        ({"threshold_info": {"threshold": 9.0}}, "threshold_info.threshold"),
+        ({"model": {"w": "not a tensor"}}, "model"),
+    ],
+)
 def test_checkpoint_fields_are_validated_at_load(world, changes, field):
     bad = tampered(world["model"], **changes)
     with pytest.raises(FaceIDError, match=f"field '{field}' is .*; expected"):
@@ -290,8 +385,18 @@ def test_bad_calibration_and_wrong_shapes_and_nan_weights_are_named(world):
 def test_app_with_a_lying_checkpoint_is_exit_2_not_a_match(world, shared_data):
     """threshold -5 used to make every face MATCH, "calibrated in training"."""
     bad = tampered(world["model"], threshold=-5.0)
-    out, _ = run("faceid_app.py", "--data-dir", world["gallery"], "--model", bad, "--no-preview", "--source",
-                 shared_data / "photos" / "face_recognition" / "obama.jpg", "identify", "--json")
+    out, _ = run(
+        "faceid_app.py",
+        "--data-dir",
+        world["gallery"],
+        "--model",
+        bad,
+        "--no-preview",
+        "--source",
+        shared_data / "photos" / "face_recognition" / "obama.jpg",
+        "identify",
+        "--json",
+    )
     check_failure(out, True, "field 'threshold' is -5.0")
     unchanged_outside(world)
 
@@ -299,9 +404,16 @@ def test_app_with_a_lying_checkpoint_is_exit_2_not_a_match(world, shared_data):
 @pytest.mark.parametrize("action", [["list"], ["delete", "--name", "nobody"]])
 def test_list_and_delete_never_import_torch(world, action):
     """They need only the gallery; importing torch cost ~2.3 s of a ~3 s `list` (bench/bench_startup.py)."""
-    code = ("import runpy, sys\nsys.argv = ['faceid_app.py', '--data-dir', sys.argv[1]] + sys.argv[2:]\n"
-            "try:\n    runpy.run_path('faceid_app.py', run_name='__main__')\nexcept SystemExit as e:\n"
-            "    print('exit', e.code, 'torch' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(world["gallery"]), *action], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    code = (
+        "import runpy, sys\nsys.argv = ['faceid_app.py', '--data-dir', sys.argv[1]] + sys.argv[2:]\n"
+        "try:\n    runpy.run_path('faceid_app.py', run_name='__main__')\nexcept SystemExit as e:\n"
+        "    print('exit', e.code, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(world["gallery"]), *action],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.stdout.strip().endswith("False"), out.stdout + out.stderr

@@ -42,9 +42,32 @@ def _launch(world: int) -> list[str]:
 
 
 def _train_cmd(world: int, data: Path, out: Path) -> list[str]:
-    return [*_launch(world), "train_model.py", "--data", str(data), "--out", str(out), "--from-scratch",
-            "--epochs", "1", "--limit-steps", str(STEPS), "--batch-size", "2", "--workers", "1", "--min-images", "4",
-            "--holdout-fraction", "0", "--val-fraction", "0", "--no-bins", "--device", "cpu"]
+    return [
+        *_launch(world),
+        "train_model.py",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--from-scratch",
+        "--epochs",
+        "1",
+        "--limit-steps",
+        str(STEPS),
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--min-images",
+        "4",
+        "--holdout-fraction",
+        "0",
+        "--val-fraction",
+        "0",
+        "--no-bins",
+        "--device",
+        "cpu",
+    ]
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -53,12 +76,13 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def _sigterm_after_header(cmd: list[str]) -> tuple[int, str, str]:
     """Start `cmd` in its own process group, SIGTERM the whole group once training has started."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     head = []
     for line in proc.stdout:
         head.append(line)
-        if line.startswith("select"):      # printed after the signal handlers are installed
+        if line.startswith("select"):  # printed after the signal handlers are installed
             break
     time.sleep(1.5)
     os.killpg(proc.pid, signal.SIGTERM)
@@ -90,7 +114,7 @@ def test_sigterm_to_the_process_group_then_resume_is_exact(video_rec, tmp_path, 
     assert "Traceback" not in err and "killed by signal" not in err, err[-3000:]
     saved = load_checkpoint(tmp_path / "run" / LAST)
     assert saved.kind == "interrupted" and saved.training.step < STEPS and saved.training.world_size == world
-    assert len(saved.training.rng) == world            # every rank stopped at the same step and took part
+    assert len(saved.training.rng) == world  # every rank stopped at the same step and took part
 
     command = resume[0].split("Resume with: ", 1)[1].split()
     assert command[0] == "python" and command[-1] == str(tmp_path / "run" / LAST)
@@ -100,8 +124,20 @@ def test_sigterm_to_the_process_group_then_resume_is_exact(video_rec, tmp_path, 
 
 
 def test_launcher_passes_a_failing_rank_exit_code_on_without_a_traceback(video_rec, tmp_path):
-    res = _run([*_launch(2), "train_model.py", "--data", str(video_rec), "--out", str(tmp_path), "--workers", "-1",
-                "--device", "cpu"])
+    res = _run(
+        [
+            *_launch(2),
+            "train_model.py",
+            "--data",
+            str(video_rec),
+            "--out",
+            str(tmp_path),
+            "--workers",
+            "-1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert res.returncode == 2, res.stderr[-3000:]
     assert "Traceback" not in res.stderr and "ChildFailedError" not in res.stderr, res.stderr[-3000:]
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]

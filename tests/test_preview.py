@@ -19,15 +19,20 @@ from builders import make_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")),
-                                reason="Xvfb and xdotool are not installed (apt-get install xvfb xdotool)")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("Xvfb") and shutil.which("xdotool")),
+    reason="Xvfb and xdotool are not installed (apt-get install xvfb xdotool)",
+)
 
 
 @pytest.fixture(scope="module")
 def display():
     number = 90 + os.getpid() % 100
-    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["Xvfb", f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(1.5)
     if server.poll() is not None:
         pytest.skip(f"Xvfb could not start on display :{number}")
@@ -50,20 +55,42 @@ def test_register_with_c_and_verify_with_v_in_the_preview(display, shared_data, 
     clip = shared_data / "videos" / "d3.mp4"
     model = make_random_checkpoint(tmp_path / "random.pth", seed=1)
     env = {**os.environ, "DISPLAY": display}
-    base = [sys.executable, "faceid_app.py", "--data-dir", str(tmp_path / "data"), "--model", str(model),
-            "--source", str(clip), "--threads", "1"]
+    base = [
+        sys.executable,
+        "faceid_app.py",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--model",
+        str(model),
+        "--source",
+        str(clip),
+        "--threads",
+        "1",
+    ]
 
-    register = subprocess.Popen(base + ["--samples", "2", "register", "--name", "kim"], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    register = subprocess.Popen(
+        base + ["--samples", "2", "register", "--name", "kim"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     press_in_window(env, "c", register)
     out, err = register.communicate(timeout=60)
     assert register.returncode == 0, err[-800:]
     assert "Registered 'kim' from 2 samples" in out
     assert "QFontDatabase" not in err, "Qt font warnings leak to the user"
 
-    verify = subprocess.Popen(base + ["--probe-samples", "1", "verify", "--name", "kim", "--json"], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    verify = subprocess.Popen(
+        base + ["--probe-samples", "1", "verify", "--name", "kim", "--json"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     press_in_window(env, "v", verify)
     out, err = verify.communicate(timeout=60)
-    assert verify.returncode in (0, 1), err[-800:]   # a random network decides match or not; both are answers
+    assert verify.returncode in (0, 1), err[-800:]  # a random network decides match or not; both are answers
     assert '"action": "verify"' in out and '"score"' in out

@@ -18,7 +18,7 @@ from faceid.liveness import ChallengeConfig, random_prompts, run_challenge
 from faceid.quality import QualityThresholds, assess, head_pose, sharpness
 
 RNG = np.random.default_rng(0)
-TEXTURE = RNG.integers(40, 215, (300, 300, 3), dtype=np.uint8)   # sharp, mid-grey: passes the gate
+TEXTURE = RNG.integers(40, 215, (300, 300, 3), dtype=np.uint8)  # sharp, mid-grey: passes the gate
 
 
 def landmarks(yaw_deg: float = 0.0, roll_deg: float = 0.0, dx: float = 0.0) -> np.ndarray:
@@ -36,6 +36,7 @@ def detection(yaw=0.0, roll=0.0, size=120.0, prob=0.999, dx=0.0) -> Detection:
 
 
 # ----------------------------------------------------------------------------- pose and gate
+
 
 def test_pose_from_landmarks():
     assert head_pose(landmarks(0)).yaw_deg == pytest.approx(0, abs=1e-6)
@@ -57,15 +58,18 @@ def test_sharpness_drops_with_blur():
     assert sharpness(cv2.GaussianBlur(TEXTURE, (0, 0), 3)) < sharpness(TEXTURE) / 10
 
 
-@pytest.mark.parametrize("frame, det, reason", [
-    (TEXTURE, detection(size=50), "face too small"),
-    (TEXTURE, detection(prob=0.8), "unsure it is a face"),
-    (TEXTURE // 8, detection(), "too dark"),
-    (np.full_like(TEXTURE, 250), detection(), "too bright"),
-    (cv2.GaussianBlur(TEXTURE, (0, 0), 4), detection(), "too blurry"),
-    (TEXTURE, detection(yaw=40), "turned sideways"),
-    (TEXTURE, detection(roll=35), "head tilted"),
-])
+@pytest.mark.parametrize(
+    "frame, det, reason",
+    [
+        (TEXTURE, detection(size=50), "face too small"),
+        (TEXTURE, detection(prob=0.8), "unsure it is a face"),
+        (TEXTURE // 8, detection(), "too dark"),
+        (np.full_like(TEXTURE, 250), detection(), "too bright"),
+        (cv2.GaussianBlur(TEXTURE, (0, 0), 4), detection(), "too blurry"),
+        (TEXTURE, detection(yaw=40), "turned sideways"),
+        (TEXTURE, detection(roll=35), "head tilted"),
+    ],
+)
 def test_gate_rejects_with_a_reason(frame, det, reason):
     report = assess(frame, det)
     assert not report.ok and any(reason in r for r in report.reasons), report.reasons
@@ -77,6 +81,7 @@ def test_gate_accepts_a_good_face_and_thresholds_are_configurable():
 
 
 # ----------------------------------------------------------------------------- challenge logic
+
 
 class ScriptedPipeline:
     """Stands in for FacePipeline: the n-th analyzed frame shows the n-th (yaw, dx, person) of a script."""
@@ -164,6 +169,7 @@ def test_prompts_are_random_left_right():
 
 # ----------------------------------------------------------------------------- real stills fail
 
+
 @pytest.fixture(scope="module")
 def random_pipeline():
     """The real detector with a randomly initialised embedder (the challenge only needs landmarks)."""
@@ -175,9 +181,15 @@ def random_pipeline():
 
     torch.manual_seed(0)
     net = build_backbone().eval()
-    emb = Embedder(model=net, spec=ALIGNED_SPEC, threshold=0.5, threshold_calibrated=False,
-                   fingerprint=backbone_fingerprint(net, ALIGNED_SPEC), source="random init",
-                   device=torch.device("cpu"))
+    emb = Embedder(
+        model=net,
+        spec=ALIGNED_SPEC,
+        threshold=0.5,
+        threshold_calibrated=False,
+        fingerprint=backbone_fingerprint(net, ALIGNED_SPEC),
+        source="random init",
+        device=torch.device("cpu"),
+    )
     return FacePipeline(emb, FaceDetector(max_side=480))
 
 
@@ -190,4 +202,4 @@ def test_still_photo_fed_repeatedly_fails(shared_data, random_pipeline, photo):
     result = run_challenge(src, random_pipeline, cfg)
     assert not result.passed, result.reason
     assert result.start is not None, "the still should at least have started the challenge (frontal face)"
-    assert len(set(np.round(result.yaw_trace, 3))) == 1   # a still's yaw never moves
+    assert len(set(np.round(result.yaw_trace, 3))) == 1  # a still's yaw never moves

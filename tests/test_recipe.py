@@ -41,7 +41,7 @@ def test_stop_flag_takes_the_signal_and_its_exit_code(sig, code, capsys):
     try:
         os.kill(os.getpid(), sig)
         assert stop.poll(0) and stop.exit_code == code
-        os.kill(os.getpid(), signal.SIGTERM)        # the same stop forwarded again by a launcher: no abort
+        os.kill(os.getpid(), signal.SIGTERM)  # the same stop forwarded again by a launcher: no abort
         assert stop.exit_code == code
     finally:
         stop.restore()
@@ -60,7 +60,7 @@ def test_second_ctrl_c_aborts():
 
 
 def test_deterministic_mode_switches_torch_and_back(monkeypatch):
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)   # restored after the test
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # restored after the test
     try:
         set_determinism(torch.device("cpu"), True)
         assert torch.are_deterministic_algorithms_enabled()

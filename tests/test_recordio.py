@@ -12,8 +12,19 @@ import numpy as np
 import pytest
 
 from faceid.errors import FaceIDError
-from faceid.recordio import (MAGIC_BYTES, Record, RecordIOError, RecordIOReader, RecordIOTruncated, detect_layout,
-                             encode_record, find_train_rec, pack_header, unpack_header, write_recordio)
+from faceid.recordio import (
+    MAGIC_BYTES,
+    Record,
+    RecordIOError,
+    RecordIOReader,
+    RecordIOTruncated,
+    detect_layout,
+    encode_record,
+    find_train_rec,
+    pack_header,
+    unpack_header,
+    write_recordio,
+)
 
 
 def jpeg_bytes(seed: int, size: int = 24) -> bytes:
@@ -92,7 +103,7 @@ def test_insightface_files_match_manifest(shared_data, name):
             assert len(record.payload) == image["bytes"]
     assert layout.image_keys == [image["id"] for image in expected["images"]]
     for label, (first, end) in layout.identity_ranges.items():
-        assert {e["label"] for e in expected["images"][first - 1:end - 1]} == {label}
+        assert {e["label"] for e in expected["images"][first - 1 : end - 1]} == {label}
 
 
 @pytest.mark.parametrize("name", ["plain", "split", "video_faces"])
@@ -125,9 +136,11 @@ def parts(encoded: bytes) -> list[tuple[int, int]]:
 
 def test_split_records_round_trip(tmp_path):
     m = MAGIC_BYTES
-    payloads = [m + b"abcd" + m + m + b"xy",   # magic at aligned offsets 24, 32, 36 of the record -> 4 parts
-                b"a" + m + b"bcdefg",          # unaligned: not split
-                b"abcd" * 3 + m]               # magic as the last aligned word: last part is empty
+    payloads = [
+        m + b"abcd" + m + m + b"xy",  # magic at aligned offsets 24, 32, 36 of the record -> 4 parts
+        b"a" + m + b"bcdefg",  # unaligned: not split
+        b"abcd" * 3 + m,
+    ]  # magic as the last aligned word: last part is empty
     records = [Record(0, 1.0, i, 0, p) for i, p in enumerate(payloads)]
     write_recordio(tmp_path / "t.rec", tmp_path / "t.idx", enumerate(records))
     assert parts(encode_record(pack_header(records[0]))) == [(1, 24), (2, 4), (2, 0), (3, 2)]
@@ -140,7 +153,7 @@ def test_split_records_round_trip(tmp_path):
 
 def test_label_arrays_and_insightface_layout(tmp_path):
     images = [Record(0, float(label), 0, 0, jpeg_bytes(k)) for k, label in enumerate([0, 0, 0, 1, 1])]
-    header = Record(2, (6.0, 8.0), 0, 0, b"")              # images 1..5, ranges at keys 6, 7
+    header = Record(2, (6.0, 8.0), 0, 0, b"")  # images 1..5, ranges at keys 6, 7
     ranges = [Record(2, (1.0, 4.0), 0, 0, b""), Record(2, (4.0, 6.0), 0, 0, b"")]
     write_recordio(tmp_path / "t.rec", tmp_path / "t.idx", enumerate([header, *images, *ranges]))
     with RecordIOReader(tmp_path / "t.rec") as reader:
@@ -185,7 +198,7 @@ def test_damaged_idx_falls_back_to_scan(tmp_path, bad_idx):
 def test_truncated_file(tmp_path):
     rec, records = write_plain(tmp_path)
     offsets = [int(line.split()[1]) for line in (tmp_path / "train.idx").read_text().splitlines()]
-    rec.write_bytes(rec.read_bytes()[:offsets[-1] + 100])   # cut inside the last record
+    rec.write_bytes(rec.read_bytes()[: offsets[-1] + 100])  # cut inside the last record
     with RecordIOReader(rec) as reader:
         assert reader.read(4).payload == records[4].payload
         with pytest.raises(RecordIOTruncated):
@@ -193,7 +206,7 @@ def test_truncated_file(tmp_path):
         assert len(list(reader.scan())) == 5
         assert reader.truncated_tail == (5, offsets[-1])
     (tmp_path / "train.idx").unlink()
-    with RecordIOReader(rec) as reader:                      # scan-built index stops before the tail
+    with RecordIOReader(rec) as reader:  # scan-built index stops before the tail
         assert reader.keys() == [0, 1, 2, 3, 4]
         assert reader.truncated_tail == (5, offsets[-1])
 
@@ -229,7 +242,7 @@ def test_reader_works_in_worker_processes(tmp_path, method):
         pytest.skip(f"{method} not available here")
     rec, records = write_plain(tmp_path)
     with RecordIOReader(rec) as reader:
-        reader.read(0)                                       # map the file in the parent first
+        reader.read(0)  # map the file in the parent first
         with multiprocessing.get_context(method).Pool(2) as pool:
             lengths = pool.starmap(_payload_len, [(reader, k) for k in reader.keys()])
     assert lengths == [len(r.payload) for r in records]

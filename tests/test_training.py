@@ -30,7 +30,7 @@ from faceid.training import BEST, FINAL, LAST, continue_training, train
 from builders import face_jpeg, make_folder_tree
 
 REPO = Path(__file__).resolve().parents[1]
-SLIM = "best_face_model_inference.pth"   # the slim inference checkpoint written beside best_face_model.pth
+SLIM = "best_face_model_inference.pth"  # the slim inference checkpoint written beside best_face_model.pth
 PY = sys.executable
 
 
@@ -41,15 +41,26 @@ def tiny_data(module_tmp) -> Path:
     base = module_tmp / "data"
     base.mkdir()
     root = make_folder_tree(base / "faces", {f"person{i}": 8 for i in range(5)})
-    images = [face_jpeg(10 + p // 2, p) for p in range(8)]            # pairs (0,1),(2,3) same person...
-    images[5], images[7] = face_jpeg(20, 0), face_jpeg(21, 0)        # ...pairs 2 and 3 different people
+    images = [face_jpeg(10 + p // 2, p) for p in range(8)]  # pairs (0,1),(2,3) same person...
+    images[5], images[7] = face_jpeg(20, 0), face_jpeg(21, 0)  # ...pairs 2 and 3 different people
     (base / "faces" / "lfw.bin").write_bytes(pickle.dumps((images, [True, True, False, False]), protocol=4))
     return root
 
 
 def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data=str(data), out=str(out), from_scratch=True, epochs=2, batch_size=2, limit_steps=2,
-                workers=0, pairs=40, eval_batch_size=8, head="arcface", min_images=4)
+    base = dict(
+        data=str(data),
+        out=str(out),
+        from_scratch=True,
+        epochs=2,
+        batch_size=2,
+        limit_steps=2,
+        workers=0,
+        pairs=40,
+        eval_batch_size=8,
+        head="arcface",
+        min_images=4,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -85,8 +96,18 @@ def full_run(tiny_data, module_tmp) -> Path:
 
 def test_tiny_run_writes_loadable_outputs(full_run):
     names = {p.name for p in full_run.iterdir()}
-    assert {BEST, SLIM, FINAL, LAST, "label_map.json", "history.json", "train.log", "curves_loss.png",
-            "curves_accuracy.png", "curves_verification.png"} <= names
+    assert {
+        BEST,
+        SLIM,
+        FINAL,
+        LAST,
+        "label_map.json",
+        "history.json",
+        "train.log",
+        "curves_loss.png",
+        "curves_accuracy.png",
+        "curves_verification.png",
+    } <= names
     log = (full_run / "train.log").read_text(encoding="utf-8")
     assert "  data      " in log.splitlines()[0] and log.count("epoch 1: loss") == 1 and "training summary" in log
     # TensorBoard scalars only when the optional package is installed; without it nothing is written
@@ -138,11 +159,20 @@ def test_interrupt_then_resume_matches_uninterrupted_run(tiny_data, full_run, tm
     ref_opt, res_opt = reference.optimizer["state"], resumed.optimizer["state"]
     assert all(torch.allclose(res_opt[i]["exp_avg"], ref_opt[i]["exp_avg"], atol=1e-7) for i in ref_opt)
     assert resumed.scheduler == reference.scheduler
-    assert [round(h["train_loss"], 5) for h in resumed.history] == [round(h["train_loss"], 5) for h in reference.history]
+    assert [round(h["train_loss"], 5) for h in resumed.history] == [
+        round(h["train_loss"], 5) for h in reference.history
+    ]
 
     # A new phase at a new LR (the seed's second phase): history continues, optimizer is fresh.
-    assert continue_training(tmp_path / FINAL, {"lr": 3e-5, "scheduler": "plateau", "epochs": 1, "limit_steps": 1},
-                             new_phase=True, stop=StopFlag(enabled=False)) == 0
+    assert (
+        continue_training(
+            tmp_path / FINAL,
+            {"lr": 3e-5, "scheduler": "plateau", "epochs": 1, "limit_steps": 1},
+            new_phase=True,
+            stop=StopFlag(enabled=False),
+        )
+        == 0
+    )
     phase = load_checkpoint(tmp_path / FINAL).training
     assert [h["phase"] for h in phase.history] == [0, 0, 1]
     assert phase.history[-1]["lr"] == pytest.approx(3e-5) and phase.step == 5
@@ -154,11 +184,27 @@ def _env() -> dict:
 
 
 def test_sigint_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
-    cmd = [PY, "train_model.py", "--data", str(tiny_data), "--out", str(tmp_path), "--from-scratch",
-           "--epochs", "1", "--batch-size", "2", "--workers", "1", "--min-images", "4", "--no-bins"]
+    cmd = [
+        PY,
+        "train_model.py",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path),
+        "--from-scratch",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--min-images",
+        "4",
+        "--no-bins",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
-    for line in proc.stdout:               # the header is printed once the handler is installed
+    for line in proc.stdout:  # the header is printed once the handler is installed
         lines.append(line)
         if line.startswith("select"):
             break
@@ -174,25 +220,64 @@ def test_sigint_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
 
 
 def test_two_process_gloo_run(tiny_data, tmp_path):
-    cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_model.py",
-           "--data", str(tiny_data), "--out", str(tmp_path), "--from-scratch", "--epochs", "1", "--batch-size", "2",
-           "--limit-steps", "1", "--workers", "0", "--min-images", "4", "--holdout-fraction", "0", "--no-bins",
-           "--device", "cpu"]
+    cmd = [
+        PY,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "train_model.py",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path),
+        "--from-scratch",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--limit-steps",
+        "1",
+        "--workers",
+        "0",
+        "--min-images",
+        "4",
+        "--holdout-fraction",
+        "0",
+        "--no-bins",
+        "--device",
+        "cpu",
+    ]
     res = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("training summary") == 1 and res.stdout.count("\ndata ") + res.stdout.startswith("data ") == 1
+    assert (
+        res.stdout.count("training summary") == 1 and res.stdout.count("\ndata ") + res.stdout.startswith("data ") == 1
+    )
     assert "batch 2 x 2 process(es)" in res.stdout
     state = load_checkpoint(tmp_path / FINAL).training
-    assert state.world_size == 2 and len(state.rng) == 2          # both ranks took part
+    assert state.world_size == 2 and len(state.rng) == 2  # both ranks took part
     assert not torch.equal(state.rng[0]["torch"], state.rng[1]["torch"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [BEST, SLIM, FINAL, LAST, "label_map.json", "history.json", "train.log", "curves_loss.png",
-         "curves_accuracy.png", "curves_verification.png"])
+        [
+            BEST,
+            SLIM,
+            FINAL,
+            LAST,
+            "label_map.json",
+            "history.json",
+            "train.log",
+            "curves_loss.png",
+            "curves_accuracy.png",
+            "curves_verification.png",
+        ]
+    )
 
 
 def _cli_error(args: list[str]) -> str:
-    res = subprocess.run([PY, "train_model.py", *args], cwd=REPO, env=_env(), capture_output=True, text=True,
-                         timeout=240)
+    res = subprocess.run(
+        [PY, "train_model.py", *args], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "%|" not in ln]
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-2000:]
@@ -206,18 +291,38 @@ def test_bad_data_is_one_sentence(tmp_path, tiny_data):
     bad = make_folder_tree(tmp_path / "bad", {"a": 5, "b": 5, "c": 5, "d": 5})
     for p in bad.rglob("*.jpg"):
         p.write_bytes(b"garbage, not a JPEG")
-    msg = _cli_error(["--data", str(bad), "--out", str(tmp_path / "o"), "--from-scratch", "--batch-size", "2",
-                      "--workers", "1", "--holdout-fraction", "0", "--val-fraction", "0", "--limit-steps", "2"])
+    msg = _cli_error(
+        [
+            "--data",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+            "--from-scratch",
+            "--batch-size",
+            "2",
+            "--workers",
+            "1",
+            "--holdout-fraction",
+            "0",
+            "--val-fraction",
+            "0",
+            "--limit-steps",
+            "2",
+        ]
+    )
     assert "Cannot decode" in msg and str(bad) in msg
-    assert "contradict" in _cli_error(["--data", str(tiny_data), "--from-scratch", "--weights", "x.pt",
-                                       "--min-images", "4"])
+    assert "contradict" in _cli_error(
+        ["--data", str(tiny_data), "--from-scratch", "--weights", "x.pt", "--min-images", "4"]
+    )
 
 
 def test_a_checkpoint_whose_head_does_not_match_its_config_is_one_sentence(full_run, tmp_path):
     ckpt = load_checkpoint(full_run / FINAL)
-    head = {k: v[:, :-1] if v.dim() == 2 else v for k, v in ckpt.training.head.items()}   # one column short
-    save_checkpoint(tmp_path / LAST, replace(ckpt, kind="interrupted",
-                                             training=replace(ckpt.training, head=head, step_in_epoch=1, epoch=1)))
+    head = {k: v[:, :-1] if v.dim() == 2 else v for k, v in ckpt.training.head.items()}  # one column short
+    save_checkpoint(
+        tmp_path / LAST,
+        replace(ckpt, kind="interrupted", training=replace(ckpt.training, head=head, step_in_epoch=1, epoch=1)),
+    )
     with pytest.raises(FaceIDError, match="head does not match its own config"):
         continue_training(tmp_path / LAST, stop=StopFlag(enabled=False))
 
@@ -238,14 +343,53 @@ def test_an_exact_resume_keeps_the_settings_that_change_results(full_run):
 
 def test_no_tuning_on_benchmark_data_without_the_flag(tiny_data, tmp_path):
     # no held-out people and an lfw.bin beside the data: selection would read the test set -> one sentence
-    msg = _cli_error(["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--from-scratch", "--batch-size", "2",
-                      "--workers", "0", "--min-images", "4", "--holdout-fraction", "0", "--limit-steps", "1"])
+    msg = _cli_error(
+        [
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "o"),
+            "--from-scratch",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--min-images",
+            "4",
+            "--holdout-fraction",
+            "0",
+            "--limit-steps",
+            "1",
+        ]
+    )
     assert "benchmark lfw" in msg and msg.endswith("(--holdout-fraction, --select-set, --tune-on-benchmark).")
-    msg = _cli_error(["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--from-scratch", "--batch-size", "2",
-                      "--workers", "0", "--min-images", "4", "--select-set", "lfw", "--limit-steps", "1"])
+    msg = _cli_error(
+        [
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "o"),
+            "--from-scratch",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--min-images",
+            "4",
+            "--select-set",
+            "lfw",
+            "--limit-steps",
+            "1",
+        ]
+    )
     assert "the selection set lfw is a benchmark file" in msg
     # with the flag the run goes through, and the checkpoint's table says it came from benchmark data
-    assert train(tiny_config(tiny_data, tmp_path / "b", holdout_fraction=0, tune_on_benchmark=True, epochs=1,
-                             limit_steps=1), stop=StopFlag(enabled=False)) == 0
+    assert (
+        train(
+            tiny_config(tiny_data, tmp_path / "b", holdout_fraction=0, tune_on_benchmark=True, epochs=1, limit_steps=1),
+            stop=StopFlag(enabled=False),
+        )
+        == 0
+    )
     table = Calibration.from_dict(load_checkpoint(tmp_path / "b" / BEST).calibration)
     assert table.benchmark_data and "ON BENCHMARK DATA" in table.threshold_for_far(1e-3).text

@@ -41,7 +41,9 @@ def test_unpack_pins90_counts_match_manifest(shared_data, tmp_path, workers):
     manifest = json.loads((folder / "manifest.json").read_text())
     summary = unpack_recordio(folder / "train.rec", tmp_path, workers=workers, progress=False)
     expected = Counter(str(img["label"]) for img in manifest["images"])
-    assert json.loads((tmp_path / IDENTITIES_NAME).read_text()) == dict(sorted(expected.items(), key=lambda kv: int(kv[0])))
+    assert json.loads((tmp_path / IDENTITIES_NAME).read_text()) == dict(
+        sorted(expected.items(), key=lambda kv: int(kv[0]))
+    )
     assert Counter(p.parent.name for p in image_files(tmp_path)) == expected
     assert (summary.images, summary.identities, summary.metadata_records) == (14882, 90, 91)
     assert summary.corrupt == [] and summary.truncated == []
@@ -96,7 +98,7 @@ def test_png_is_converted_and_garbage_reported(tmp_path):
     out = tmp_path / "out"
     summary = unpack_recordio(rec, out, workers=1, progress=False)
     assert summary.metadata_records == 3 and summary.images == 3
-    assert {c["key"] for c in summary.corrupt} == {4, 5}          # keys are 1-based after the header
+    assert {c["key"] for c in summary.corrupt} == {4, 5}  # keys are 1-based after the header
     converted = (out / "0" / "2.jpg").read_bytes()
     assert converted[:2] == b"\xff\xd8"
     decoded = cv2.imdecode(np.frombuffer(converted, np.uint8), cv2.IMREAD_COLOR)
@@ -114,12 +116,12 @@ def test_limit_and_plain_layout(tmp_path):
 def test_resume_keeps_finished_files_and_clears_temps(tmp_path):
     rec = build_insightface(tmp_path, [4, 4, 4])
     out = tmp_path / "out"
-    unpack_recordio(rec, out, workers=1, limit=5, progress=False)      # an "interrupted" first run
+    unpack_recordio(rec, out, workers=1, limit=5, progress=False)  # an "interrupted" first run
     (out / REPORT_NAME).unlink()
     kept = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in image_files(out)}
     stale = out / "1" / ".7.jpg.12345.tmp"
     stale.write_bytes(b"half a jpeg")
-    emptied = out / "1" / "5.jpg"                                      # as a crash before writeback leaves it
+    emptied = out / "1" / "5.jpg"  # as a crash before writeback leaves it
     emptied.write_bytes(b"")
     summary = unpack_recordio(rec, out, workers=2, progress=False)
     assert not stale.exists()
@@ -135,8 +137,14 @@ def test_resume_keeps_finished_files_and_clears_temps(tmp_path):
 
 # --- CLI ------------------------------------------------------------------------------------------------
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "preprocess_dataset.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, str(REPO / "preprocess_dataset.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 @pytest.mark.parametrize("args", [["--rec", "missing.rec"], ["--rec", "notrec.rec"], ["--input-dir", "nowhere"], []])
@@ -166,7 +174,7 @@ def test_every_corrupt_record_kind_is_skipped_counted_and_listed(tmp_path):
     records = good + [(100 + i, raw) for i, raw in enumerate(bad.values())]
     rec = tmp_path / "train.rec"
     write_recordio(rec, tmp_path / "train.idx", records)
-    with open(tmp_path / "train.idx", "a") as f:      # a 5000-digit key: the index is refused, the file scanned
+    with open(tmp_path / "train.idx", "a") as f:  # a 5000-digit key: the index is refused, the file scanned
         f.write("9" * 5000 + "\t0\n")
     start = __import__("time").perf_counter()
     result = run_cli("--rec", str(rec), "--output-dir", "out", "--workers", "1", cwd=tmp_path)
@@ -177,8 +185,15 @@ def test_every_corrupt_record_kind_is_skipped_counted_and_listed(tmp_path):
     assert data["images"] == 3 and data["index_source"] == "scan" and "20 digits" in data["index_note"]
     assert len(data["corrupt"]) == len(bad), data["corrupt"]
     reasons = " | ".join(c["reason"] for c in data["corrupt"])
-    for expected in ("labels", "not a class number", "empty", "65000x65000", "20000x20000",
-                     "not an image", "shorter than the 24-byte IRHeader"):
+    for expected in (
+        "labels",
+        "not a class number",
+        "empty",
+        "65000x65000",
+        "20000x20000",
+        "not an image",
+        "shorter than the 24-byte IRHeader",
+    ):
         assert expected in reasons, (expected, reasons)
     assert f"{len(bad)} corrupt" in result.stdout and "skipped records are listed" in result.stdout
 

@@ -27,14 +27,24 @@ def test_validation_in_the_training_precision_with_a_capped_closed_set(tmp_path)
     pairs = [heldout_pairs(ds, 3, 42)]
 
     def validator(precision: str, val=(), cap=None) -> Validator:
-        return Validator(ds, np.asarray(val, dtype=np.int64), pairs, feed, 6, 0, 1e-2,
-                         amp=lambda: autocast_context(precision, feed.device), closed_set_images=cap, seed=42)
+        return Validator(
+            ds,
+            np.asarray(val, dtype=np.int64),
+            pairs,
+            feed,
+            6,
+            0,
+            1e-2,
+            amp=lambda: autocast_context(precision, feed.device),
+            closed_set_images=cap,
+            seed=42,
+        )
 
     validator("fp32").run(net)
     scores32 = pairs[0].scores
     validator("bf16").run(net)
     scores16 = pairs[0].scores
-    assert scores16.dtype == np.float64 and not np.array_equal(scores16, scores32)   # bf16 really ran
+    assert scores16.dtype == np.float64 and not np.array_equal(scores16, scores32)  # bf16 really ran
     assert np.abs(scores16 - scores32).max() < 0.05
 
     pairs.clear()

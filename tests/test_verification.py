@@ -11,10 +11,19 @@ import numpy as np
 import pytest
 
 from faceid.errors import FaceIDError
-from faceid.verification import (best_accuracy_threshold, equal_error_rate, kfold_accuracy, load_verification_bin,
-                                 plot_roc, read_pairs, roc_auc, roc_curve, stratified_folds, threshold_at_far,
-                                 verification_report)
-
+from faceid.verification import (
+    best_accuracy_threshold,
+    equal_error_rate,
+    kfold_accuracy,
+    load_verification_bin,
+    plot_roc,
+    read_pairs,
+    roc_auc,
+    roc_curve,
+    stratified_folds,
+    threshold_at_far,
+    verification_report,
+)
 
 
 # ----------------------------------------------------------------------------- metrics on known inputs
@@ -90,6 +99,7 @@ def test_plot_roc_writes_png(tmp_path):
 
 # ----------------------------------------------------------------------------- LFW pair lists
 
+
 def test_real_view1_pair_lists(shared_data):
     test = read_pairs(shared_data / "lfw" / "pairsDevTest.txt")
     train = read_pairs(shared_data / "lfw" / "pairsDevTrain.txt")
@@ -122,12 +132,15 @@ def test_view2_header_keeps_the_files_folds(tmp_path):
     assert pairs[10].paths(tmp_path)[1] == tmp_path / "B_1" / "B_1_0002.jpg"
 
 
-@pytest.mark.parametrize("text, words", [
-    ("", "header"),
-    ("pairs\nA\t1\t2\n", "header"),
-    ("2\nA\t1\t2\nA\t1\t3\nA\t1\tB\t2\n", "promises 4 pairs but 3"),
-    ("1\nA\t1\t2\nA\tone\tB\t2\n", "line 3"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("", "header"),
+        ("pairs\nA\t1\t2\n", "header"),
+        ("2\nA\t1\t2\nA\t1\t3\nA\t1\tB\t2\n", "promises 4 pairs but 3"),
+        ("1\nA\t1\t2\nA\tone\tB\t2\n", "line 3"),
+    ],
+)
 def test_bad_pairs_files_are_one_clear_error(tmp_path, text, words):
     (tmp_path / "bad.txt").write_text(text)
     with pytest.raises(FaceIDError, match=words):
@@ -140,6 +153,7 @@ def test_missing_pairs_file_is_one_clear_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- insightface .bin
+
 
 def test_real_lfw_dev_bin_loads(shared_data):
     images, issame = load_verification_bin(shared_data / "recordio" / "pins90_112x112" / "lfw_dev.bin")
@@ -166,11 +180,14 @@ def test_hostile_bin_is_refused_without_running_code(tmp_path, protocol):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("obj, words", [
-    ({"a": 1}, "not an insightface verification file"),
-    (([b"a", b"b", b"c"], [True]), "3 images for 1 pairs"),
-    (([b"a", 7], [True]), "not an insightface verification file"),
-])
+@pytest.mark.parametrize(
+    "obj, words",
+    [
+        ({"a": 1}, "not an insightface verification file"),
+        (([b"a", b"b", b"c"], [True]), "3 images for 1 pairs"),
+        (([b"a", 7], [True]), "not an insightface verification file"),
+    ],
+)
 def test_malformed_bins_are_one_clear_error(tmp_path, obj, words):
     path = tmp_path / "bad.bin"
     path.write_bytes(pickle.dumps(obj))
