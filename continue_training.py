@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
-"""Resume a training run exactly, or start a new phase with a new learning rate (see --help)."""
+"""Resume a training run exactly, or start a new phase with a new learning rate (see --help). The command line lives in faceid/train/cli.py."""
 
-from faceid.errors import run_cli
-from faceid.training_cli import continue_main
+from faceid.cli import continue_training
 
 if __name__ == "__main__":
-    run_cli(continue_main)
+    continue_training()

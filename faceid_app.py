@@ -1,7 +1,7 @@
-"""Face-ID app: interactive menu or subcommands. Run with --help; the code lives in faceid/app.py."""
+#!/usr/bin/env python3
+"""Face-ID app: interactive menu or subcommands (see --help). The command line lives in faceid/app/cli.py."""
 
-from faceid.app import main
-from faceid.errors import run_cli
+from faceid.cli import app
 
 if __name__ == "__main__":
-    run_cli(main)
+    app()

@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
-"""Fine-tune the face-recognition network for verification (see --help). All logic is in faceid.training."""
+"""Fine-tune the face-recognition network for verification (see --help). The command line lives in faceid/train/cli.py."""
 
-from faceid.errors import run_cli
-from faceid.training_cli import train_main
+from faceid.cli import train
 
 if __name__ == "__main__":
-    run_cli(train_main)
+    train()

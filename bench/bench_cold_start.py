@@ -38,8 +38,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from faceid.gallery import DB_NAME, INDEX_NAME, Gallery  # noqa: E402
-from faceid.search_index import normalize_rows  # noqa: E402
+from faceid.gallery.store import DB_NAME, INDEX_NAME, Gallery  # noqa: E402
+from faceid.gallery.search_index import normalize_rows  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 PROBE_NAME = "Probe Person"
@@ -83,9 +83,9 @@ def parse_args() -> argparse.Namespace:
 
 def probe_template(args) -> tuple[np.ndarray, str]:
     """The probe image's embedding and the model's fingerprint, with this checkout's pipeline."""
-    from faceid.camera import open_source
-    from faceid.face import FacePipeline
-    from faceid.model import load_embedder
+    from faceid.app.camera import open_source
+    from faceid.model.face import FacePipeline
+    from faceid.model.embedder import load_embedder
 
     embedder = load_embedder(weights=args.weights, crop=args.crop, device="cpu", download=False)
     with open_source(args.image) as src:
@@ -176,7 +176,7 @@ def main() -> int:
     ]
     load_only = [
         "-c",
-        "import sys; from faceid.app import build_parser, load_model; from faceid.face import "
+        "import sys; from faceid.app.actions import load_model; from faceid.app.cli import build_parser; from faceid.model.face import "
         "FacePipeline; FacePipeline(load_model(build_parser().parse_args(sys.argv[1:]))); print('{}')",
         "--weights",
         args.weights,

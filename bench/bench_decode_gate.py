@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_latency import load_frames, shared_dir  # noqa: E402
-from faceid.decode import decode_image, image_size  # noqa: E402
-from faceid.errors import run_cli  # noqa: E402
-from faceid.face import FacePipeline  # noqa: E402
-from faceid.model import load_embedder, optimized_for_cpu  # noqa: E402
+from faceid.core.decode import decode_image, image_size  # noqa: E402
+from faceid.core.errors import run_cli  # noqa: E402
+from faceid.model.face import FacePipeline  # noqa: E402
+from faceid.model.embedder import load_embedder, optimized_for_cpu  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:

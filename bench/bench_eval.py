@@ -26,16 +26,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from faceid.embed_cache import EmbedCache  # noqa: E402
-from faceid.errors import run_cli  # noqa: E402
-from faceid.evaluate import (  # noqa: E402
+from faceid.eval.embed_cache import EmbedCache  # noqa: E402
+from faceid.core.errors import run_cli  # noqa: E402
+from faceid.eval.evaluator import (  # noqa: E402
     FaceIDBackend,
     central_index,
     decode_file,
     evaluate_dataset,
     load_pairs_dataset,
 )
-from faceid.verification import verification_report  # noqa: E402
+from faceid.eval.verification import verification_report  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 LFW = SHARED / "data/lfw"
@@ -46,7 +46,7 @@ def naive_scores(backend: FaceIDBackend, dataset) -> np.ndarray:
     """The per-image loop: every pair's two images decoded, detected and embedded one at a time."""
     from tqdm import tqdm
 
-    from faceid.preprocessing import center_crop
+    from faceid.model.preprocessing import center_crop
 
     pipe = backend.pipeline
 
@@ -79,7 +79,7 @@ def main() -> int:
 
     import torch
 
-    from faceid.evaluate import load_faceid_backend
+    from faceid.eval.evaluator import load_faceid_backend
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,7 +130,7 @@ def main() -> int:
 
 def _scores(backend: FaceIDBackend, dataset, cache: EmbedCache) -> np.ndarray:
     """The evaluator's pair scores, read back from the cache it just filled."""
-    from faceid.evaluate import embed_items
+    from faceid.eval.evaluator import embed_items
 
     emb, _, _ = embed_items(backend, dataset, cache, progress=False)
     return backend.scores(emb[dataset.index[:, 0]], emb[dataset.index[:, 1]])

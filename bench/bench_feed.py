@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceid.datasets import open_dataset  # noqa: E402
-from faceid.errors import FaceIDError, run_cli  # noqa: E402
-from faceid.feed import EpochSampler, FaceSamples, make_loader  # noqa: E402
+from faceid.data.datasets import open_dataset  # noqa: E402
+from faceid.core.errors import FaceIDError, run_cli  # noqa: E402
+from faceid.train.feed import EpochSampler, FaceSamples, make_loader  # noqa: E402
 
 
 class PerImageSamples(FaceSamples):

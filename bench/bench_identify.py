@@ -34,8 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceid.gallery import Gallery  # noqa: E402
-from faceid.search_index import TemplateIndex, load_faiss  # noqa: E402
+from faceid.gallery.store import Gallery  # noqa: E402
+from faceid.gallery.search_index import TemplateIndex, load_faiss  # noqa: E402
 
 DIM = 512
 

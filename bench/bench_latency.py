@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceid.face import DETECT_MAX_SIDE, DETECT_MIN_FACE  # noqa: E402
-from faceid.errors import FaceIDError, run_cli  # noqa: E402
-from faceid.face import FaceDetector, FacePipeline  # noqa: E402
-from faceid.model import build_backbone, load_embedder, optimized_for_cpu  # noqa: E402
+from faceid.model.face import DETECT_MAX_SIDE, DETECT_MIN_FACE  # noqa: E402
+from faceid.core.errors import FaceIDError, run_cli  # noqa: E402
+from faceid.model.face import FaceDetector, FacePipeline  # noqa: E402
+from faceid.model.embedder import build_backbone, load_embedder, optimized_for_cpu  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,9 +116,12 @@ def main() -> int:
     if weights is not None:
         embedder = load_embedder(weights=weights, crop="aligned5", device=args.device, download=False)
     else:
-        from faceid.checkpoint import Checkpoint, save_checkpoint  # random init: timing does not depend on weights
+        from faceid.model.checkpoint import (
+            Checkpoint,
+            save_checkpoint,
+        )  # random init: timing does not depend on weights
         import tempfile
-        from faceid.preprocessing import ALIGNED_SPEC
+        from faceid.model.preprocessing import ALIGNED_SPEC
 
         tmp = Path(tempfile.mkdtemp()) / "random.pth"
         save_checkpoint(tmp, Checkpoint(model=build_backbone().state_dict(), preprocess=ALIGNED_SPEC.to_dict()))
@@ -148,7 +151,7 @@ def main() -> int:
         print(f"  {name:<7} p50 {result[name + '_ms']['p50']:7.1f} ms   p95 {result[name + '_ms']['p95']:7.1f} ms")
     print(f"  ratio   seed p50 / faceid p50 = {result['ratio_p50_seed_over_faceid']:.2f}")
     if args.json:
-        from faceid.fileio import atomic_write_json
+        from faceid.core.fileio import atomic_write_json
 
         atomic_write_json(args.json, result)
     return 0

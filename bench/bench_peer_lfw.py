@@ -13,7 +13,7 @@ Needs the peer installed (not a project dependency):
 
 Usage: .venv/bin/python bench/bench_peer_lfw.py [--limit N] [--threads 1] [--out-dir faceid_data/bench_peer]
 
---open-set: open-set 1:N on every image under --images instead (faceid/open_set.py): people with >= 2
+--open-set: open-set 1:N on every image under --images instead (faceid/eval/open_set.py): people with >= 2
 images enrol, the others are strangers; FNIR at FPIR 1e-3 / 1e-2 and rank-1 per gallery size for both
 backends on the same enrolment and galleries, one DET plot; with --calibration, the app's thresholds too.
   .venv/bin/python bench/bench_peer_lfw.py --open-set --cache faceid_data/lfw_cache.sqlite --threads 1
@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from faceid.embed_cache import EmbedCache  # noqa: E402
-from faceid.errors import run_cli  # noqa: E402
-from faceid.evaluate import evaluate_dataset, format_summary, load_faceid_backend, load_pairs_dataset  # noqa: E402
+from faceid.eval.embed_cache import EmbedCache  # noqa: E402
+from faceid.core.errors import run_cli  # noqa: E402
+from faceid.eval.evaluator import evaluate_dataset, format_summary, load_faceid_backend, load_pairs_dataset  # noqa: E402
 
 LFW = ROOT.parent / "shared/data/lfw"
 STAND_IN = ROOT.parent / "shared/models/pins90_scratch_irv1_fp16.pt"
@@ -90,7 +90,7 @@ def main() -> int:
     import torch
 
     from bench.peer_face_recognition import FaceRecognitionBackend
-    from faceid.evaluate import write_outputs
+    from faceid.eval.evaluator import write_outputs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,7 +104,7 @@ def main() -> int:
         calibration=args.calibration,
     )
     if args.open_set:
-        from faceid.open_set import format_identification, run_identification
+        from faceid.eval.open_set import format_identification, run_identification
 
         cache = EmbedCache(args.cache) if args.cache else None
         try:

@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_latency import load_frames, shared_dir, time_interleaved  # noqa: E402
-from faceid.errors import run_cli  # noqa: E402
-from faceid.export import load_onnx_embedder, run_export  # noqa: E402
-from faceid.face import FaceDetector, FacePipeline  # noqa: E402
-from faceid.model import load_embedder, optimized_for_cpu  # noqa: E402
+from faceid.core.errors import run_cli  # noqa: E402
+from faceid.model.export import load_onnx_embedder, run_export  # noqa: E402
+from faceid.model.face import FaceDetector, FacePipeline  # noqa: E402
+from faceid.model.embedder import load_embedder, optimized_for_cpu  # noqa: E402
 
 
 def main() -> int:
@@ -73,7 +73,7 @@ def main() -> int:
         print(f"  load   torch {t_torch_load:.2f} s (+ trace: {t_torch_traced:.2f} s), onnxruntime {t_onnx_load:.2f} s")
         print(f"  ratio  torch p50 / onnx p50 = {run['ratio_p50_torch_over_onnx']:.2f}", flush=True)
     if args.json:
-        from faceid.fileio import atomic_write_json
+        from faceid.core.fileio import atomic_write_json
 
         atomic_write_json(args.json, result)
     return 0

@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from faceid.errors import FaceIDError, run_cli  # noqa: E402
+from faceid.core.errors import FaceIDError, run_cli  # noqa: E402
 
 COMMANDS = {"list": ["list"], "delete": ["delete", "--name", "nobody"]}
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceid.errors import FaceIDError, run_cli  # noqa: E402
-from faceid.recordio import RecordIOReader, detect_layout  # noqa: E402
-from faceid.unpack import unpack_recordio  # noqa: E402
+from faceid.core.errors import FaceIDError, run_cli  # noqa: E402
+from faceid.data.recordio import RecordIOReader, detect_layout  # noqa: E402
+from faceid.data.unpack import unpack_recordio  # noqa: E402
 
 DEFAULT_REC = Path(__file__).resolve().parents[2] / "shared/data/recordio/pins90_112x112/train.rec"
 _items: list[tuple[int, int, bytes]] = []  # (key, label, payload), inherited by forked floor workers

@@ -29,7 +29,7 @@ import types
 
 import numpy as np
 
-from faceid.errors import FaceIDError
+from faceid.core.errors import FaceIDError
 
 INSTALL = "pip install dlib-bin face-recognition-models && pip install --no-deps face_recognition"
 FALLBACK_SIDE = 0.43
@@ -99,7 +99,7 @@ class FaceRecognitionBackend:
 
     def embed_images(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[dict]]:
         """RGB uint8 (H, W, 3) images -> (N, 128) float32 descriptors and info dicts; dlib's HOG runs per image."""
-        from faceid.evaluate import central_index
+        from faceid.eval.evaluator import central_index
 
         out, infos = [], []
         for image in images:

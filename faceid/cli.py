@@ -1,60 +1,60 @@
-"""Console commands installed by ``pip install .`` (pyproject.toml ``[project.scripts]``).
+"""Console commands installed by ``pip install .`` (pyproject.toml ``[project.scripts]``), and what the top-level
+scripts run. Each is one stage's command line under `errors.run_cli` (one sentence and exit 2 on an error, 130 on
+Ctrl-C, never a traceback); the stage is imported only when its command runs, so ``faceid list`` stays torch-free:
 
-Each runs exactly what its top-level script runs, under `errors.run_cli` (one sentence and exit 2 on an
-error, 130 on Ctrl-C, never a traceback):
-
-    faceid           faceid_app.py           the face-ID app (menu or subcommands)
-    faceid-train     train_model.py          a new training run
-    faceid-continue  continue_training.py    exact resume or a new phase
-    faceid-eval      evaluate_model.py       verification / 1:N evaluation
-    faceid-export    export_model.py         ONNX and the slim inference checkpoint
-    faceid-download  download_dataset.py     CASIA-WebFace from Kaggle
-    faceid-unpack    preprocess_dataset.py   train.rec -> a JPG tree
-
-The scripts whose argument parsing lives in the script itself are installed as top-level modules beside the
-package (pyproject.toml ``py-modules``) and imported only when their command runs.
+    faceid           faceid_app.py           faceid/app/cli.py     the face-ID app (menu or subcommands)
+    faceid-train     train_model.py          faceid/train/cli.py   a new training run
+    faceid-continue  continue_training.py    faceid/train/cli.py   exact resume or a new phase
+    faceid-eval      evaluate_model.py       faceid/eval/cli.py    verification / 1:N evaluation / calibration
+    faceid-export    export_model.py         faceid/model/cli.py   ONNX and the slim inference checkpoint
+    faceid-download  download_dataset.py     faceid/data/cli.py    CASIA-WebFace from Kaggle
+    faceid-unpack    preprocess_dataset.py   faceid/data/cli.py    train.rec -> a JPG tree
 """
 
 from __future__ import annotations
 
-import importlib
+from typing import NoReturn
 
-from .errors import run_cli
-
-
-def _script(module: str) -> None:
-    run_cli(importlib.import_module(module).main)
+from .core.errors import run_cli
 
 
-def app() -> None:
-    from .app import main
+def app() -> NoReturn:
+    from .app.cli import main
 
     run_cli(main)
 
 
-def train() -> None:
-    from .training_cli import train_main
+def train() -> NoReturn:
+    from .train.cli import train_main
 
     run_cli(train_main)
 
 
-def continue_training() -> None:
-    from .training_cli import continue_main
+def continue_training() -> NoReturn:
+    from .train.cli import continue_main
 
     run_cli(continue_main)
 
 
-def evaluate() -> None:
-    _script("evaluate_model")
+def evaluate() -> NoReturn:
+    from .eval.cli import main
+
+    run_cli(main)
 
 
-def export() -> None:
-    _script("export_model")
+def export() -> NoReturn:
+    from .model.cli import main
+
+    run_cli(main)
 
 
-def download() -> None:
-    _script("download_dataset")
+def download() -> NoReturn:
+    from .data.cli import download_main
+
+    run_cli(download_main)
 
 
-def unpack() -> None:
-    _script("preprocess_dataset")
+def unpack() -> NoReturn:
+    from .data.cli import unpack_main
+
+    run_cli(unpack_main)

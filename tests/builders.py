@@ -41,7 +41,7 @@ def make_folder_tree(root: Path, counts: dict[str, int], size: int = 112) -> Pat
 
 def make_rec(path: Path, counts: list[int], insightface: bool = True) -> Path:
     """A .rec (+ .idx) of synthetic faces: insightface layout (header, images, identity ranges) or plain."""
-    from faceid.recordio import Record, write_recordio
+    from faceid.data.recordio import Record, write_recordio
 
     images = [(label, face_jpeg(label, i)) for label, n in enumerate(counts) for i in range(n)]
     records = []
@@ -63,9 +63,9 @@ def make_rec(path: Path, counts: list[int], insightface: bool = True) -> Path:
 def make_random_checkpoint(path: Path, seed: int) -> Path:
     """A real checkpoint of a randomly initialised network (aligned crops, threshold 0.5): an honest model
     for tests that exercise everything but recognition quality."""
-    from faceid.checkpoint import Checkpoint, save_checkpoint
-    from faceid.model import build_backbone
-    from faceid.preprocessing import ALIGNED_SPEC
+    from faceid.model.checkpoint import Checkpoint, save_checkpoint
+    from faceid.model.embedder import build_backbone
+    from faceid.model.preprocessing import ALIGNED_SPEC
 
     torch.manual_seed(seed)
     save_checkpoint(

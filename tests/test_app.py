@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from builders import make_random_checkpoint
-from faceid.app import main
-from faceid.errors import run_cli
+from faceid.app.cli import main
+from faceid.core.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models"))
@@ -39,7 +39,7 @@ _LOADED: dict = {}
 def reuse_loaded_models():
     """Loading a model costs seconds on a busy CPU: in-process calls with the same model options share one
     loaded embedder (subprocess tests still load it for real, and check it happens once per menu session)."""
-    import faceid.app as app_module
+    import faceid.app.actions as app_module
 
     real = app_module.load_model
 
@@ -507,7 +507,7 @@ def test_real_identify_picks_the_right_person(capsys, real_opts, real_media):
 
 
 def test_check_action_reports_intact_and_damaged_galleries(capsys, tmp_path):
-    from faceid.gallery import Gallery
+    from faceid.gallery.store import Gallery
 
     data = tmp_path / "gallery"
     rng = np.random.default_rng(0)

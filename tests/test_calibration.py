@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faceid.calibration import Calibration, far_for_fpir, fpir_from_far, template_probe_scores, wilson_interval
-from faceid.errors import FaceIDError
+from faceid.model.calibration import Calibration, far_for_fpir, fpir_from_far, template_probe_scores, wilson_interval
+from faceid.core.errors import FaceIDError
 
 RNG = np.random.default_rng(7)
 IMPOSTOR = RNG.normal(0.0, 0.1, 50_000)

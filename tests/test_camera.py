@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.camera import Preview, display_available, open_source
-from faceid.errors import FaceIDError
+from faceid.app.camera import Preview, display_available, open_source
+from faceid.core.errors import FaceIDError
 
 
 def write_video(path, n: int, size=(64, 48)) -> None:

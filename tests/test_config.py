@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from faceid.config import SETTINGS, Change, TrainConfig, changeable, default_text, load_overrides
-from faceid.errors import FaceIDError, flag
-from faceid.training_cli import continue_parser, train_config, train_parser
+from faceid.train.config import SETTINGS, Change, TrainConfig, changeable, default_text, load_overrides
+from faceid.core.errors import FaceIDError, flag
+from faceid.train.cli import continue_parser, train_config, train_parser
 
 REPO = Path(__file__).resolve().parents[1]
 

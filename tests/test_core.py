@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from faceid.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from faceid.errors import FaceIDError
-from faceid.fileio import atomic_write, atomic_write_json, sha256_file
-from faceid.model import (
+from faceid.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from faceid.core.errors import FaceIDError
+from faceid.core.fileio import atomic_write, atomic_write_json, sha256_file
+from faceid.model.embedder import (
     WEIGHTS_ENV,
     build_backbone,
     load_backbone_weights,
@@ -24,7 +24,7 @@ from faceid.model import (
     read_state_dict,
     resolve_weights,
 )
-from faceid.preprocessing import (
+from faceid.model.preprocessing import (
     ALIGNED_SPEC,
     ARCFACE_TEMPLATE_112,
     PreprocessSpec,
@@ -148,8 +148,8 @@ def test_a_failed_checkpoint_write_is_one_sentence_and_keeps_the_old_file(tmp_pa
     before = old.read_bytes()
     script = (
         "import resource, signal, sys, torch\n"
-        "from faceid.checkpoint import Checkpoint, save_checkpoint\n"
-        "from faceid.errors import FaceIDError\n"
+        "from faceid.model.checkpoint import Checkpoint, save_checkpoint\n"
+        "from faceid.core.errors import FaceIDError\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))\n"
         "try:\n"
@@ -187,7 +187,7 @@ def test_checkpoint_with_code_is_not_executed(tmp_path):
 @pytest.mark.skipif(not STAND_IN.is_file(), reason=f"stand-in weights not found at {STAND_IN}")
 def test_pipeline_recognises_the_same_person_across_a_clip():
     """Real frames through MTCNN, alignment and the stand-in network: same clip scores above other clips."""
-    from faceid.face import FacePipeline
+    from faceid.model.face import FacePipeline
 
     videos = STAND_IN.parents[1] / "data" / "videos"
     if not videos.is_dir():

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from faceid.datasets import find_verification_bins, open_dataset, split_identities, split_images
-from faceid.errors import FaceIDError
-from faceid.feed import BatchFeed, EpochSampler, FaceSamples, decode_face, make_loader
-from faceid.preprocessing import ALIGNED_SPEC
+from faceid.data.datasets import find_verification_bins, open_dataset, split_identities, split_images
+from faceid.core.errors import FaceIDError
+from faceid.train.feed import BatchFeed, EpochSampler, FaceSamples, decode_face, make_loader
+from faceid.model.preprocessing import ALIGNED_SPEC
 
 from builders import face_jpeg, make_folder_tree, make_rec
 
@@ -171,7 +171,7 @@ def test_epoch_sampler_shards_and_resumes():
 )
 def test_batch_decode_matches_worker_decode(device):
     """The GPU feed's batched decode (run through torchvision's CPU decoder where there is no GPU)."""
-    from faceid.feed import gpu_decode
+    from faceid.train.feed import gpu_decode
 
     data = [face_jpeg(0, i) for i in range(3)] + [
         cv2.imencode(".png", np.full((112, 112, 3), 7, np.uint8))[1].tobytes()

@@ -1,4 +1,4 @@
-"""The decode gate (faceid/decode.py): header first, a pixel limit, one sentence for every refusal."""
+"""The decode gate (faceid/core/decode.py): header first, a pixel limit, one sentence for every refusal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.decode import (
+from faceid.core.decode import (
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
     DecodeError,
@@ -92,7 +92,7 @@ def test_files_are_sized_before_they_are_read(tmp_path, monkeypatch):
 
 
 def test_nothing_decodes_outside_the_gate():
-    """No module decodes an image except faceid/decode.py (grep: one gate, not one per caller)."""
+    """No module decodes an image except faceid/core/decode.py (grep: one gate, not one per caller)."""
     offenders = []
     for path in sorted((REPO / "faceid").glob("*.py")):
         text = path.read_text()

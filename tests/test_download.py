@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import requests
 
-from faceid import kaggle_fetch
-from faceid.errors import FaceIDError
-from faceid.recordio import Record, write_recordio
+from faceid.data import kaggle as kaggle_fetch
+from faceid.core.errors import FaceIDError
+from faceid.data.recordio import Record, write_recordio
 
 REPO = Path(__file__).resolve().parents[1]
 SLUG = "someone/casia-webface"

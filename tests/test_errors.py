@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BUG = "from faceid.errors import run_cli\ndef main():\n    return {}['missing']\nrun_cli(main)\n"
+BUG = "from faceid.core.errors import run_cli\ndef main():\n    return {}['missing']\nrun_cli(main)\n"
 
 
 def python(*args, env_extra=None, **kw) -> subprocess.CompletedProcess:

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.embed_cache import EmbedCache, file_key
-from faceid.errors import FaceIDError
-from faceid.evaluate import (
+from faceid.eval.embed_cache import EmbedCache, file_key
+from faceid.core.errors import FaceIDError
+from faceid.eval.evaluator import (
     central_index,
     embed_items,
     evaluate_dataset,
@@ -28,7 +28,7 @@ from faceid.evaluate import (
     load_faceid_backend,
     load_pairs_dataset,
 )
-from faceid.verification import read_pairs
+from faceid.eval.verification import read_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 STAND_IN = (
@@ -240,11 +240,11 @@ def test_training_validation_and_the_evaluator_give_the_same_numbers_on_a_bin(tm
 
     import torch
 
-    from faceid.feed import BatchFeed
-    from faceid.model import build_backbone, load_backbone_weights, read_state_dict
-    from faceid.preprocessing import PreprocessSpec
-    from faceid.validation import bin_pairs, score_pairs
-    from faceid.verification import load_verification_bin
+    from faceid.train.feed import BatchFeed
+    from faceid.model.embedder import build_backbone, load_backbone_weights, read_state_dict
+    from faceid.model.preprocessing import PreprocessSpec
+    from faceid.train.validation import bin_pairs, score_pairs
+    from faceid.eval.verification import load_verification_bin
 
     full = shared_data / "recordio/pins90_112x112/lfw_dev.bin"
     blobs, same = load_verification_bin(full)
@@ -304,7 +304,7 @@ def test_lfw_report_gives_the_standard_error_and_every_fold_and_pair(tmp_path, s
 
 
 def test_open_set_on_real_lfw_people(tmp_path, small_lfw, backend):
-    from faceid.open_set import run_identification
+    from faceid.eval.open_set import run_identification
 
     _, images = small_lfw
     report = run_identification(
@@ -351,7 +351,7 @@ _FAULTS_SCRIPT = """
 import resource, sys
 import torch
 sys.path.insert(0, {repo!r})
-from faceid.evaluate import keep_freed_memory
+from faceid.eval.evaluator import keep_freed_memory
 torch.set_num_threads(1)
 if {keep}:
     assert keep_freed_memory()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceid.checkpoint import (
+from faceid.model.checkpoint import (
     INFERENCE_KEYS,
     INFERENCE_KIND,
     Checkpoint,
@@ -25,10 +25,10 @@ from faceid.checkpoint import (
     save_checkpoint,
     save_inference_checkpoint,
 )
-from faceid.decode import DecodeError, decode_image
-from faceid.errors import FaceIDError
-from faceid.model import build_backbone, load_embedder, read_state_dict
-from faceid.preprocessing import ALIGNED_SPEC, crops_to_tensor, to_network_input
+from faceid.core.decode import DecodeError, decode_image
+from faceid.core.errors import FaceIDError
+from faceid.model.embedder import build_backbone, load_embedder, read_state_dict
+from faceid.model.preprocessing import ALIGNED_SPEC, crops_to_tensor, to_network_input
 
 REPO = Path(__file__).resolve().parents[1]
 STAND_IN = (
@@ -102,7 +102,7 @@ def test_inference_checkpoint_is_slim_and_loads_like_the_full_one(tmp_path, stan
 
 
 def _real_crops(shared: Path, n: int) -> list[np.ndarray]:
-    from faceid.recordio import RecordIOReader
+    from faceid.data.recordio import RecordIOReader
 
     rec = shared / "recordio" / "pins90_112x112" / "train.rec"
     with RecordIOReader(rec) as reader:
@@ -151,7 +151,7 @@ def exported(module_tmp, stand_in):
 
 
 def test_onnx_embeddings_match_torch_on_real_crops(exported, shared_data):
-    from faceid.export import MATCH_COSINE, load_onnx_embedder
+    from faceid.model.export import MATCH_COSINE, load_onnx_embedder
 
     out, report = exported
     assert report["onnx"]["min_cosine_vs_torch"] >= MATCH_COSINE
@@ -177,7 +177,7 @@ def test_onnx_embeddings_match_torch_on_real_crops(exported, shared_data):
 def test_onnx_file_metadata_and_hostile_files(exported, tmp_path):
     import onnxruntime as ort
 
-    from faceid.export import load_onnx_embedder
+    from faceid.model.export import load_onnx_embedder
 
     out, _ = exported
     session = ort.InferenceSession(str(out / "m.onnx"), providers=["CPUExecutionProvider"])
@@ -245,7 +245,7 @@ def test_app_runs_on_onnx_with_a_gallery_registered_on_torch(exported, shared_da
 
 
 def test_runtime_choice_without_an_export(tmp_path, stand_in):
-    from faceid.export import choose_runtime
+    from faceid.model.export import choose_runtime
 
     full = tmp_path / "best.pth"
     save_checkpoint(full, _full_checkpoint(stand_in))

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceid.datasets import open_dataset
-from faceid.errors import FaceIDError
-from faceid.feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, PackedImages, make_loader
+from faceid.data.datasets import open_dataset
+from faceid.core.errors import FaceIDError
+from faceid.train.feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, PackedImages, make_loader
 
 from builders import make_folder_tree
 
@@ -39,8 +39,8 @@ def test_packed_batch_is_one_buffer_with_offsets(tmp_path):
 _FD_PROBE = textwrap.dedent("""
     import json, os, resource, sys
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    from faceid.datasets import open_dataset
-    from faceid.feed import EpochSampler, FaceSamples, make_loader
+    from faceid.data.datasets import open_dataset
+    from faceid.train.feed import EpochSampler, FaceSamples, make_loader
     ds = open_dataset(sys.argv[1])
     out = {}
     for batch in (32, 512):
@@ -131,8 +131,8 @@ _FORK_AFTER_OPENCV = textwrap.dedent("""
     import cv2, numpy as np
     sys.path.insert(0, sys.argv[2])
     from builders import make_folder_tree
-    from faceid.datasets import open_dataset
-    from faceid.feed import FaceSamples, make_loader
+    from faceid.data.datasets import open_dataset
+    from faceid.train.feed import FaceSamples, make_loader
     cv2.setNumThreads(2)                      # what the app and the evaluator leave behind
     big = np.zeros((2000, 2000, 3), np.uint8)
     for _ in range(10):

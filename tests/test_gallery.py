@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.gallery import (
+from faceid.gallery.store import (
     DB_NAME,
     INDEX_NAME,
     Gallery,
@@ -28,7 +28,7 @@ from faceid.gallery import (
     load_seed_pickle,
     validate_name,
 )
-from faceid.search_index import EXACT_MAX, TemplateIndex, load_faiss
+from faceid.gallery.search_index import EXACT_MAX, TemplateIndex, load_faiss
 
 REPO = Path(__file__).resolve().parents[1]
 FP_A, FP_B = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"
@@ -626,7 +626,7 @@ def test_without_faiss_falls_back_to_exact_and_says_so_once():
         sys.modules["faiss"] = None
         sys.path.insert(0, {str(REPO)!r})
         import numpy as np
-        from faceid.search_index import EXACT_MAX, TemplateIndex
+        from faceid.gallery.search_index import EXACT_MAX, TemplateIndex
         m = np.random.default_rng(0).standard_normal((EXACT_MAX + 1, 512)).astype(np.float32)
         m /= np.linalg.norm(m, axis=1, keepdims=True)
         for _ in range(2):

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from faceid.errors import FaceIDError
-from faceid.heads import Normalized, SoftmaxHead, TrainNet, build_head, head_config
-from faceid.model import build_backbone
+from faceid.core.errors import FaceIDError
+from faceid.train.heads import Normalized, SoftmaxHead, TrainNet, build_head, head_config
+from faceid.model.embedder import build_backbone
 
 
 def _cos(head, x):

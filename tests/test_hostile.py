@@ -24,9 +24,9 @@ import pytest
 import torch
 
 from builders import make_random_checkpoint
-from faceid.checkpoint import load_checkpoint
-from faceid.errors import FaceIDError
-from faceid.gallery import Gallery
+from faceid.model.checkpoint import load_checkpoint
+from faceid.core.errors import FaceIDError
+from faceid.gallery.store import Gallery
 from hostile import BAD_IMAGES, bomb_jpeg, write_bad_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -367,7 +367,7 @@ def test_checkpoint_fields_are_validated_at_load(world, changes, field):
 def test_bad_calibration_and_wrong_shapes_and_nan_weights_are_named(world):
     with pytest.raises(FaceIDError, match="calibration table .* is malformed"):
         load_checkpoint(tampered(world["model"], calibration={"format": "nonsense"}))
-    from faceid.model import load_embedder
+    from faceid.model.embedder import load_embedder
 
     ckpt = torch.load(world["model"], weights_only=True)
     ckpt["model"]["last_linear.weight"] = torch.zeros(128, 1792)

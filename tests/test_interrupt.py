@@ -1,5 +1,5 @@
 """SIGTERM to the job's process group (how scancel, preemption and `kill` stop a job), single process and
-2-process gloo DDP under faceid.launch: the ranks stop at one step boundary, rank 0 writes a resumable
+2-process gloo DDP under faceid.train.launch: the ranks stop at one step boundary, rank 0 writes a resumable
 checkpoint, the job exits 143 with one "Resume with:" line, and the resumed run ends bitwise equal to an
 uninterrupted one. Real data: ../shared/data/recordio/video_faces (10 people x 6 frames), random weights.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceid.checkpoint import Checkpoint, load_checkpoint
-from faceid.training import FINAL, LAST
+from faceid.model.checkpoint import Checkpoint, load_checkpoint
+from faceid.train.trainer import FINAL, LAST
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -38,7 +38,7 @@ def _env() -> dict:
 def _launch(world: int) -> list[str]:
     if world == 1:
         return [sys.executable]
-    return [sys.executable, "-m", "faceid.launch", "--standalone", "--nproc_per_node", str(world)]
+    return [sys.executable, "-m", "faceid.train.launch", "--standalone", "--nproc_per_node", str(world)]
 
 
 def _train_cmd(world: int, data: Path, out: Path) -> list[str]:

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.face import Detection, FaceResult
-from faceid.liveness import ChallengeConfig, random_prompts, run_challenge
-from faceid.quality import QualityThresholds, assess, head_pose, sharpness
+from faceid.model.face import Detection, FaceResult
+from faceid.app.liveness import ChallengeConfig, random_prompts, run_challenge
+from faceid.app.quality import QualityThresholds, assess, head_pose, sharpness
 
 RNG = np.random.default_rng(0)
 TEXTURE = RNG.integers(40, 215, (300, 300, 3), dtype=np.uint8)  # sharp, mid-grey: passes the gate
@@ -175,9 +175,9 @@ def random_pipeline():
     """The real detector with a randomly initialised embedder (the challenge only needs landmarks)."""
     import torch
 
-    from faceid.face import FaceDetector, FacePipeline
-    from faceid.model import Embedder, backbone_fingerprint, build_backbone
-    from faceid.preprocessing import ALIGNED_SPEC
+    from faceid.model.face import FaceDetector, FacePipeline
+    from faceid.model.embedder import Embedder, backbone_fingerprint, build_backbone
+    from faceid.model.preprocessing import ALIGNED_SPEC
 
     torch.manual_seed(0)
     net = build_backbone().eval()
@@ -195,7 +195,7 @@ def random_pipeline():
 
 @pytest.mark.parametrize("photo", ["face_recognition/obama.jpg", "deepface/img1.jpg"])
 def test_still_photo_fed_repeatedly_fails(shared_data, random_pipeline, photo):
-    from faceid.camera import open_source
+    from faceid.app.camera import open_source
 
     cfg = ChallengeConfig(prompts=2, frames_per_prompt=6)
     src = open_source(shared_data / "photos" / photo, repeat=40)

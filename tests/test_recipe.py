@@ -8,9 +8,9 @@ import signal
 import pytest
 import torch
 
-from faceid.errors import FaceIDError
-from faceid.device import resolve_device
-from faceid.recipe import StopFlag, set_determinism
+from faceid.core.errors import FaceIDError
+from faceid.core.device import resolve_device
+from faceid.train.recipe import StopFlag, set_determinism
 
 
 def test_device_names():

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.errors import FaceIDError
-from faceid.recordio import (
+from faceid.core.errors import FaceIDError
+from faceid.data.recordio import (
     MAGIC_BYTES,
     Record,
     RecordIOError,

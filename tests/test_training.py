@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceid.calibration import Calibration
-from faceid.checkpoint import load_checkpoint, save_checkpoint
-from faceid.errors import EXIT_INTERRUPTED, FaceIDError
-from faceid.model import load_embedder
-from faceid.recipe import StopFlag
-from faceid.config import TrainConfig
-from faceid.runlog import tensorboard_available
-from faceid.training import BEST, FINAL, LAST, continue_training, train
+from faceid.model.calibration import Calibration
+from faceid.model.checkpoint import load_checkpoint, save_checkpoint
+from faceid.core.errors import EXIT_INTERRUPTED, FaceIDError
+from faceid.model.embedder import load_embedder
+from faceid.train.recipe import StopFlag
+from faceid.train.config import TrainConfig
+from faceid.train.runlog import tensorboard_available
+from faceid.train.trainer import BEST, FINAL, LAST, continue_training, train
 
 from builders import face_jpeg, make_folder_tree
 

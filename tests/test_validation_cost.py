@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from faceid.datasets import open_dataset
-from faceid.feed import BatchFeed
-from faceid.heads import TrainNet, build_head
-from faceid.model import build_backbone
-from faceid.recipe import autocast_context
-from faceid.training import epoch_line
-from faceid.validation import Validator, heldout_pairs
+from faceid.data.datasets import open_dataset
+from faceid.train.feed import BatchFeed
+from faceid.train.heads import TrainNet, build_head
+from faceid.model.embedder import build_backbone
+from faceid.train.recipe import autocast_context
+from faceid.train.trainer import epoch_line
+from faceid.train.validation import Validator, heldout_pairs
 
 from builders import make_folder_tree
 

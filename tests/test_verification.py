@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.errors import FaceIDError
-from faceid.verification import (
+from faceid.core.errors import FaceIDError
+from faceid.eval.verification import (
     best_accuracy_threshold,
     equal_error_rate,
     kfold_accuracy,

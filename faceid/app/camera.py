@@ -1,0 +1,224 @@
+"""Frame sources and the optional preview window.
+
+Every action reads frames through `open_source`, whatever the source is: a webcam index ("0"), a video
+file, an image file or a folder of images. They all come out as the same iterator of RGB uint8 frames, so
+the app, the tests (which use video files in place of a webcam) and the liveness measurement share one
+code path. OpenCV's `VideoCapture` opens both cameras and video files; still images pass the decode gate
+(`faceid.decode.read_image_file`: size from the header first, a pixel limit, one-sentence errors). In a folder,
+a file the gate refuses is skipped, and its name and the reason are kept in `skipped` for the caller to report.
+
+The preview window is used only when a display exists (``DISPLAY``/``WAYLAND_DISPLAY`` on Linux): a Qt
+build of OpenCV aborts the whole process when it cannot reach a display, so we never try blindly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from ..core.errors import FaceIDError
+from ..core.decode import IMAGE_EXTENSIONS, DecodeError, read_image_file
+
+
+@dataclass
+class FrameSource:
+    """An opened source. Iterate it for RGB frames; `frames_read` and `exhausted` tell how it ended.
+
+    `live` is True for a camera: it never ends by itself, so callers bound it with `max_frames`.
+    `stills` is True for an image file or a folder: every frame is a different photo (no need to skip frames
+    between samples, and there may be only one). `skipped` holds (file name, reason) per folder file refused.
+    """
+
+    description: str
+    live: bool
+    max_frames: int | None = None
+    repeat: int = 1
+    frames_read: int = 0
+    exhausted: bool = False  # the source ran out of frames (as opposed to being stopped by max_frames)
+    stills: bool = False  # an image file or a folder of them (see the class docstring)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    _capture: cv2.VideoCapture | None = None
+    _images: list[Path] = field(default_factory=list)
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """Names of the folder files that were refused (the reasons are in `skipped`)."""
+        return [name for name, _ in self.skipped]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        frames = self._frames()
+        while self.max_frames is None or self.frames_read < self.max_frames:
+            frame = next(frames, None)
+            if frame is None:
+                self.exhausted = True
+                return
+            self.frames_read += 1
+            yield frame
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        if self._capture is not None:
+            while True:
+                ok, bgr = self._capture.read()
+                if not ok or bgr is None:
+                    return
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        for path in self._images:
+            try:
+                image = read_image_file(path)
+            except DecodeError as err:
+                if len(self._images) == 1:
+                    raise
+                self.skipped.append((path.name, err.reason))
+                continue
+            for _ in range(self.repeat):
+                yield image
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _quiet_opencv() -> None:
+    """OpenCV logs several lines of C++ noise when a camera index does not exist, and FFmpeg its own about a
+    damaged video ("moov atom not found"); our error says it once. FACEID_DEBUG=1 keeps them."""
+    debug = bool(os.environ.get("FACEID_DEBUG"))
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR if debug else cv2.utils.logging.LOG_LEVEL_SILENT)
+    if not debug:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when a capture opens
+
+
+def open_source(source: str | int, max_frames: int | None = None, start_frame: int = 0, repeat: int = 1) -> FrameSource:
+    """Open a webcam index, video file, image file or folder of images.
+
+    max_frames bounds how many frames the iterator yields; start_frame skips that many first (files and
+    folders: a test registers from a clip's first half and verifies with its second); repeat yields each
+    still image that many times (a photo held still in front of a camera, for the liveness measurement).
+    """
+    _quiet_opencv()
+    text = str(source).strip()
+    if text.isdigit():
+        return _open_camera(int(text), max_frames)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise FaceIDError(f"Source not found: {path} (give a webcam index such as 0, a video, an image or a folder).")
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not images:
+            raise FaceIDError(f"The folder {path} contains no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        return FrameSource(
+            f"folder {path} ({len(images)} images)",
+            live=False,
+            max_frames=max_frames,
+            repeat=repeat,
+            stills=True,
+            _images=images[start_frame:],
+        )
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        src = FrameSource(
+            f"image {path}", live=False, max_frames=max_frames, repeat=repeat, stills=True, _images=[path]
+        )
+        read_image_file(path)  # fail now, with the file's name, rather than at the first frame
+        return src
+    return _open_video(path, max_frames, start_frame)
+
+
+def _open_camera(index: int, max_frames: int | None) -> FrameSource:
+    capture = cv2.VideoCapture(index)
+    if not capture.isOpened():
+        raise FaceIDError(
+            f"No camera at index {index} (is it connected / in use?); use another index, a video "
+            f"file, an image or a folder as the source.",
+            "source",
+        )
+    return FrameSource(f"camera {index}", live=True, max_frames=max_frames, _capture=capture)
+
+
+def _open_video(path: Path, max_frames: int | None, start_frame: int) -> FrameSource:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise FaceIDError(f"Cannot open {path} as a video (unreadable, or not a video or image file).")
+    if start_frame:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    desc = (
+        f"video {path}"
+        + (f" from frame {start_frame}" if start_frame else "")
+        + (f" ({total} frames)" if total else "")
+    )
+    return FrameSource(desc, live=False, max_frames=max_frames, _capture=capture)
+
+
+# ----------------------------------------------------------------------------- preview window
+
+
+def display_available() -> bool:
+    """True when a window can be shown: a display server is reachable and OpenCV was built with a GUI."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    info = cv2.getBuildInformation()
+    gui_line = next((line for line in info.splitlines() if line.strip().startswith("GUI:")), "GUI: NONE")
+    return "NONE" not in gui_line.upper()
+
+
+SYSTEM_FONTS = "/usr/share/fonts"
+
+
+class Preview:
+    """The preview window: the frame, the face box, a score line and a prompt. A no-op when headless.
+
+    `show` returns the key pressed (lower-case character) or None, so the seed's 'c' (capture) and
+    'v' (verify) keys keep working; 'q' or Esc cancels.
+    """
+
+    WINDOW = "faceid"
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._open = False
+        fontdir = os.environ.get("QT_QPA_FONTDIR", "")
+        if enabled and not (fontdir and Path(fontdir).is_dir()) and Path(SYSTEM_FONTS).is_dir():
+            # cv2 points Qt at a font folder its wheel does not ship, so Qt warns on every window
+            os.environ["QT_QPA_FONTDIR"] = SYSTEM_FONTS
+
+    def show(
+        self,
+        frame_rgb: np.ndarray,
+        box: np.ndarray | None = None,
+        lines: tuple[str, ...] = (),
+        ok: bool = True,
+        wait_ms: int = 1,
+    ) -> str | None:
+        if not self.enabled:
+            return None
+        bgr = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
+        colour = (0, 200, 0) if ok else (0, 0, 230)
+        if box is not None:
+            x1, y1, x2, y2 = (int(v) for v in box)
+            cv2.rectangle(bgr, (x1, y1), (x2, y2), colour, 2)
+        for i, line in enumerate(lines):
+            cv2.putText(bgr, line, (10, 25 + 25 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
+        cv2.imshow(self.WINDOW, bgr)
+        self._open = True
+        key = cv2.waitKey(wait_ms) & 0xFF
+        if key == 27:
+            return "q"
+        return chr(key).lower() if key != 255 else None
+
+    def close(self) -> None:
+        if self._open:
+            cv2.destroyWindow(self.WINDOW)
+            cv2.waitKey(1)
+            self._open = False

@@ -1,0 +1,216 @@
+"""The app's command line: faceid_app.py / ``faceid`` (subcommands, or the menu without one)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..core.decode import add_max_pixels_argument, apply_max_pixels
+from ..core.defaults import DEFAULT_CHECKPOINT
+from ..core.device import check_device_name
+from ..core.errors import ArgumentParser, FaceIDError
+from ..model.calibration import FAR_TARGET, FPIR_TARGET, MAX_TABLE_FAR, PROBE_SAMPLES, SAMPLES
+from .actions import DEFAULT_DATA_DIR, LIVE_FRAME_LIMIT, App, run_action
+from .menu import menu
+
+ACTIONS_HELP = {
+    "register": "take --samples good frames of one face and store them under --name",
+    "verify": "1:1 - is the face in front of the camera --name? (exit 0 match, 1 no match)",
+    "identify": "1:N - who is this? top-k names with scores (exit 0 identified, 1 unknown)",
+    "list": "show everyone registered",
+    "delete": "remove --name and their stored samples",
+    "reenroll": "recompute every template from the stored crops with the current model",
+    "check": "check the gallery's integrity (database, sample files) and rebuild its search index; this also "
+    "runs by itself after a crash",
+    "import-seed": "import the seed app's face_embeddings.pkl (read without running code)",
+    "liveness": "run the head-turn challenge only (exit 0 passed, 1 failed)",
+}
+
+
+def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
+    """Options accepted before or after the subcommand. On subparsers the defaults are SUPPRESSed so a value
+    given before the subcommand is not overwritten by the subparser's default."""
+    d = (lambda v: argparse.SUPPRESS) if sub else (lambda v: v)
+    g = p.add_argument_group("source and capture")
+    g.add_argument(
+        "--source",
+        default=d("0"),
+        help="webcam index, video file, image file or folder of images (default: 0, the first webcam)",
+    )
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=d(SAMPLES),
+        help=f"good samples to register (default: {SAMPLES}; calibration tables are measured with this many)",
+    )
+    g.add_argument(
+        "--probe-samples",
+        type=int,
+        default=d(PROBE_SAMPLES),
+        help=f"verify/identify: good frames averaged into the probe (default: {PROBE_SAMPLES})",
+    )
+    g.add_argument(
+        "--max-frames",
+        type=int,
+        default=d(None),
+        help="read at most this many frames per action "
+        f"(default: the whole file; {LIVE_FRAME_LIMIT} from a camera without a window)",
+    )
+    g.add_argument("--start-frame", type=int, default=d(0), help="skip this many frames of a video/folder first")
+    g.add_argument(
+        "--sample-gap",
+        type=int,
+        default=d(5),
+        help="frames to skip between registered samples so they differ (default: 5)",
+    )
+    g.add_argument(
+        "--no-preview",
+        action="store_true",
+        default=d(False),
+        help="never open a window (headless: take the next good frames automatically)",
+    )
+    add_max_pixels_argument(g, default=argparse.SUPPRESS if sub else None)
+    g = p.add_argument_group("model and decision")
+    g.add_argument(
+        "--model",
+        default=d(None),
+        help=f"fine-tuned checkpoint, or its ONNX export (default: "
+        f"{DEFAULT_CHECKPOINT} if it exists, else the VGGFace2 weights)",
+    )
+    g.add_argument(
+        "--weights",
+        default=d(None),
+        help="backbone weights file instead of a checkpoint "
+        "(default: $FACEID_WEIGHTS, torch's cache, or a download of VGGFace2)",
+    )
+    g.add_argument(
+        "--crop",
+        choices=("box", "aligned5"),
+        default=d(None),
+        help="crop style for --weights (default: box, as VGGFace2 was trained)",
+    )
+    g.add_argument("--offline", action="store_true", default=d(False), help="never download weights")
+    g.add_argument(
+        "--device",
+        default=d(None),
+        help="auto, cpu, cuda, cuda:1 ... (default: auto, the GPU if CUDA works, else the CPU)",
+    )
+    g.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnx"),
+        default=d("auto"),
+        help="run the embedder on torch or onnxruntime (default: auto = onnxruntime for an .onnx --model, "
+        "or for a checkpoint with its export_model.py export beside it when onnxruntime is installed "
+        "(faster on CPU, see README); torch otherwise)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=d(1),
+        help="CPU threads for torch (default: 1 - per-frame "
+        "work is small, and extra threads slow it down badly on a shared CPU)",
+    )
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=d(None),
+        help="fixed cosine threshold for every decision "
+        "(default: read from the model's calibration table at --far / --fpir; a model without a table "
+        "uses its checkpoint's single threshold, else 0.6, and says it is uncalibrated)",
+    )
+    g.add_argument(
+        "--far",
+        type=float,
+        default=d(FAR_TARGET),
+        help=f"verify: the false-accept rate per comparison the threshold is read at (default: {FAR_TARGET:g})",
+    )
+    g.add_argument(
+        "--fpir",
+        type=float,
+        default=d(FPIR_TARGET),
+        help="identify: the chance that an unregistered "
+        "person is accepted as someone, for the number of people registered; the threshold rises with "
+        f"the gallery (default: {FPIR_TARGET:g})",
+    )
+    g.add_argument(
+        "--calibration",
+        default=d(None),
+        help="calibration table for --weights, written by "
+        "`evaluate_model.py --calibrate` (default: the checkpoint's table, if any)",
+    )
+    g.add_argument("--top-k", type=int, default=d(5), help="identify: how many names to list (default: 5)")
+    g.add_argument(
+        "--liveness",
+        action="store_true",
+        default=d(False),
+        help="require a random head-turn challenge before verify/identify/register",
+    )
+    g.add_argument("--challenge-prompts", type=int, default=d(2), help="turns asked for by --liveness (default: 2)")
+    g = p.add_argument_group("storage and output")
+    g.add_argument(
+        "--data-dir", default=d(str(DEFAULT_DATA_DIR)), help=f"gallery folder (default: ./{DEFAULT_DATA_DIR})"
+    )
+    g.add_argument("--json", action="store_true", default=d(False), help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="faceid_app.py",
+        description="Register faces and recognise them. Without a subcommand: an interactive menu read from stdin.",
+        epilog="Exit codes: 0 match/success, 1 no match/rejected, 2 error, 130 interrupted.",
+    )
+    _add_common(parser, sub=False)
+    subs = parser.add_subparsers(dest="action", metavar="ACTION")
+    for action, text in ACTIONS_HELP.items():
+        sp = subs.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        if action in ("register", "verify", "delete"):
+            sp.add_argument("--name", required=True, help="the person's name")
+        if action == "register":
+            sp.add_argument("--replace", action="store_true", help="overwrite someone already registered")
+        if action == "import-seed":
+            sp.add_argument(
+                "--replace",
+                action="store_true",
+                help="overwrite people already registered under the same names (default: refuse)",
+            )
+        if action == "import-seed":
+            sp.add_argument("--pickle", required=True, help="the seed's face_embeddings.pkl")
+        _add_common(sp, sub=True)
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if min(args.samples, args.probe_samples, args.top_k) < 1 or min(args.sample_gap, args.start_frame) < 0:
+        raise FaceIDError(
+            "--samples, --probe-samples and --top-k must be at least 1; --sample-gap and --start-frame at least 0."
+        )
+    if args.max_frames is not None and args.max_frames < 1:
+        raise FaceIDError("--max-frames must be at least 1.")
+    check_device_name(args.device)  # before the gallery or the source is touched
+    if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
+        raise FaceIDError("--threshold is a cosine similarity: give a value between -1 and 1.")
+    if not (0 < args.far <= MAX_TABLE_FAR and 0 < args.fpir <= MAX_TABLE_FAR):
+        raise FaceIDError(f"--far and --fpir are rates: give values above 0 and at most {MAX_TABLE_FAR:g}.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _check_args(args)
+    apply_max_pixels(args.max_pixels)
+    if args.threads < 1:
+        raise FaceIDError("--threads must be at least 1.")
+    app = App(args, accelerate=args.action in (None, "liveness"))
+    if args.action is None:
+        return menu(app)
+    try:
+        outcome = run_action(app, args.action, args)
+    except FaceIDError as err:
+        err.details["action"] = args.action  # run_cli prints the error (and the JSON object under --json)
+        raise
+    finally:
+        app.close()
+    if args.json:
+        print(json.dumps({"ok": True, **outcome.data}, ensure_ascii=False))
+    else:
+        print("\n".join(outcome.lines))
+    return outcome.code

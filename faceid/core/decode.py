@@ -1,0 +1,269 @@
+"""The one decode gate: every encoded image that enters the system passes through here.
+
+Files and folders given to the app, the evaluator's image files and ``.bin`` entries, ``.rec`` payloads
+(unpacking and training) and the gallery's stored crops are all hostile until measured. A 631-byte JPEG can
+claim 65000x65000 pixels and a 1.2 MB PNG can expand to 1.2 GB, so the gate works in this order:
+
+1. size of the encoded data (a file is `stat`-ed before it is read): over `max_bytes(limit)` is refused;
+2. the dimensions from the image header only (Pillow's lazy ``Image.open`` parses the header, no pixels):
+   an unrecognised format, a zero side or more than the pixel limit is refused - in microseconds;
+3. the decode itself (OpenCV, which also applies EXIF orientation and handles CMYK, 16-bit, alpha, gray).
+
+Each refusal is a `DecodeError`: one sentence naming the image and what to do. The pixel limit comes from
+``--max-pixels`` on every command line, carried in the ``FACEID_MAX_PIXELS`` environment variable so
+worker processes inherit it; the default (`DEFAULT_MAX_PIXELS`, 120 MP) fits every camera and phone photo
+in common use (a 108 MP phone sensor, a 100 MP medium-format camera) and refuses 20000x20000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import stat
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import FaceIDError, positive_int
+
+# The file names read as images wherever a folder is scanned (app sources, training trees, liveness stills):
+# the formats this gate reads.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_MAX_PIXELS = 120_000_000
+MAX_PIXELS_ENV = "FACEID_MAX_PIXELS"
+# Pillow's own bomb check warns (or raises with its own wording) above ~89 MP; the limit is ours, enforced
+# below, so Pillow's is switched off - but only Pillow's *header* parsing is ever used, never its decoder.
+Image.MAX_IMAGE_PIXELS = None
+
+
+_SOI = b"\xff\xd8"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_KNOWN_MAGIC = (b"BM", b"RIFF", b"II*\x00", b"MM\x00*", b"GIF8")
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic): the segment that holds the size.
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+class DecodeError(FaceIDError):
+    """An image was refused or could not be decoded; the message is the one sentence the user sees:
+    "<verb> <what>: <reason>". `reason` alone serves lists that already name the file (skipped folder files,
+    corrupt .rec records)."""
+
+    def __init__(self, verb: str, what: str, reason: str, *settings: str):
+        super().__init__(f"{verb} {what}: {reason}", *settings)
+        self.verb, self.what, self.reason = verb, what, reason
+
+    def __reduce__(self):  # survives pickling (worker processes send it to their parent)
+        return type(self), (self.verb, self.what, self.reason, *self.settings)
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: $FACEID_MAX_PIXELS (set by --max-pixels), else DEFAULT_MAX_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise FaceIDError(f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels (e.g. 120000000).") from None
+    if value < 1:
+        raise FaceIDError(f"{MAX_PIXELS_ENV} must be at least 1, not {value}.")
+    return value
+
+
+def max_bytes(limit: int) -> int:
+    """Largest encoded size accepted for a `limit`-pixel image: uncompressed 16-bit RGBA (8 bytes a pixel)
+    plus room for metadata. Anything bigger cannot be a legitimate image of an allowed size."""
+    return 8 * limit + (16 << 20)
+
+
+def add_max_pixels_argument(parser: argparse._ActionsContainer, default=None) -> None:
+    """The --max-pixels flag, identical on every command line (subparsers pass argparse.SUPPRESS). `parser`: a
+    parser or an argument group."""
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=max_pixels() if default is None else default,
+        metavar="N",
+        help=f"refuse any image whose header claims more than N pixels, before "
+        f"decoding it (default: ${MAX_PIXELS_ENV} or {DEFAULT_MAX_PIXELS:,} = "
+        f"{DEFAULT_MAX_PIXELS / 1e6:.0f} MP, enough for any camera or phone photo)",
+    )
+
+
+def apply_max_pixels(value: int | None) -> None:
+    """Make a --max-pixels value the limit for this process and every worker it starts."""
+    if value is not None:
+        os.environ[MAX_PIXELS_ENV] = str(int(value))
+
+
+def _as_bytes(data) -> bytes | memoryview:
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data, dtype=np.uint8).reshape(-1).data
+    return data
+
+
+def image_size(data, what: str = "the image", limit: int | None = None) -> tuple[int, int]:
+    """(width, height) read from the header only; refuses empty, oversized, unrecognised or over-limit images."""
+    limit = max_pixels() if limit is None else limit
+    buf = _as_bytes(data)
+    n = len(buf) if buf is not None else 0
+    if n == 0:
+        raise DecodeError("Cannot decode", what, "it is empty (0 bytes).")
+    if n > max_bytes(limit):
+        raise DecodeError(
+            "Refused",
+            what,
+            f"{n / 1e6:,.0f} MB is more than any image within the {limit / 1e6:g} MP limit can be.",
+            "max_pixels",
+        )
+    try:
+        if bytes(buf[:2]) == _SOI:
+            width, height = _jpeg_size(buf)
+        elif bytes(buf[:8]) == _PNG_SIGNATURE:
+            width, height = _png_size(buf)
+        else:
+            with Image.open(io.BytesIO(buf)) as im:
+                width, height = im.size
+    except UnidentifiedImageError:
+        if bytes(buf[:4]).startswith(_KNOWN_MAGIC):
+            raise DecodeError("Cannot decode", what, "its image header is damaged.") from None
+        raise DecodeError(
+            "Cannot decode", what, "it is not an image in a known format (JPEG, PNG, BMP, WebP, TIFF)."
+        ) from None
+    except Exception as err:  # a damaged header raises many types (SyntaxError, struct.error, OSError, ...)
+        raise DecodeError("Cannot decode", what, f"its image header is damaged ({type(err).__name__}).") from None
+    if width < 1 or height < 1:
+        raise DecodeError("Cannot decode", what, f"its header claims {width}x{height} pixels.")
+    if width * height > limit:
+        raise DecodeError(
+            "Refused",
+            what,
+            f"its header claims {width}x{height} pixels ({width * height / 1e6:,.0f} "
+            f"MP), over the {limit / 1e6:g} MP limit; downscale it, or raise the limit if it is "
+            f"a real photo.",
+            "max_pixels",
+        )
+    return width, height
+
+
+def _jpeg_size(buf) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame segment, walking the marker segments from the start.
+
+    Pillow's JPEG open reads the same numbers but also parses every APP segment (~100 us); this walk costs
+    a few microseconds, which matters when unpacking millions of small .rec JPEGs that are never decoded."""
+    pos, n = 2, len(buf)
+    while pos + 4 <= n:
+        if buf[pos] != 0xFF:
+            raise ValueError("marker expected")
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in (0x01, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7):  # markers without a length
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        length = (buf[pos + 2] << 8) | buf[pos + 3]
+        if marker in _SOF_MARKERS and pos + 9 <= n and length >= 7:
+            height = (buf[pos + 5] << 8) | buf[pos + 6]
+            width = (buf[pos + 7] << 8) | buf[pos + 8]
+            return width, height
+        if length < 2:
+            raise ValueError("bad segment length")
+        pos += 2 + length
+    raise ValueError("no frame header")
+
+
+def _png_size(buf) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, which the PNG standard puts first, right after the signature."""
+    if len(buf) < 24 or bytes(buf[12:16]) != b"IHDR":
+        raise ValueError("no IHDR chunk")
+    return int.from_bytes(buf[16:20], "big"), int.from_bytes(buf[20:24], "big")
+
+
+def decode_image(data, what: str = "the image", limit: int | None = None) -> np.ndarray:
+    """Encoded bytes (bytes, memoryview or 1-D uint8 array) -> RGB uint8 (H, W, 3), through the gate.
+
+    Raises DecodeError (one sentence naming `what`) for anything that is not a decodable image within the limit.
+    """
+    image_size(data, what, limit)
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+    try:
+        with _native_warnings_silenced():
+            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error:
+        bgr = None
+    if bgr is None or bgr.size == 0:
+        raise DecodeError("Cannot decode", what, "its image data is damaged or truncated.")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@contextlib.contextmanager
+def _native_warnings_silenced():
+    """libpng and libjpeg write warnings about damaged files ("libpng warning: iCCP: ...", "Corrupt JPEG data:
+    2 extraneous bytes") straight to file descriptor 2, past Python; the gate's own sentence is what the user
+    should read. So fd 2 points at /dev/null during the decode - only in a single-threaded process (the app,
+    a DataLoader worker), where no other thread can be writing to stderr meanwhile; FACEID_DEBUG=1 keeps them."""
+    if (
+        threading.active_count() > 1
+        or threading.current_thread() is not threading.main_thread()
+        or os.environ.get("FACEID_DEBUG", "").strip() not in ("", "0")
+    ):
+        yield
+        return
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    saved = os.dup(2)  # (Python's own buffered stderr text is written later, after fd 2 is back)
+    try:
+        os.dup2(_DEVNULL, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+_DEVNULL: int | None = None
+
+
+def read_image_file(path: str | os.PathLike, limit: int | None = None) -> np.ndarray:
+    """An image file -> RGB uint8, its size checked before a byte of it is read (a FIFO or device is refused)."""
+    limit = max_pixels() if limit is None else limit
+    return decode_image(_read_bytes(Path(path), limit), str(path), limit)
+
+
+def check_image_file(path: str | os.PathLike, limit: int | None = None) -> tuple[int, int]:
+    """(width, height) of an image file from its header, with every check of `read_image_file` but the decode:
+    a cheap pass over many files (the evaluator's) that refuses a bad one before minutes of other work."""
+    limit = max_pixels() if limit is None else limit
+    return image_size(_read_bytes(Path(path), limit), str(path), limit)
+
+
+def _read_bytes(path: Path, limit: int) -> np.ndarray:
+    """A regular file's bytes, its size checked against `max_bytes(limit)` before reading."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DecodeError("Cannot read", str(path), "it does not exist.") from None
+    except OSError as err:
+        raise DecodeError("Cannot read", str(path), f"{err.strerror}.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DecodeError("Cannot read", str(path), "it is not a regular file.")
+    if st.st_size > max_bytes(limit):
+        raise DecodeError(
+            "Refused",
+            str(path),
+            f"{st.st_size / 1e6:,.0f} MB is more than any image within the {limit / 1e6:g} MP limit can be.",
+            "max_pixels",
+        )
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as err:
+        raise DecodeError("Cannot read", str(path), f"{err.strerror or err}.") from None
+    return data

@@ -1,0 +1,202 @@
+"""Evaluate a face-recognition model with the app's own pipeline: 1:1 pairs, 1:N identification, calibration.
+
+Examples:
+  python evaluate_model.py --pairs ../shared/data/lfw/pairsDevTest.txt --images ../shared/data/lfw/images
+  python evaluate_model.py --bin ../shared/data/recordio/pins90_112x112/lfw_dev.bin --weights W.pt --crop aligned5
+  python evaluate_model.py --open-set --images ../shared/data/lfw/images --weights W.pt --crop aligned5
+  python evaluate_model.py --calibrate HELD_OUT_PEOPLE/ --weights W.pt --crop aligned5 --calibration-out W.cal.json
+
+Pairs: accuracy (mean ± standard error over the folds; per-fold accuracies and thresholds and every pair's
+score in the JSON), ROC AUC, EER, TAR@FAR 1e-3 / 1e-2, detector misses, images/s; writes
+<out-dir>/<stem>_report.json and <stem>_roc.png. See faceid/eval/evaluator.py for the pipeline.
+--open-set: people with >= 2 images enrol, people with one image are strangers: FNIR at FPIR 1e-3 / 1e-2 and
+rank-1 per gallery size, the app's thresholds at each size, a DET plot (faceid/eval/open_set.py).
+--calibrate: a score->FAR table of the app's comparison on held-out people, for weights without one; the app
+and this evaluator read it with --calibration. Benchmark folders (LFW) are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..core.decode import add_max_pixels_argument, apply_max_pixels
+from ..core.errors import ArgumentParser
+from .evaluator import run_evaluation
+from ..core.defaults import DEFAULT_CHECKPOINT
+
+DEFAULT_CACHE = "faceid_data/eval_cache.sqlite"
+DEFAULT_OUT = "faceid_data/eval"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("pairs (give --pairs with --images, or --bin)")
+    data.add_argument(
+        "--pairs",
+        help="LFW-format pairs file: View 1 header 'N' (pairsDevTest.txt) or View 2 header '10<TAB>300' (pairs.txt).",
+    )
+    data.add_argument("--images", help="image root holding <Name>/<Name>_NNNN.jpg (e.g. ../shared/data/lfw/images).")
+    data.add_argument(
+        "--bin",
+        help="insightface verification file (lfw.bin, cfp_fp.bin, ...): pre-aligned "
+        "112x112 faces, so detection is skipped.",
+    )
+    data.add_argument(
+        "--open-set",
+        action="store_true",
+        help="1:N mode on --images (<Name>/*.jpg): people with >= 2 images enrol and give mated probes, "
+        "the others are non-mated probes (default: off, pairs mode)",
+    )
+    data.add_argument(
+        "--calibrate",
+        metavar="FOLDER",
+        help="calibration mode: held-out people as FOLDER/<Name>/*.jpg (never benchmark data) -> a "
+        "score->FAR table written to --calibration-out",
+    )
+    data.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use only the first ceil(N/2) same and floor(N/2) different pairs (default: all).",
+    )
+    mdl = p.add_argument_group("model (as the app chooses it)")
+    mdl.add_argument("--model", help=f"faceid checkpoint (default: {DEFAULT_CHECKPOINT} if present, else weights).")
+    mdl.add_argument(
+        "--weights",
+        help="backbone state_dict (default: $FACEID_WEIGHTS, else the VGGFace2 file "
+        "in torch's cache, else a download of it; offline without one: an error).",
+    )
+    mdl.add_argument(
+        "--crop",
+        default=None,
+        help="crop style for --weights: 'box' (VGGFace2's MTCNN box crop) or 'aligned5' (five-point "
+        "alignment, insightface layout) (default: box; a checkpoint carries its own).",
+    )
+    mdl.add_argument(
+        "--calibration",
+        default=None,
+        help="calibration table for --weights from --calibrate (default: the checkpoint's, if any)",
+    )
+    mdl.add_argument(
+        "--no-flip",
+        action="store_true",
+        help="embed the image only (default: L2-normalised sum of the image's and its mirror's outputs).",
+    )
+    one = p.add_argument_group("1:N and calibration")
+    one.add_argument(
+        "--gallery-samples",
+        type=int,
+        default=5,
+        help="--open-set: images averaged into each template, at most (one image is always left as a "
+        "mated probe) (default: 5, as the app registers)",
+    )
+    one.add_argument(
+        "--gallery-sizes",
+        default="10,100,1000",
+        help="--open-set: gallery sizes to report besides 'all' (default: 10,100,1000)",
+    )
+    one.add_argument(
+        "--draws",
+        type=int,
+        default=5,
+        help="--open-set: random galleries per size below 'all', searches pooled (default: 5)",
+    )
+    one.add_argument(
+        "--calibration-out",
+        default="faceid_data/calibration.json",
+        help="--calibrate: where the table goes (default: faceid_data/calibration.json)",
+    )
+    one.add_argument(
+        "--tune-on-benchmark",
+        action="store_true",
+        help="--calibrate: allow a benchmark folder (LFW); the table is stamped as benchmark data and "
+        "the app says so (default: off, which refuses it)",
+    )
+    run = p.add_argument_group("run")
+    run.add_argument(
+        "--folds",
+        type=int,
+        default=10,
+        help="folds for accuracy, each fold's threshold chosen on the others (default: 10; a whole "
+        "View 2 file keeps its own folds).",
+    )
+    add_max_pixels_argument(run)
+    run.add_argument("--batch-size", type=int, default=64, help="images per detection/embedding batch (default: 64).")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = cuda if available).")
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared CPU).",
+    )
+    run.add_argument(
+        "--cache",
+        default=DEFAULT_CACHE,
+        help=f"SQLite embedding cache keyed by image file + model fingerprint + flip (default: "
+        f"{DEFAULT_CACHE}); a second run over the same images costs nothing.",
+    )
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache.")
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--out-dir",
+        default=DEFAULT_OUT,
+        help=f"folder for <stem>_report.json and <stem>_roc.png (default: {DEFAULT_OUT}).",
+    )
+    out.add_argument("--json", action="store_true", help="print the full JSON report instead of the summary.")
+    out.add_argument("--quiet", action="store_true", help="no progress bar.")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    apply_max_pixels(args.max_pixels)
+    if args.open_set or args.calibrate:
+        from .open_set import people_mode
+
+        report, summary = people_mode(
+            calibrate=args.calibrate,
+            images=args.images,
+            model=args.model,
+            weights=args.weights,
+            crop=args.crop,
+            calibration=args.calibration,
+            device=args.device,
+            flip=not args.no_flip,
+            threads=args.threads,
+            cache_path=None if args.no_cache else args.cache,
+            out_dir=args.out_dir,
+            calibration_out=args.calibration_out,
+            tune_on_benchmark=args.tune_on_benchmark,
+            gallery_samples=args.gallery_samples,
+            gallery_sizes=args.gallery_sizes,
+            draws=args.draws,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+        )
+        print(json.dumps(report, indent=2) if args.json else summary)
+        return 0
+    report = run_evaluation(
+        pairs=args.pairs,
+        images=args.images,
+        bin_path=args.bin,
+        model=args.model,
+        weights=args.weights,
+        crop=args.crop,
+        flip=not args.no_flip,
+        folds=args.folds,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache_path=None if args.no_cache else args.cache,
+        out_dir=args.out_dir,
+        limit=args.limit,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from .evaluator import format_summary
+
+        print(format_summary(report))
+    return 0

@@ -1,0 +1,276 @@
+"""The checkpoint schema (one place: every reader and writer goes through `Checkpoint`), atomic save, safe load.
+
+On disk a checkpoint is one flat dict of plain Python types and tensors, so ``torch.load(weights_only=True)``
+opens it and no code runs on load. `Checkpoint` is that dict with names and types:
+
+- ``format`` ("faceid-checkpoint") and ``version`` (int), filled in on save and checked on load;
+- ``kind``: why the file was written ("last", "best", "final", "interrupted", or "inference");
+- what the app needs (`INFERENCE_KEYS`): ``model`` (the backbone state_dict, InceptionResnetV1 without
+  logits), ``preprocess`` (PreprocessSpec as a dict: how to crop and normalise) and ``calibration``: the
+  score->FAR table of the app's comparison on held-out people (`faceid.calibration`,
+  ``Calibration.to_dict()``; validated by ``Calibration.from_dict`` on load) or None; the app reads its
+  thresholds from it. ``threshold`` (its threshold at ``--target-far``, float or None) and
+  ``threshold_info`` (a summary) stay for readers of older checkpoints;
+- what training needs to continue (`TrainingState`, absent from checkpoints not written by the trainer):
+  head, optimizer, scheduler, scaler, counters, RNG states of every rank, config, metrics, history, best.
+
+The *inference* checkpoint (``kind`` "inference", `inference_checkpoint`) keeps only what the app needs,
+with the weights in float32 (so its fingerprint equals the full checkpoint's and registered templates stay
+valid). It loads through the same `load_checkpoint` as the full one; it cannot resume training.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.errors import FaceIDError
+from ..core.fileio import atomic_torch_save
+
+FORMAT = "faceid-checkpoint"
+VERSION = 1
+INFERENCE_KIND = "inference"
+# What the app reads from a checkpoint: the inference checkpoint and the ONNX metadata carry exactly these.
+INFERENCE_KEYS = ("model", "preprocess", "threshold", "threshold_info", "calibration")
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """Where a training run stands: enough to resume it exactly, or to start its next phase."""
+
+    head: dict[str, torch.Tensor]  # the classification head's state_dict
+    head_config: dict  # how to rebuild the head (`faceid.heads.head_config`)
+    optimizer: dict
+    scheduler: dict
+    scaler: dict
+    precision: str  # the resolved precision (bf16 / fp16 / fp32)
+    epoch: int  # epochs completed
+    step: int  # optimizer steps completed, all phases
+    step_in_epoch: int  # steps into the current epoch (non-zero only when interrupted)
+    phase: dict  # `faceid.training.Phase` as a dict
+    world_size: int  # processes that trained (an exact resume needs the same)
+    rng: list  # one `capture_rng_state()` per rank
+    config: dict  # `faceid.config.TrainConfig.to_dict()`
+    metrics: dict  # the last epoch's validation
+    history: list  # one record per epoch
+    best: dict  # which epoch is best_face_model.pth, by what
+    label_map: list  # class index -> identity name
+    progress: dict  # the current epoch's loss/images/seconds so far (kept across a resume)
+
+
+TRAINING_KEYS = tuple(f.name for f in fields(TrainingState))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A faceid checkpoint: the inference part every checkpoint has, plus the training state when it has one."""
+
+    model: dict[str, torch.Tensor]
+    preprocess: dict
+    threshold: float | None = None
+    threshold_info: dict | None = None
+    calibration: dict | None = None
+    kind: str | None = None
+    training: TrainingState | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat on-disk dict (format and version first; optional parts only when present)."""
+        out: dict[str, Any] = {"format": FORMAT, "version": VERSION}
+        for name in ("kind",) + INFERENCE_KEYS:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.training is not None:
+            out.update({name: getattr(self.training, name) for name in TRAINING_KEYS})
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "the checkpoint") -> Checkpoint:
+        """Read the on-disk dict; a missing or bad field is one clear error (`check_inference_fields`)."""
+        check_inference_fields(raw, source)
+        present = [k for k in TRAINING_KEYS if k in raw]
+        training = None
+        if present:
+            if len(present) < len(TRAINING_KEYS):
+                absent = [k for k in TRAINING_KEYS if k not in raw]
+                raise FaceIDError(f"{source} holds an incomplete training state (no {', '.join(absent)}).")
+            training = TrainingState(**{k: raw[k] for k in TRAINING_KEYS})
+        threshold = raw.get("threshold")
+        return cls(
+            model=raw["model"],
+            preprocess=raw["preprocess"],
+            threshold=None if threshold is None else float(threshold),
+            threshold_info=raw.get("threshold_info"),
+            calibration=raw.get("calibration"),
+            kind=raw.get("kind"),
+            training=training,
+        )
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
+    """Write atomically (temp file + rename). A failed write (a full disk, most often, during a long run) is
+    one sentence that says so; the file that was there before is left whole."""
+    try:
+        atomic_torch_save(path, checkpoint.to_dict())
+    except OSError as err:
+        free = shutil.disk_usage(Path(path).parent).free if Path(path).parent.is_dir() else None
+        space = f" ({free / 1e9:.1f} GB free there)" if free is not None else ""
+        raise FaceIDError(
+            f"Cannot write the checkpoint {path}: {err.strerror or err}{space}; any earlier file "
+            f"of that name is unchanged."
+        ) from None
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """Whether a loaded object is a faceid checkpoint dict (rather than, say, a plain state_dict)."""
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Open a checkpoint with weights_only=True; a missing, corrupt or foreign file is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FaceIDError(f"Checkpoint not found: {path}.")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zip errors, unpickling errors, EOF: all mean "not a usable checkpoint"
+        raise FaceIDError(
+            f"Cannot read checkpoint {path} ({type(err).__name__}); it is corrupt or not a faceid checkpoint."
+        ) from None
+    if not is_checkpoint(raw):
+        raise FaceIDError(f"{path} is not a faceid checkpoint (a plain state_dict? load it as backbone weights).")
+    version = raw.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise FaceIDError(f"Checkpoint {path}: field 'version' is {version!r}, not a whole number.")
+    if version > VERSION:
+        raise FaceIDError(f"{path} was written by a newer faceid (checkpoint version {version}).")
+    return Checkpoint.from_dict(raw, str(path))
+
+
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024  # network input side: InceptionResnetV1 needs >= ~32 px to pool
+
+
+def check_inference_fields(ckpt: dict[str, Any], where: str) -> None:
+    """Validate every field the app relies on (`INFERENCE_KEYS`), naming the first bad one in one sentence.
+
+    A checkpoint that loads safely can still lie: ``threshold: -5`` would make every face MATCH (reported as
+    calibrated), ``size: 0`` would crash deep inside the network. Weights are checked where they are loaded
+    into the network (`model.load_backbone_weights`: shapes, finite values)."""
+    from .preprocessing import CROP_STYLES
+
+    def bad(field: str, value: Any, expected: str) -> FaceIDError:
+        shown = repr(value) if len(repr(value)) <= 60 else f"{type(value).__name__} {repr(value)[:40]}..."
+        return FaceIDError(f"Checkpoint {where}: field {field!r} is {shown}; expected {expected}.")
+
+    model = ckpt.get("model")
+    if (
+        not isinstance(model, dict)
+        or not model
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
+    ):
+        raise bad("model", type(model).__name__, "a non-empty state_dict of named tensors")
+    pre = ckpt.get("preprocess")
+    if not isinstance(pre, dict):
+        raise bad("preprocess", pre, "a dict (crop, size, margin, normalize, flip)")
+    if pre.get("crop") not in CROP_STYLES:
+        raise bad("preprocess.crop", pre.get("crop"), f"one of {', '.join(CROP_STYLES)}")
+    size = pre.get("size", 160)
+    if not _is_int(size) or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        raise bad("preprocess.size", size, f"a whole number of pixels from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}")
+    margin = pre.get("margin", 0)
+    if not _is_int(margin) or not 0 <= margin < size // 2:
+        raise bad("preprocess.margin", margin, f"a whole number of pixels from 0 to {size // 2 - 1}")
+    if not isinstance(pre.get("flip", True), bool):
+        raise bad("preprocess.flip", pre.get("flip"), "true or false")
+    threshold = ckpt.get("threshold")
+    if threshold is not None and not (_is_real(threshold) and -1.0 <= float(threshold) <= 1.0):
+        raise bad("threshold", threshold, "a cosine similarity between -1 and 1 (or none)")
+    info = ckpt.get("threshold_info")
+    if info is not None and not isinstance(info, dict):
+        raise bad("threshold_info", info, "a dict (or none)")
+    for key in ("target_far", "threshold", "tar"):
+        value = (info or {}).get(key)
+        if value is not None and not (_is_real(value) and -1.0 <= float(value) <= 1.0):
+            raise bad(f"threshold_info.{key}", value, "a number between -1 and 1")
+    if ckpt.get("calibration") is not None:
+        from .calibration import Calibration
+
+        Calibration.from_dict(ckpt["calibration"], where=f"checkpoint {where}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def inference_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
+    """The slim inference checkpoint of a full one: weights (float32), preprocessing spec, threshold and
+    calibration; no head, optimizer, RNG or history (about a quarter of the size)."""
+    model = {
+        k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in checkpoint.model.items()
+    }
+    return replace(checkpoint, model=model, kind=INFERENCE_KIND, training=None)
+
+
+def save_inference_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
+    """Write `inference_checkpoint(checkpoint)` atomically (what training and export_model.py call)."""
+    save_checkpoint(path, inference_checkpoint(checkpoint))
+
+
+# ----------------------------------------------------------------------------- RNG state (training resume)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's torch / CUDA / numpy / python RNG states as tensors and plain types (weights_only-safe)."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "numpy": {
+            "name": str(name),
+            "keys": [int(k) for k in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "internal": [int(v) for v in internal], "gauss": gauss},
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of capture_rng_state (CUDA states only restored when the device count matches)."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    npst = state["numpy"]
+    np.random.set_state(
+        (
+            npst["name"],
+            np.asarray(npst["keys"], dtype=np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))

@@ -1,0 +1,81 @@
+"""Export the embedder for use outside this project: ONNX (dynamic batch) plus the slim inference checkpoint.
+
+Examples:
+  python export_model.py                                   # ./checkpoints/best_face_model.pth -> .onnx + _inference.pth
+  python export_model.py --model run/best_face_model.pth --onnx /tmp/faceid.onnx
+  python export_model.py --weights ../shared/models/pins90_scratch_irv1_fp16.pt --crop aligned5 --onnx /tmp/m.onnx
+
+The ONNX file: input 'input' float32 (batch, 3, S, S) RGB (pixel - 127.5) / 128; output 'embedding' float32
+(batch, 512) L2-normalised (mirror-averaged when the spec says flip); the preprocessing spec, threshold,
+calibration and model fingerprint in its metadata (faceid.*). Before it is written, onnxruntime's embeddings
+are checked against torch's (cosine >= 0.9999). The app runs it with --runtime onnx. See faceid/model/export.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..core.errors import ArgumentParser
+from .export import OPSET, run_export
+from ..core.defaults import DEFAULT_CHECKPOINT
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--model",
+        help=f"faceid checkpoint, full or inference (default: {DEFAULT_CHECKPOINT} if present, else --weights).",
+    )
+    p.add_argument(
+        "--weights",
+        help="backbone state_dict instead of a checkpoint (default: $FACEID_WEIGHTS or the "
+        "VGGFace2 file in torch's cache; never downloaded unless --download).",
+    )
+    p.add_argument(
+        "--crop",
+        choices=("box", "aligned5"),
+        default=None,
+        help="crop style for --weights (default: box, as VGGFace2 was trained).",
+    )
+    p.add_argument("--onnx", help="ONNX file to write (default: beside the source, <stem>.onnx).")
+    p.add_argument(
+        "--inference-checkpoint", help="slim checkpoint to write (default: beside the source, <stem>_inference.pth)."
+    )
+    p.add_argument("--no-inference-checkpoint", action="store_true", help="write the ONNX file only.")
+    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET}).")
+    p.add_argument("--download", action="store_true", help="allow downloading the VGGFace2 weights (default: no).")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON.")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run_export(
+        args.model,
+        args.weights,
+        args.crop,
+        args.onnx,
+        args.inference_checkpoint,
+        opset=args.opset,
+        download=args.download,
+        slim=not args.no_inference_checkpoint,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    onnx = report["onnx"]
+    spec = onnx["spec"]
+    print(
+        f"wrote {onnx['path']} ({onnx['bytes'] / 2**20:.1f} MiB): input 'input' float32 (batch, 3, {spec['size']}, "
+        f"{spec['size']}) RGB (x - 127.5) / 128, output 'embedding' float32 (batch, 512) L2-normalised; crop "
+        f"{spec['crop']}, flip {spec['flip']}, fingerprint {onnx['fingerprint']}; onnxruntime vs torch: lowest "
+        f"cosine {onnx['min_cosine_vs_torch']:.6f}"
+    )
+    if report["inference_checkpoint"]:
+        slim = report["inference_checkpoint"]
+        print(
+            f"wrote {slim['path']} ({slim['bytes'] / 2**20:.1f} MiB): weights, preprocessing spec, threshold, "
+            f"calibration (loads with --model)"
+        )
+    return 0

@@ -1,0 +1,2 @@
+"""Training: settings (`config.TrainConfig`), the trainer, the batch feed, heads, recipe, validation and the
+command lines of train_model.py / continue_training.py."""

@@ -1,0 +1,726 @@
+"""The trainer: state (checkpoints, resume, phases), the loop, and the entry points.
+
+The settings live in `faceid.config`, the checkpoint schema in `faceid.checkpoint`, the log in
+`faceid.runlog`; the recipe's parts (precision, optimizer, schedule, process group, Ctrl-C flag) in
+`faceid.recipe`. A `Trainer` is complete after construction: `Trainer.new_run`, `Trainer.resume` (exact) or
+`Trainer.next_phase`.
+
+What a run does (train_model.py -> `train`; continue_training.py -> `continue_training`):
+1. open the data (`faceid.datasets`), hold out whole identities for verification, split the rest 80/20
+   (seed 42) for the seed's closed-set accuracy, train on the 80%;
+2. build InceptionResnetV1 (VGGFace2 weights / --weights / --from-scratch) + a head (`faceid.heads`);
+3. per step: a batch of encoded images -> decode (nvJPEG on CUDA, cv2 in workers on CPU) -> `to_network_input`
+   -> autocast (bf16 on Ampere+, fp16 + GradScaler on older GPUs, fp32 on CPU) -> channels_last -> step;
+4. per epoch (rank 0): `faceid.validation` -> history, curves, train.log, last/best checkpoints (best by a
+   verification metric, with the held-out calibration table; the slim inference checkpoint beside it);
+   final checkpoint at the end.
+
+Distributed: launched by torchrun or `faceid.train.launch` (WORLD_SIZE > 1) it uses DDP (NCCL on GPUs, gloo on
+CPU); every rank trains on its share of each epoch's permutation, rank 0 alone validates, logs and writes files.
+SIGINT / SIGTERM (Ctrl-C, kill, scancel, preemption; loader workers ignore both): a handler sets a flag, the
+ranks agree on it every step, and at that step boundary the state is saved to last_face_model.pth (resumable
+exactly) and the run exits with 130 (SIGINT) or 143 (SIGTERM) and one "Resume with: ..." line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..model.checkpoint import (
+    Checkpoint,
+    TrainingState,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    save_inference_checkpoint,
+)
+from .config import TrainConfig, refused_changes
+from ..data.datasets import find_verification_bins, open_dataset, split_identities, split_images
+from ..core.errors import FaceIDError
+from ..model.export import default_outputs
+from .feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, clean_worker_error, make_loader, resolve_decode
+from ..core.fileio import atomic_write_json
+from .heads import TrainNet, build_head, head_config
+from ..model.embedder import build_backbone, load_backbone_weights, read_state_dict, resolve_weights
+from .plots import plot_history
+from .recipe import (
+    Dist,
+    StopFlag,
+    autocast_context,
+    build_optimizer,
+    build_scheduler,
+    default_batch_size,
+    default_workers,
+    resolve_precision,
+    scaled_lr,
+    setup_distributed,
+)
+from .runlog import LOG_NAME, RunLog
+from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
+
+BEST, FINAL, LAST = "best_face_model.pth", "final_face_model.pth", "last_face_model.pth"
+LABEL_MAP, HISTORY = "label_map.json", "history.json"
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Phase:
+    """A stretch of training with one optimizer/schedule: phase 0 from train_model.py, 1.. from --lr."""
+
+    index: int = 0
+    start_epoch: int = 0
+    end_epoch: int = 0
+    lr: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Trainer:
+    """Owns the data, network, optimizer, schedule and bookkeeping of one run (one process of it).
+
+    Complete after construction, for one of three starts (use the classmethods): `new_run` (phase 0 from the
+    initial weights), `resume` (exactly where a checkpoint stopped: same phase, optimizer, schedule, RNG) or
+    `next_phase` (a checkpoint's weights, history and counters with a fresh optimizer and schedule)."""
+
+    def __init__(self, cfg: TrainConfig, env: Dist, origin: Checkpoint | None = None, exact: bool = False):
+        self.cfg, self.env = cfg, env
+        self.precision = resolve_precision(cfg.precision, env.device)
+        self.decode = resolve_decode(cfg.decode, env.device)
+        self.channels_last = env.device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+        self.batch_size = cfg.batch_size or default_batch_size(env.device)
+        self.workers = default_workers(self.decode, env.world) if cfg.workers is None else cfg.workers
+        self.out = Path(cfg.out).expanduser()
+        self.log = RunLog(self.out, enabled=env.main)
+        self._open_data()
+        self.feed = BatchFeed(self.data.spec, env.device, self.decode, self.channels_last)
+        self._build_network(init_weights=origin is None)
+        self.epoch = self.step = self.step_in_epoch = 0
+        self.history: list[dict] = []
+        self.best: dict = {}
+        self.metrics: dict = {}
+        self.calibration: dict | None = None  # summary of the latest table (history, summary line)
+        self.calibration_table: dict | None = None  # Calibration.to_dict() of the latest validation
+        self.progress = _fresh_progress()
+        if origin is not None:
+            self._load_weights_and_counters(origin)
+        if origin is not None and exact:
+            self.phase = Phase(**_training(origin).phase)
+        else:
+            index = 0 if origin is None else int(_training(origin).phase["index"]) + 1
+            lr = cfg.lr or scaled_lr(cfg.optimizer, self.batch_size * env.world)
+            self.phase = Phase(index, self.epoch, self.epoch + cfg.epochs, lr)
+        self.optimizer = build_optimizer(cfg, self.net, self.phase.lr, env.device)
+        self.scheduler, self.per_step = build_scheduler(
+            cfg,
+            self.optimizer,
+            self.steps_per_epoch,
+            self.phase.end_epoch - self.phase.start_epoch,
+            lower_is_better=cfg.select_metric in LOWER_IS_BETTER,
+        )
+        if origin is not None and exact:
+            self._load_optimizer_and_rng(_training(origin))
+
+    @classmethod
+    def new_run(cls, cfg: TrainConfig, env: Dist) -> Trainer:
+        return cls(cfg, env)
+
+    @classmethod
+    def resume(cls, cfg: TrainConfig, env: Dist, ckpt: Checkpoint) -> Trainer:
+        return cls(cfg, env, ckpt, exact=True)
+
+    @classmethod
+    def next_phase(cls, cfg: TrainConfig, env: Dist, ckpt: Checkpoint) -> Trainer:
+        return cls(cfg, env, ckpt, exact=False)
+
+    # --- data -------------------------------------------------------------------------------------
+    def _open_data(self) -> None:
+        cfg = self.cfg
+        full = open_dataset(cfg.data, cfg.min_images, cfg.max_images, cfg.seed, cfg.crop_style)
+        self.data, self.heldout = split_identities(full, cfg.holdout_fraction, cfg.seed)
+        self.train_idx, self.val_idx = split_images(len(self.data), cfg.val_fraction, cfg.seed)
+        self.data_report = full.report
+        world_batch = self.batch_size * self.env.world
+        self.steps_per_epoch = len(self.train_idx) // world_batch
+        if self.steps_per_epoch == 0:
+            raise FaceIDError(
+                f"Only {len(self.train_idx)} training images for a global batch of {world_batch}; "
+                f"the batch size must be smaller.",
+                "batch_size",
+            )
+        if cfg.limit_steps:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.limit_steps)
+        self.sampler = EpochSampler(len(self.train_idx), self.batch_size, self.env.world, self.env.rank, cfg.seed)
+        samples = FaceSamples(self.data, self.train_idx, decode_on_cpu=self.decode == "cpu")
+        self.loader = make_loader(
+            samples, self.batch_size, self.workers, self.sampler, pin_memory=self.env.device.type == "cuda"
+        )
+
+    def _validator(self) -> Validator:
+        cfg = self.cfg
+        pair_sets = []
+        if self.heldout is not None:
+            pair_sets.append(heldout_pairs(self.heldout, cfg.pairs, cfg.seed))
+        if cfg.bins:
+            pair_sets += [bin_pairs(p, self.data.spec) for p in find_verification_bins(self.data.root)]
+        eval_batch = self.cfg.eval_batch_size or min(256, self.batch_size * 2)
+        amp = lambda: autocast_context(self.precision, self.env.device)  # noqa: E731  (validate as we train)
+        return Validator(
+            self.data,
+            self.val_idx,
+            pair_sets,
+            self.feed,
+            eval_batch,
+            self.workers,
+            cfg.target_far,
+            amp=amp,
+            closed_set_images=cfg.val_images,
+            seed=cfg.seed,
+            heldout=self.heldout,
+            tune_on_benchmark=cfg.tune_on_benchmark,
+        )
+
+    def _selection(self) -> tuple[str, str]:
+        """(set, metric) that picks the best checkpoint. Benchmark files (.bin) are test data: selecting on one
+        needs --tune-on-benchmark (stamped in the checkpoint's calibration); without held-out people and without
+        .bin files, the closed-set accuracy selects and no calibration table is written."""
+        # every rank decides alike (no collective): a refusal stops all of them
+        benchmarks = [p.stem for p in find_verification_bins(self.data.root)] if self.cfg.bins else []
+        names = (["heldout"] if self.heldout is not None else []) + benchmarks
+        wanted = self.cfg.select_set if self.cfg.select_set in names else ("heldout" if "heldout" in names else None)
+        if wanted is None and benchmarks:
+            wanted = benchmarks[0]
+        if wanted in benchmarks and not self.cfg.tune_on_benchmark:
+            why = (
+                "there are no held-out identities (held-out fraction 0)"
+                if "heldout" not in names
+                else f"the selection set {wanted} is a benchmark file"
+            )
+            raise FaceIDError(
+                f"Model selection would read the benchmark {wanted} because {why}; keep identities "
+                f"held out (e.g. a fraction of 0.1) or allow tuning on test data (stamped in the "
+                f"checkpoint and shown by the app).",
+                "holdout_fraction",
+                "select_set",
+                "tune_on_benchmark",
+            )
+        if wanted is not None:
+            return wanted, self.cfg.select_metric
+        return "closed_set", "accuracy"
+
+    # --- model ------------------------------------------------------------------------------------
+    def _build_network(self, init_weights: bool) -> None:
+        cfg, env = self.cfg, self.env
+        backbone = build_backbone()
+        if init_weights and not cfg.from_scratch:
+            load_backbone_weights(backbone, read_state_dict(self._weights_path()), "the initial weights")
+        self.head_cfg = head_config(cfg.head, self.data.num_identities, cfg.scale, cfg.margin)
+        head = build_head(cfg.head, self.data.num_identities, scale=cfg.scale, margin=cfg.margin)
+        self.net = TrainNet(backbone, head).to(env.device)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.precision == "fp16")
+
+    def _weights_path(self) -> Path:
+        if self.env.world > 1 and not self.env.main:
+            dist.barrier()  # rank 0 downloads first
+            return resolve_weights(self.cfg.weights, download=False)
+        path = resolve_weights(self.cfg.weights)
+        if self.env.world > 1:
+            dist.barrier()
+        return path
+
+    def wrap(self) -> torch.nn.Module:
+        """The module the training step calls: DDP when distributed, compiled when asked."""
+        model: torch.nn.Module = self.net
+        if self.env.world > 1:
+            ids = [self.env.device.index] if self.env.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.cfg.compile:
+            # reduce-overhead = CUDA graphs: the fastest single-GPU mode; under DDP the gradient all-reduce
+            # cannot be captured in a graph, so multi-process runs use the default mode.
+            single_gpu = self.env.device.type == "cuda" and self.env.world == 1
+            # torch.compile returns an OptimizedModule for a Module; its stub says Callable
+            model = torch.compile(model, mode="reduce-overhead" if single_gpu else "default")  # type: ignore[assignment]
+        return model
+
+    # --- state ------------------------------------------------------------------------------------
+    def state(self, kind: str) -> Checkpoint:
+        """The full checkpoint (plain types and tensors). Collective: every rank must call it."""
+        rng = capture_rng_state()
+        if self.env.world > 1:
+            gathered: list[dict | None] = [None] * self.env.world
+            dist.all_gather_object(gathered, rng)
+            rngs = gathered
+        else:
+            rngs = [rng]
+        cal = self.calibration or {}
+        training = TrainingState(
+            head=_cpu(self.net.head.state_dict()),
+            head_config=self.head_cfg,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            precision=self.precision,
+            epoch=self.epoch,
+            step=self.step,
+            step_in_epoch=self.step_in_epoch,
+            phase=self.phase.to_dict(),
+            world_size=self.env.world,
+            rng=rngs,
+            config=self.cfg.to_dict(),
+            metrics=self.metrics,
+            history=self.history,
+            best=self.best,
+            label_map=list(self.data.identities),
+            progress=dict(self.progress),
+        )
+        return Checkpoint(
+            model=_cpu(self.net.backbone.state_dict()),
+            preprocess=self.data.spec.to_dict(),
+            threshold=cal.get("threshold"),
+            threshold_info=cal or None,
+            calibration=self.calibration_table,
+            kind=kind,
+            training=training,
+        )
+
+    def _load_weights_and_counters(self, ckpt: Checkpoint) -> None:
+        """Weights, counters, history and the epoch's progress so far from a checkpoint's training state."""
+        origin = _training(ckpt)
+        if list(origin.label_map) != list(self.data.identities):
+            raise FaceIDError(
+                "The data's identities differ from the checkpoint's label map; give the same data "
+                "and filters the run was started with."
+            )
+        load_backbone_weights(self.net.backbone, ckpt.model, "the checkpoint")
+        try:
+            self.net.head.load_state_dict(origin.head)
+        except (RuntimeError, KeyError, TypeError):
+            raise FaceIDError(
+                f"The checkpoint's head does not match its own config ({describe_head(self.head_cfg)}, "
+                f"{self.data.num_identities} identities): the file was altered; continue from an "
+                f"unaltered checkpoint, or start a new run from its weights."
+            ) from None
+        self.epoch, self.step = int(origin.epoch), int(origin.step)
+        self.step_in_epoch = int(origin.step_in_epoch)
+        self.history, self.best, self.metrics = list(origin.history), dict(origin.best), dict(origin.metrics)
+        self.calibration, self.calibration_table = ckpt.threshold_info, ckpt.calibration
+        self.progress = dict(origin.progress or _fresh_progress())
+
+    def _load_optimizer_and_rng(self, origin: TrainingState) -> None:
+        """An exact resume: the optimizer, schedule, scaler and every RNG as they were."""
+        try:
+            self.optimizer.load_state_dict(origin.optimizer)
+            self.scheduler.load_state_dict(origin.scheduler)
+        except (ValueError, KeyError, TypeError, RuntimeError):
+            raise FaceIDError(
+                "The checkpoint's optimizer or schedule state does not match its network and config: "
+                "the file was altered; continue from an unaltered checkpoint, or start a new phase "
+                "from it."
+            ) from None
+        if origin.scaler:
+            self.scaler.load_state_dict(origin.scaler)
+        rng = origin.rng
+        if len(rng) == self.env.world:
+            restore_rng_state(rng[self.env.rank])
+        elif self.env.main:
+            print(
+                f"note: the checkpoint was written by {len(rng)} processes, this run has {self.env.world}; "
+                f"the data order and RNG differ from an uninterrupted run."
+            )
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def _bcast(self, obj):
+        if self.env.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _stop_agreed(self, stop: StopFlag) -> bool:
+        """All ranks stop at the same step boundary, the first after any rank got the signal: the flag is
+        OR-reduced every step, as a CPU tensor over gloo (no wait for the GPU; ~0.1 ms on one machine).
+        The signal's exit code travels with it (the largest wins: SIGTERM over SIGINT)."""
+        if self.env.world == 1:
+            return stop.poll(self.step)
+        flag = torch.tensor([stop.exit_code if stop.poll(self.step) else 0], dtype=torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.env.control)
+        if int(flag) and not stop.requested:
+            stop.requested, stop.signum = True, signal.Signals(int(flag) - 128)
+        return bool(int(flag))
+
+    LOG_EVERY = 20
+
+    def train_epoch(self, model, stop: StopFlag, progress: dict) -> bool:
+        """Run the rest of the current epoch; False if a stop was requested (state is then mid-epoch).
+
+        progress accumulates loss_sum / steps / images / seconds for the epoch (kept across a resume)."""
+        env, cfg = self.env, self.cfg
+        self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.step_in_epoch,
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"epoch {self.epoch + 1}/{self.phase.end_epoch}",
+            disable=not env.main,
+        )
+        # float64: a sum split by an interruption (logged partly before, partly after) is then the same number
+        loss_acc = torch.zeros((), dtype=torch.float64, device=env.device)
+        acc_steps, window_start, window_images = 0, time.perf_counter(), 0
+        epoch_start = time.perf_counter()
+        batches = DecodeAhead(self.loader, self.feed, self.data)  # decodes batch i + 1 while batch i trains
+        try:
+            while self.step_in_epoch < self.steps_per_epoch:
+                crops = next(batches, None)
+                if crops is None:
+                    break
+                x, y = self.feed.finish(*crops, augment=cfg.augment_flip)
+                with autocast_context(self.precision, env.device):
+                    logits, _ = model(x, y)
+                    loss = F.cross_entropy(logits, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if self.per_step:
+                    self.scheduler.step()
+                self.step += 1
+                self.step_in_epoch += 1
+                loss_acc += loss.detach().double()
+                acc_steps += 1
+                window_images += len(y) * env.world
+                bar.update(1)
+                at_log = self.step_in_epoch % self.LOG_EVERY == 0 or self.step_in_epoch == self.steps_per_epoch
+                stopping = self._stop_agreed(stop)
+                if at_log or stopping:
+                    value = float(loss_acc)
+                    if not math.isfinite(value):
+                        raise FaceIDError(
+                            f"The training loss became {value} at step {self.step}; a lower "
+                            f"learning rate or fp32 precision avoids that.",
+                            "lr",
+                            "precision",
+                        )
+                    progress["loss_sum"] += value
+                    progress["steps"] += acc_steps
+                    now = time.perf_counter()
+                    bar.set_postfix(
+                        loss=f"{value / acc_steps:.4f}",
+                        lr=f"{self.lr():.2e}",
+                        img_s=f"{window_images / max(now - window_start, 1e-9):.0f}",
+                    )
+                    progress["images"] += window_images
+                    loss_acc.zero_()
+                    acc_steps, window_start, window_images = 0, now, 0
+                if stopping:
+                    return False
+        except FaceIDError as err:
+            raise clean_worker_error(err) from None
+        finally:
+            batches.close()
+            progress["seconds"] += time.perf_counter() - epoch_start
+            bar.close()
+        return True
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def end_epoch(self, validator: Validator | None, selection: tuple[str, str], progress: dict) -> dict:
+        """Validate (rank 0), step per-epoch schedules, record history, write last/best, curves, JSON."""
+        env = self.env
+        self.epoch += 1
+        self.step_in_epoch = 0
+        record = {
+            "epoch": self.epoch,
+            "phase": self.phase.index,
+            "step": self.step,
+            "lr": self.lr(),
+            "train_loss": progress["loss_sum"] / max(progress["steps"], 1),
+            "images_per_s": progress["images"] / max(progress["seconds"], 1e-9),
+            "train_seconds": progress["seconds"],
+        }
+        self.progress = _fresh_progress()  # the next epoch's; the checkpoints below are at its start
+        metrics = None
+        if validator is not None:  # rank 0's; the other ranks have none
+            t0 = time.perf_counter()
+            metrics = validator.run(self.net)
+            record["validation_seconds"] = time.perf_counter() - t0
+        metrics = self._bcast(metrics)
+        value = metric_value(metrics, *selection)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(value if value is not None else 0.0)
+        elif not self.per_step:
+            self.scheduler.step()
+        self.metrics, self.calibration = metrics, metrics.get("calibration")
+        table = validator.last_calibration if env.main and validator is not None else None
+        self.calibration_table = self._bcast(table.to_dict() if table is not None else None)
+        record.update(metrics)
+        self.history.append(record)
+        lower = selection[1] in LOWER_IS_BETTER
+        old = self.best.get("value")
+        # Nothing to select on (no held-out people, no .bin, no closed-set split): the latest epoch is "best".
+        is_best = value is None or old is None or (value < old if lower else value > old)
+        if is_best:
+            self.best = {
+                "set": selection[0],
+                "metric": selection[1] if value is not None else "latest epoch",
+                "value": value,
+                "epoch": self.epoch,
+                "threshold": (self.calibration or {}).get("threshold"),
+            }
+        targets = [(LAST, "last")] + ([(BEST, "best")] if is_best else [])
+        self.save_many(targets)
+        if env.main:
+            atomic_write_json(self.out / HISTORY, self.history)
+            plot_history(self.history, self.out)
+            self.log.line(epoch_line(record, selection, is_best))
+            self.log.scalars(record)
+        return record
+
+    def save_many(self, targets: list[tuple[str, str]]) -> None:
+        """Write each checkpoint; beside best_face_model.pth also its slim inference checkpoint
+        (`export.default_outputs` names it: best_face_model_inference.pth), which the app loads the same way."""
+        state = self.state(targets[0][1])
+        if self.env.main:
+            for name, kind in targets:
+                save_checkpoint(self.out / name, replace(state, kind=kind))
+                if name == BEST:
+                    save_inference_checkpoint(default_outputs(str(self.out / BEST))[1], state)
+
+    def run(self, stop: StopFlag) -> int:
+        """Train to the end of the phase. Returns 0, or 130 (SIGINT) / 143 (SIGTERM) after saving a resumable
+        state."""
+        env = self.env
+        validator = self._validator() if env.main else None
+        selection = self._selection()
+        if validator is not None:  # rank 0: the one that validates, writes the run's files and logs
+            self.out.mkdir(parents=True, exist_ok=True)
+            label_map = self.data.label_map()
+            label_map["heldout_identities"] = list(self.heldout.identities) if self.heldout is not None else []
+            atomic_write_json(self.out / LABEL_MAP, label_map)
+            self.log.line(self.header(validator, selection))
+        model = self.wrap()
+        self.net.train()
+        started = time.perf_counter()
+        while self.epoch < self.phase.end_epoch:
+            finished = self.train_epoch(model, stop, self.progress)
+            if finished:
+                self.end_epoch(validator, selection, self.progress)
+            if not finished or (self.epoch < self.phase.end_epoch and self._stop_agreed(stop)):
+                self.save_many([(LAST, "interrupted")])
+                if env.main:
+                    launcher = (
+                        "" if env.world == 1 else f"-m faceid.train.launch --standalone --nproc_per_node {env.world} "
+                    )
+                    self.log.line(
+                        f"Interrupted at epoch {self.epoch + 1}, step {self.step} ({self.step_in_epoch} of "
+                        f"{self.steps_per_epoch} in this epoch); saved {self.out / LAST}. Resume with: "
+                        f"python {launcher}continue_training.py --checkpoint {self.out / LAST}"
+                    )
+                    self.log.close()
+                return stop.exit_code
+        self.save_many([(FINAL, "final")])
+        if env.main:
+            self.log.line(self.summary(selection, time.perf_counter() - started))
+            self.log.close()
+        return 0
+
+    # --- text -------------------------------------------------------------------------------------
+    def header(self, validator: Validator, selection: tuple[str, str]) -> str:
+        r, cfg = self.data_report, self.cfg
+        held = self.heldout.num_identities if self.heldout is not None else 0
+        lines = [
+            f"data      {cfg.data} ({self.data.kind}{', ' + r['layout'] if 'layout' in r else ''}): "
+            f"{r['identities']} of {r['source_identities']} identities kept (>= {r['min_images']} images, "
+            f"<= {r['max_images']} each), {r['images']} images",
+            f"split     train on {self.data.num_identities} identities ({len(self.train_idx)} images; "
+            f"{len(self.val_idx)} held back for closed-set accuracy); {held} identities held out for verification",
+            f"recipe    {describe_head(self.head_cfg)}, {cfg.optimizer} lr {self.phase.lr:.3g} ({cfg.scheduler}), batch "
+            f"{self.batch_size} x {self.env.world} process(es), {self.precision}, "
+            f"{'channels_last' if self.channels_last else 'NCHW'}, decode {self.decode}, {self.workers} workers"
+            f"{', compiled' if cfg.compile else ''}{', deterministic' if cfg.deterministic else ''}, device {self.env.device}",
+            f"phase     {self.phase.index}: epochs {self.phase.start_epoch + 1}-{self.phase.end_epoch}, "
+            f"{self.steps_per_epoch} steps per epoch; starting at epoch {self.epoch + 1}, step {self.step}",
+            f"select    best checkpoint by {selection[0]} {selection[1]}"
+            + (" (BENCHMARK DATA: --tune-on-benchmark)" if selection[0] not in ("heldout", "closed_set") else "")
+            + f"; calibration table (threshold at FAR {cfg.target_far:g} shown) from "
+            + (
+                "the held-out identities"
+                if self.heldout is not None
+                else "the first benchmark file (--tune-on-benchmark)"
+                if cfg.tune_on_benchmark
+                else "nothing: uncalibrated"
+            ),
+        ]
+        lines += [f"validate  {line}" for line in validator.describe()]
+        return "\n".join(lines)
+
+    def summary(self, selection: tuple[str, str], seconds: float) -> str:
+        last = self.history[-1] if self.history else {}
+        cal = self.calibration or {}
+        rule = "=" * 78
+        lines = [
+            rule,
+            "training summary",
+            rule,
+            f"epochs        {self.epoch} done ({self.step} steps); this phase {fmt_time(seconds)}, "
+            f"{last.get('images_per_s', 0):.0f} img/s in the last epoch",
+            f"recipe        {describe_head(self.head_cfg)}, {self.cfg.optimizer}, {self.precision}, batch "
+            f"{self.batch_size} x {self.env.world}",
+        ]
+        if "closed_set" in last:
+            lines.append(
+                f"closed set    accuracy {last['closed_set']['accuracy']:.4f} (seed's metric; training identities)"
+            )
+        for name, rep in last.items():
+            if isinstance(rep, dict) and "auc" in rep:
+                lines.append(
+                    f"{name:<13} acc {rep['accuracy']:.4f}  AUC {rep['auc']:.4f}  EER {rep['eer']:.4f}  "
+                    f"TAR@FAR1e-3 {rep['tar@far=0.001']:.4f}{'' if rep['far=0.001_resolved'] else '*'}  "
+                    f"TAR@FAR1e-2 {rep['tar@far=0.01']:.4f}{'' if rep['far=0.01_resolved'] else '*'}  "
+                    f"({rep['genuine']}+{rep['impostor']} pairs)"
+                )
+        if self.best:
+            value = "" if self.best["value"] is None else f" = {self.best['value']:.4f}"
+            best_thr = self.best.get("threshold")
+            thr = "" if best_thr is None else f"; its threshold {best_thr:.4f} is in {BEST}"
+            lines.append(
+                f"best          epoch {self.best['epoch']}: {self.best['set']} {self.best['metric']}{value}{thr}"
+            )
+        if cal:
+            lines.append(
+                f"calibration   last epoch: {cal['text']}; TAR {cal['tar']:.4f} (the app reads any FAR, and "
+                f"FPIR by gallery size, from the table in the checkpoint)"
+            )
+        else:
+            lines.append("calibration   none (no held-out identities); the app labels its decisions uncalibrated")
+        slim = default_outputs(BEST)[1].name
+        lines.append(
+            f"files         {self.out}/{{{BEST}, {slim}, {FINAL}, {LAST}, {LABEL_MAP}, {HISTORY}, {LOG_NAME}, "
+            f"curves_*.png}}"
+        )
+        lines.append("              (* = that FAR is finer than the impostor pairs can resolve)")
+        lines.append(rule)
+        return "\n".join(lines)
+
+
+def _training(ckpt: Checkpoint) -> TrainingState:
+    if ckpt.training is None:
+        raise FaceIDError("The checkpoint holds no training state (it was not written by train_model.py).")
+    return ckpt.training
+
+
+def _cpu(state_dict: dict) -> dict:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+
+
+def _fresh_progress() -> dict:
+    return {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}
+
+
+def describe_head(hc: dict) -> str:
+    if hc["name"] == "softmax":
+        return "softmax head"
+    return f"{hc['name']} head (s={hc['scale']:g}, m={hc['margin']:g})"
+
+
+def fmt_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def epoch_line(record: dict, selection: tuple[str, str], is_best: bool) -> str:
+    parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, {record['images_per_s']:.0f} img/s"]
+    if "closed_set" in record:
+        parts.append(f"closed-set acc {record['closed_set']['accuracy']:.4f}")
+    for name, rep in record.items():
+        if isinstance(rep, dict) and "auc" in rep:
+            parts.append(f"{name} AUC {rep['auc']:.4f} EER {rep['eer']:.4f} TAR@1e-2 {rep['tar@far=0.01']:.4f}")
+    if "validation_seconds" in record:
+        share = record["validation_seconds"] / max(record["validation_seconds"] + record["train_seconds"], 1e-9)
+        parts.append(f"validation {fmt_time(record['validation_seconds'])} ({share:.0%} of the epoch)")
+    line = "; ".join(parts)
+    return line + ("  [best]" if is_best else "")
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _execute(cfg: TrainConfig, make_trainer, stop: StopFlag | None) -> int:
+    """Set up the process (group), build the Trainer with `make_trainer(cfg, env)`, run it."""
+    env = setup_distributed(cfg.device, cfg.deterministic)
+    own_stop = stop is None
+    if stop is None:
+        stop = StopFlag(announce=env.main)
+    try:
+        seed_everything(cfg.seed + env.rank)
+        trainer = make_trainer(cfg, env)
+        return trainer.run(stop)
+    finally:
+        if own_stop:
+            stop.restore()
+        if env.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(cfg: TrainConfig, stop: StopFlag | None = None) -> int:
+    """A new run (phase 0) from the initial weights. Returns 0, or 130/143 after a resumable save."""
+    return _execute(cfg, Trainer.new_run, stop)
+
+
+def continue_training(
+    checkpoint: str | os.PathLike, changes: dict | None = None, new_phase: bool = False, stop: StopFlag | None = None
+) -> int:
+    """Resume exactly (same phase, optimizer, schedule, RNG, data order) or start a new phase (fresh optimizer
+    and schedule; history, best and counters continue). `changes`: settings to change, only those
+    `faceid.config.changeable(new_phase)` allows; a new phase needs its ``lr``. ``out`` defaults to the
+    checkpoint's directory."""
+    ckpt = load_checkpoint(checkpoint)
+    state = ckpt.training
+    if state is None:
+        raise FaceIDError(f"{checkpoint} holds no training state (it was not written by train_model.py).")
+    changes = {k: v for k, v in (changes or {}).items() if v is not None}
+    refused = refused_changes(changes, new_phase)
+    if refused:
+        raise FaceIDError(
+            f"{', '.join(refused)} can only change in a new phase; an exact resume keeps them, and a "
+            f"new phase starts with a new learning rate.",
+            "lr",
+        )
+    if new_phase and "lr" not in changes:
+        raise FaceIDError("A new phase needs its learning rate.", "lr")
+    phase = Phase(**state.phase)
+    if not new_phase and state.epoch >= phase.end_epoch and state.step_in_epoch == 0:
+        raise FaceIDError(
+            f"{checkpoint} finished its phase (epoch {state.epoch} of {phase.end_epoch}); continue it "
+            f"with a new phase, which starts with a new learning rate (e.g. 3e-5 with the plateau "
+            f"scheduler).",
+            "lr",
+        )
+    cfg = TrainConfig.from_dict({**state.config, "out": str(Path(checkpoint).expanduser().parent), **changes})
+    return _execute(cfg, lambda c, env: (Trainer.next_phase if new_phase else Trainer.resume)(c, env, ckpt), stop)
