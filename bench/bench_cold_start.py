@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from faceid.gallery.store import DB_NAME, INDEX_NAME, Gallery  # noqa: E402
-from faceid.gallery.search_index import normalize_rows  # noqa: E402
+from faceid.model.embeddings import normalize_rows  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 PROBE_NAME = "Probe Person"

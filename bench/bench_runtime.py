@@ -4,7 +4,7 @@ on both alike); plus each runtime's load time (what a one-shot command pays).
 
 - torch: the app's network traced and frozen for CPU (`model.optimized_for_cpu`, what the menu uses; a one-shot
   subcommand runs it eager, which is slower);
-- onnx: the export_model.py file on onnxruntime (`export.load_onnx_embedder`).
+- onnx: the export_model.py file on onnxruntime (`onnx_model.load_onnx_embedder`).
 Both share one MTCNN detector (torch), so the difference is the embedder alone. Stand-in weights, aligned crop.
 
     .venv/bin/python bench/bench_runtime.py [--onnx FILE] [--frames-per-clip 4] [--threads 1 2] [--json OUT]
@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_latency import load_frames, shared_dir, time_interleaved  # noqa: E402
 from faceid.core.errors import run_cli  # noqa: E402
-from faceid.model.export import load_onnx_embedder, run_export  # noqa: E402
+from faceid.model.export import run_export  # noqa: E402
+from faceid.model.onnx_model import load_onnx_embedder  # noqa: E402
 from faceid.model.face import FaceDetector, FacePipeline  # noqa: E402
 from faceid.model.embedder import load_embedder, optimized_for_cpu  # noqa: E402
 

@@ -151,7 +151,8 @@ def exported(module_tmp, stand_in):
 
 
 def test_onnx_embeddings_match_torch_on_real_crops(exported, shared_data):
-    from faceid.model.export import MATCH_COSINE, load_onnx_embedder
+    from faceid.model.export import MATCH_COSINE
+    from faceid.model.onnx_model import load_onnx_embedder
 
     out, report = exported
     assert report["onnx"]["min_cosine_vs_torch"] >= MATCH_COSINE
@@ -177,7 +178,7 @@ def test_onnx_embeddings_match_torch_on_real_crops(exported, shared_data):
 def test_onnx_file_metadata_and_hostile_files(exported, tmp_path):
     import onnxruntime as ort
 
-    from faceid.model.export import load_onnx_embedder
+    from faceid.model.onnx_model import load_onnx_embedder
 
     out, _ = exported
     session = ort.InferenceSession(str(out / "m.onnx"), providers=["CPUExecutionProvider"])
@@ -245,7 +246,7 @@ def test_app_runs_on_onnx_with_a_gallery_registered_on_torch(exported, shared_da
 
 
 def test_runtime_choice_without_an_export(tmp_path, stand_in):
-    from faceid.model.export import choose_runtime
+    from faceid.model.runtime import choose_runtime
 
     full = tmp_path / "best.pth"
     save_checkpoint(full, _full_checkpoint(stand_in))

@@ -16,7 +16,6 @@ Progress goes to stderr, results to stdout, so ``--json`` output stays one parse
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from .camera import FrameSource, Preview, display_available, open_source
+from ..core import report
 from ..core.errors import EXIT_OK, FaceIDError
+from ..model.calibration import Threshold
+from ..model.embeddings import template_of
 from .quality import QualityThresholds, assess
 
 EXIT_NO_MATCH = 1
-DEFAULT_DATA_DIR = Path("faceid_data")
 LIVE_FRAME_LIMIT = 300  # headless camera: give up after this many frames rather than wait forever
 
 
@@ -39,24 +40,6 @@ class Outcome:
     code: int
     data: dict
     lines: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """The threshold one decision uses, and the words that say where it came from."""
-
-    value: float
-    text: str  # e.g. "threshold 0.710 = FPIR 0.001 for 1,000 people, calibrated on ..."
-    source: str  # option | table | checkpoint | default
-    detail: dict | None = None
-
-    def to_dict(self) -> dict:
-        return {
-            "threshold": round(self.value, 4),
-            "threshold_source": self.source,
-            "threshold_text": self.text,
-            "calibration": self.detail,
-        }
 
 
 @dataclass
@@ -74,20 +57,6 @@ def clean_name(raw: str | None, new: bool = False) -> str:
     from ..gallery.store import validate_name
 
     return validate_name(raw if raw is not None else "", new=new)
-
-
-def check_model(gallery, fingerprint: str, exclude: str | None = None) -> None:
-    """Refuse before capturing frames when the gallery's templates come from another model. The common case
-    (every template from this model) is one grouped query, however big the gallery."""
-    if set(gallery.fingerprints()) <= {fingerprint}:
-        return
-    other = next((p for p in gallery.people() if p.fingerprint != fingerprint and p.name != exclude), None)
-    if other is not None:
-        raise FaceIDError(
-            f"{other.name!r} was registered with another model (fingerprint {other.fingerprint}, "
-            f"loaded {fingerprint}); run `faceid_app.py reenroll` with this model, or pass the "
-            f"model they were registered with."
-        )
 
 
 class App:
@@ -121,10 +90,12 @@ class App:
                 if cal is not None
                 else "no calibration table: decisions are uncalibrated"
             )
-            info(f"model: {embedder.source} (crop {embedder.spec.crop}, fingerprint {embedder.fingerprint}, {note})")
+            report.note(
+                f"model: {embedder.source} (crop {embedder.spec.crop}, fingerprint {embedder.fingerprint}, {note})"
+            )
             if self.accelerate:
                 embedder, note = optimized_for_cpu(embedder)
-                info(note)
+                report.note(note)
             self._pipeline = FacePipeline(embedder)
         return self._pipeline
 
@@ -141,12 +112,11 @@ class App:
         if a.threshold is not None:
             return Threshold(float(a.threshold), f"threshold {a.threshold:.3f} from --threshold", "option")
         if e.calibration is not None:
-            t = (
+            return (
                 e.calibration.threshold_for_far(a.far)
                 if gallery_size is None
                 else e.calibration.threshold_for_fpir(a.fpir, gallery_size)
             )
-            return Threshold(t.value, t.text, "table", t.to_dict())
         scope = "" if gallery_size is None else f", not adjusted for {gallery_size:,} people"
         if e.threshold_calibrated:
             return Threshold(
@@ -210,9 +180,9 @@ class App:
                 for note in result.notes:
                     if note not in notes and note != "no face found":
                         notes.append(note)
-                        info(f"note: {note}")
-                report = assess(frame, result.face, self.limits) if result.face is not None else None
-                reason = "no face found" if report is None else (None if report.ok else report.summary())
+                        report.note(f"note: {note}")
+                quality = assess(frame, result.face, self.limits) if result.face is not None else None
+                reason = "no face found" if quality is None else (None if quality.ok else quality.summary())
                 pressed = self.preview.show(
                     frame,
                     None if result.face is None else result.face.box,
@@ -228,18 +198,18 @@ class App:
                 if reason is not None:
                     rejections[reason] += 1
                     if reason != last_reason:
-                        info(f"{unit[:-1]} rejected: {reason}")
+                        report.note(f"{unit[:-1]} rejected: {reason}")
                     last_reason = reason
                     continue
                 # reason is None only for a face that was assessed and passed
-                assert result.face is not None and report is not None
+                assert result.face is not None and quality is not None
                 self.last_view = (frame, result.face.box)
                 crop = pipe.crop(frame, result.face)
-                samples.append(Sample(crop=crop, embedding=pipe.embed_crops([crop])[0], metrics=report.metrics))
+                samples.append(Sample(crop=crop, embedding=pipe.embed_crops([crop])[0], metrics=quality.metrics))
                 last_reason, armed = None, max(armed - 1, 0)
-                info(
-                    f"sample {len(samples)}/{n} ok (face {report.metrics['face_px']:.0f} px, "
-                    f"sharpness {report.metrics['sharpness']:.0f}, yaw {report.metrics['yaw_deg']:+.0f} deg)"
+                report.note(
+                    f"sample {len(samples)}/{n} ok (face {quality.metrics['face_px']:.0f} px, "
+                    f"sharpness {quality.metrics['sharpness']:.0f}, yaw {quality.metrics['yaw_deg']:+.0f} deg)"
                 )
                 if len(samples) >= n:
                     break
@@ -253,7 +223,7 @@ class App:
                 f"usable photo in {source.description}"
             )
             notes.append(note)
-            info(f"note: {note}")
+            report.note(f"note: {note}")
         elif len(samples) < n:
             raise FaceIDError(self._shortfall(source, len(samples), n, rejections, key, unit))
         return samples, notes
@@ -285,7 +255,7 @@ class App:
             note = f"skipped {name}: {reason.rstrip('.')}"
             if note not in notes:
                 notes.append(note)
-                info(f"note: {note}")
+                report.note(f"note: {note}")
 
     def check_source(self) -> None:
         """Open the source before spending seconds on loading the model, so a missing file, an unreadable
@@ -321,12 +291,8 @@ class App:
         if not self.args.liveness:
             n = self.args.probe_samples
             samples, notes = self.collect(n, key, per_key=n)
-            mean = np.mean([s.embedding for s in samples], axis=0)
-            return (
-                Sample(samples[0].crop, mean / max(float(np.linalg.norm(mean)), 1e-12), samples[0].metrics),
-                notes,
-                None,
-            )
+            probe = template_of(np.stack([s.embedding for s in samples]))
+            return Sample(samples[0].crop, probe, samples[0].metrics), notes, None
         result = self.run_liveness()
         if not result.passed:
             raise _Rejected(
@@ -356,7 +322,7 @@ class App:
                 ChallengeConfig(prompts=args.challenge_prompts),
                 live=src.live,
                 quality=self.limits,
-                on_prompt=lambda text: info(f">>> {text}"),
+                on_prompt=lambda text: report.note(f">>> {text}"),
                 on_frame=on_frame,
             )
 
@@ -369,7 +335,7 @@ class App:
         self.check_source()
         fp = self.pipeline.embedder.fingerprint
         with self.gallery() as g:
-            check_model(g, fp, exclude=name)
+            g.check_model(fp, exclude=name)
         lines, liveness, live_face = [], None, None
         if self.args.liveness:
             result = self.run_liveness()
@@ -382,11 +348,10 @@ class App:
                 )
             live_face = result.start.embedding
         n = self.args.samples
-        info(f"registering {name!r}: taking {n} good samples from {self.args.source}")
+        report.note(f"registering {name!r}: taking {n} good samples from {self.args.source}")
         samples, notes = self.collect(n, "c")
         embeddings = np.stack([s.embedding for s in samples]).astype(np.float32)
-        template = embeddings.mean(axis=0)
-        template /= max(float(np.linalg.norm(template)), 1e-12)
+        template = template_of(embeddings)
         if live_face is not None and float(template @ live_face) < self.threshold().value:
             # the samples are taken after the challenge: they must show the face that passed it
             return Outcome(
@@ -434,7 +399,7 @@ class App:
                 raise FaceIDError(f"No one named {name!r} is registered (see the list action).")
             self.check_source()
             fp = self.pipeline.embedder.fingerprint
-            check_model(g, fp)
+            g.check_model(fp)
         sample, notes, liveness = self.probe("v")
         with self.gallery() as g:
             score = float(g.verify(name, sample.embedding, fp))
@@ -453,7 +418,7 @@ class App:
             "name": name,
             "match": match,
             "score": round(score, 4),
-            **decision.to_dict(),
+            **decision.decision_fields(),
             "closest_other": None if other is None else {"name": other.name, "score": round(float(other.score), 4)},
             "quality": sample.metrics,
             "notes": notes,
@@ -467,7 +432,7 @@ class App:
             if not g.fingerprints():
                 raise FaceIDError("No one is registered yet; register someone first.")
             self.check_source()
-            check_model(g, self.pipeline.embedder.fingerprint)
+            g.check_model(self.pipeline.embedder.fingerprint)
         sample, notes, liveness = self.probe("v")
         with self.gallery() as g:
             matches = g.identify(sample.embedding, self.pipeline.embedder.fingerprint, k=self.args.top_k)
@@ -490,7 +455,7 @@ class App:
             "action": "identify",
             "identified": None if best is None else best.name,
             "matches": [{"name": m.name, "score": round(float(m.score), 4)} for m in matches],
-            **decision.to_dict(),
+            **decision.decision_fields(),
             "quality": sample.metrics,
             "notes": notes,
             "liveness": liveness,
@@ -610,14 +575,10 @@ class _Rejected(Exception):
         self.outcome = outcome
 
 
-def info(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def load_model(args: argparse.Namespace):
     """--model, else --weights, else ./checkpoints/best_face_model.pth if present, else VGGFace2 weights
-    ($FACEID_WEIGHTS, torch's cache, or a download unless --offline); on the --runtime export.choose_runtime picks."""
-    from ..model.export import choose_runtime
+    ($FACEID_WEIGHTS, torch's cache, or a download unless --offline); on the --runtime runtime.choose_runtime picks."""
+    from ..model.runtime import choose_runtime
 
     embedder, note = choose_runtime(
         args.model,
@@ -628,7 +589,7 @@ def load_model(args: argparse.Namespace):
         runtime=args.runtime,
         threads=args.threads,
     )
-    info(f"network: {note}")
+    report.note(f"network: {note}")
     if args.calibration is not None:  # a table measured for these weights (evaluate_model.py --calibrate)
         from dataclasses import replace
 

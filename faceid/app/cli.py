@@ -6,11 +6,13 @@ import argparse
 import json
 
 from ..core.decode import add_max_pixels_argument, apply_max_pixels
-from ..core.defaults import DEFAULT_CHECKPOINT
-from ..core.device import check_device_name
+from ..core.defaults import DATA_DIR
+
 from ..core.errors import ArgumentParser, FaceIDError
+from ..core.report import add_verbosity_options, set_verbosity
+from ..model.options import add_model_options, check_model_options
 from ..model.calibration import FAR_TARGET, FPIR_TARGET, MAX_TABLE_FAR, PROBE_SAMPLES, SAMPLES
-from .actions import DEFAULT_DATA_DIR, LIVE_FRAME_LIMIT, App, run_action
+from .actions import LIVE_FRAME_LIMIT, App, run_action
 from .menu import menu
 
 ACTIONS_HELP = {
@@ -70,46 +72,11 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
         help="never open a window (headless: take the next good frames automatically)",
     )
     add_max_pixels_argument(g, default=argparse.SUPPRESS if sub else None)
-    g = p.add_argument_group("model and decision")
-    g.add_argument(
-        "--model",
-        default=d(None),
-        help=f"fine-tuned checkpoint, or its ONNX export (default: "
-        f"{DEFAULT_CHECKPOINT} if it exists, else the VGGFace2 weights)",
+    g = p.add_argument_group("model")
+    add_model_options(
+        g, ("model", "weights", "crop", "offline", "device", "runtime", "threads", "calibration"), onnx=True, default=d
     )
-    g.add_argument(
-        "--weights",
-        default=d(None),
-        help="backbone weights file instead of a checkpoint "
-        "(default: $FACEID_WEIGHTS, torch's cache, or a download of VGGFace2)",
-    )
-    g.add_argument(
-        "--crop",
-        choices=("box", "aligned5"),
-        default=d(None),
-        help="crop style for --weights (default: box, as VGGFace2 was trained)",
-    )
-    g.add_argument("--offline", action="store_true", default=d(False), help="never download weights")
-    g.add_argument(
-        "--device",
-        default=d(None),
-        help="auto, cpu, cuda, cuda:1 ... (default: auto, the GPU if CUDA works, else the CPU)",
-    )
-    g.add_argument(
-        "--runtime",
-        choices=("auto", "torch", "onnx"),
-        default=d("auto"),
-        help="run the embedder on torch or onnxruntime (default: auto = onnxruntime for an .onnx --model, "
-        "or for a checkpoint with its export_model.py export beside it when onnxruntime is installed "
-        "(faster on CPU, see README); torch otherwise)",
-    )
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=d(1),
-        help="CPU threads for torch (default: 1 - per-frame "
-        "work is small, and extra threads slow it down badly on a shared CPU)",
-    )
+    g = p.add_argument_group("decision")
     g.add_argument(
         "--threshold",
         type=float,
@@ -132,12 +99,6 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
         "person is accepted as someone, for the number of people registered; the threshold rises with "
         f"the gallery (default: {FPIR_TARGET:g})",
     )
-    g.add_argument(
-        "--calibration",
-        default=d(None),
-        help="calibration table for --weights, written by "
-        "`evaluate_model.py --calibrate` (default: the checkpoint's table, if any)",
-    )
     g.add_argument("--top-k", type=int, default=d(5), help="identify: how many names to list (default: 5)")
     g.add_argument(
         "--liveness",
@@ -147,10 +108,9 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
     )
     g.add_argument("--challenge-prompts", type=int, default=d(2), help="turns asked for by --liveness (default: 2)")
     g = p.add_argument_group("storage and output")
-    g.add_argument(
-        "--data-dir", default=d(str(DEFAULT_DATA_DIR)), help=f"gallery folder (default: ./{DEFAULT_DATA_DIR})"
-    )
+    g.add_argument("--data-dir", default=d(str(DATA_DIR)), help=f"gallery folder (default: ./{DATA_DIR})")
     g.add_argument("--json", action="store_true", default=d(False), help="print one JSON object on stdout")
+    add_verbosity_options(g, default=d(False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +146,7 @@ def _check_args(args: argparse.Namespace) -> None:
         )
     if args.max_frames is not None and args.max_frames < 1:
         raise FaceIDError("--max-frames must be at least 1.")
-    check_device_name(args.device)  # before the gallery or the source is touched
+    check_model_options(args)  # before the gallery or the source is touched
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise FaceIDError("--threshold is a cosine similarity: give a value between -1 and 1.")
     if not (0 < args.far <= MAX_TABLE_FAR and 0 < args.fpir <= MAX_TABLE_FAR):
@@ -196,9 +156,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
+    set_verbosity(args.quiet, args.verbose)
     apply_max_pixels(args.max_pixels)
-    if args.threads < 1:
-        raise FaceIDError("--threads must be at least 1.")
     app = App(args, accelerate=args.action in (None, "liveness"))
     if args.action is None:
         return menu(app)

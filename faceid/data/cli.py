@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from ..core.decode import add_max_pixels_argument, apply_max_pixels
+
 from ..core.errors import ArgumentParser, positive_int
+from ..core.report import add_verbosity_options, set_verbosity
 
 DOWNLOAD_HELP = """Download CASIA-WebFace (insightface RecordIO: train.rec, train.idx, *.bin) from Kaggle and verify it.
 
@@ -43,11 +46,13 @@ def download_parser() -> ArgumentParser:
         action="store_true",
         help="keep the downloaded zip after extracting it (default: off, it is deleted)",
     )
+    add_verbosity_options(parser)
     return parser
 
 
 def download_main(argv: list[str] | None = None) -> int:
     args = download_parser().parse_args(argv)
+    set_verbosity(args.quiet, args.verbose)
     from . import kaggle
 
     target, check, downloaded = kaggle.fetch_dataset(
@@ -89,13 +94,20 @@ def unpack_parser() -> ArgumentParser:
         help="unpack only the first N images, for a quick look (default: all)",
     )
     add_max_pixels_argument(parser)
+    add_verbosity_options(parser)
     return parser
 
 
 def unpack_main(argv: list[str] | None = None) -> int:
     args = unpack_parser().parse_args(argv)
+    set_verbosity(args.quiet, args.verbose)
     apply_max_pixels(args.max_pixels)
-    from .unpack import preprocess
+    from .unpack import REPORT_NAME, preprocess
 
-    preprocess(args.rec, args.input_dir, args.output_dir, workers=args.workers, limit=args.limit)
+    summary = preprocess(args.rec, args.input_dir, args.output_dir, workers=args.workers, limit=args.limit)
+    print(f"unpacked {summary.rec_path} ({summary.layout} layout): {summary.describe()}")
+    if summary.index_source == "scan":
+        print(f"note: the index was not used ({summary.index_note}); record offsets came from a scan of the file")
+    if summary.corrupt or summary.truncated:
+        print(f"skipped records are listed in {Path(args.output_dir) / REPORT_NAME}")
     return 0

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
-from faceid.core.errors import FaceIDError
-from faceid.core.fileio import atomic_write_json
-from faceid.data.recordio import RecordIOError, RecordIOReader, find_train_rec
+from ..core import report
+from ..core.errors import FaceIDError
+from ..core.fileio import atomic_write_json
+from .recordio import RecordIOError, RecordIOReader, find_train_rec
 
 DEFAULT_DATASET = "debarghamitraroy/casia-webface"
 DEFAULT_OUTPUT_DIR = "./datasets"
@@ -205,16 +206,14 @@ def _member_target(dest: Path, name: str) -> Path:
 
 def extract_zip(zip_path: Path, dest: Path, progress: bool = True) -> None:
     """Extract every member into dest (which the caller renames into place later), with a byte progress bar."""
-    from tqdm import tqdm
-
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = archive.infolist()
             targets = [_member_target(dest, m.filename) for m in members]  # vet every name before writing any
             total = sum(m.file_size for m in members)
             check_free_space(dest, total)
-            with tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="unzip", disable=not progress
+            with report.progress(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="unzip", enabled=progress
             ) as bar:
                 for member, target in zip(members, targets):
                     _extract_member(archive, member, target, bar)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from faceid.core.errors import FaceIDError
-from faceid.core.fileio import atomic_write_bytes
+from ..core.errors import FaceIDError
+from ..core.fileio import atomic_write_bytes
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from faceid.core.decode import DecodeError, decode_image, image_size, max_pixels
-from faceid.core.errors import FaceIDError
-from faceid.core.fileio import atomic_write_json
-from faceid.data.recordio import RecordIOError, RecordIOReader, RecordIOTruncated, detect_layout, unpack_header
+from ..core import report
+from ..core.decode import DecodeError, decode_image, image_size, max_pixels
+from ..core.errors import FaceIDError
+from ..core.fileio import atomic_write_json
+from .recordio import RecordIOError, RecordIOReader, RecordIOTruncated, detect_layout, unpack_header
 
 REPORT_NAME = "unpack_report.json"
 IDENTITIES_NAME = "identities.json"
@@ -241,10 +242,10 @@ def _run_chunks(reader: RecordIOReader, out_dir: Path, keys: list[int], workers:
 
 
 def _consume(results: Iterator[ChunkResult], chunks: list[list[int]], progress: bool) -> ChunkResult:
-    from tqdm import tqdm
-
     total = ChunkResult()
-    with tqdm(total=sum(map(len, chunks)), unit="img", desc="unpack", disable=not progress, smoothing=0.1) as bar:
+    with report.progress(
+        total=sum(map(len, chunks)), unit="img", desc="unpack", enabled=progress, smoothing=0.1
+    ) as bar:
         for chunk, result in zip(chunks, results):
             total.merge(result)
             bar.update(len(chunk))
@@ -324,7 +325,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
 
 def resolve_rec(rec: str | os.PathLike | None, input_dir: str | os.PathLike) -> Path:
     """The .rec to unpack: --rec if given, else the train.rec that download_dataset.py put under input_dir."""
-    from faceid.data.recordio import find_train_rec
+    from .recordio import find_train_rec
 
     if rec is not None:
         rec = Path(rec)
@@ -352,7 +353,7 @@ def preprocess(
     workers: int | None = None,
     limit: int | None = None,
 ) -> UnpackSummary:
-    """preprocess_dataset.py: find the .rec, unpack it, print the summary and where the reports are."""
+    """preprocess_dataset.py: find the .rec and unpack it (no record readable is one sentence)."""
     rec_path = resolve_rec(rec, input_dir)
     summary = unpack_recordio(rec_path, output_dir, workers=workers, limit=limit)
     report = Path(output_dir) / REPORT_NAME
@@ -361,9 +362,4 @@ def preprocess(
             f"No record of {rec_path} was readable ({len(summary.corrupt):,} corrupt, "
             f"{len(summary.truncated):,} truncated; each is listed in {report})."
         )
-    print(f"unpacked {rec_path} ({summary.layout} layout): {summary.describe()}")
-    if summary.index_source == "scan":
-        print(f"note: the index was not used ({summary.index_note}); record offsets came from a scan of the file")
-    if summary.corrupt or summary.truncated:
-        print(f"skipped records are listed in {report}")
     return summary

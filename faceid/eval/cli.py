@@ -21,12 +21,12 @@ import argparse
 import json
 
 from ..core.decode import add_max_pixels_argument, apply_max_pixels
-from ..core.errors import ArgumentParser
-from .evaluator import run_evaluation
-from ..core.defaults import DEFAULT_CHECKPOINT
 
-DEFAULT_CACHE = "faceid_data/eval_cache.sqlite"
-DEFAULT_OUT = "faceid_data/eval"
+from ..core.errors import ArgumentParser
+from ..core.report import add_verbosity_options, set_verbosity
+from ..model.options import add_model_options, check_model_options
+from .evaluator import run_evaluation
+from ..core.defaults import CALIBRATION_FILE, EVAL_CACHE, EVAL_DIR
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,23 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="use only the first ceil(N/2) same and floor(N/2) different pairs (default: all).",
     )
     mdl = p.add_argument_group("model (as the app chooses it)")
-    mdl.add_argument("--model", help=f"faceid checkpoint (default: {DEFAULT_CHECKPOINT} if present, else weights).")
-    mdl.add_argument(
-        "--weights",
-        help="backbone state_dict (default: $FACEID_WEIGHTS, else the VGGFace2 file "
-        "in torch's cache, else a download of it; offline without one: an error).",
-    )
-    mdl.add_argument(
-        "--crop",
-        default=None,
-        help="crop style for --weights: 'box' (VGGFace2's MTCNN box crop) or 'aligned5' (five-point "
-        "alignment, insightface layout) (default: box; a checkpoint carries its own).",
-    )
-    mdl.add_argument(
-        "--calibration",
-        default=None,
-        help="calibration table for --weights from --calibrate (default: the checkpoint's, if any)",
-    )
+    add_model_options(mdl, ("model", "weights", "crop", "calibration", "device", "threads"), threads=None)
     mdl.add_argument(
         "--no-flip",
         action="store_true",
@@ -104,8 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     one.add_argument(
         "--calibration-out",
-        default="faceid_data/calibration.json",
-        help="--calibrate: where the table goes (default: faceid_data/calibration.json)",
+        default=str(CALIBRATION_FILE),
+        help=f"--calibrate: where the table goes (default: {CALIBRATION_FILE})",
     )
     one.add_argument(
         "--tune-on-benchmark",
@@ -123,33 +107,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     add_max_pixels_argument(run)
     run.add_argument("--batch-size", type=int, default=64, help="images per detection/embedding batch (default: 64).")
-    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = cuda if available).")
-    run.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared CPU).",
-    )
     run.add_argument(
         "--cache",
-        default=DEFAULT_CACHE,
+        default=str(EVAL_CACHE),
         help=f"SQLite embedding cache keyed by image file + model fingerprint + flip (default: "
-        f"{DEFAULT_CACHE}); a second run over the same images costs nothing.",
+        f"{EVAL_CACHE}); a second run over the same images costs nothing.",
     )
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache.")
     out = p.add_argument_group("output")
     out.add_argument(
         "--out-dir",
-        default=DEFAULT_OUT,
-        help=f"folder for <stem>_report.json and <stem>_roc.png (default: {DEFAULT_OUT}).",
+        default=str(EVAL_DIR),
+        help=f"folder for <stem>_report.json and <stem>_roc.png (default: {EVAL_DIR}).",
     )
     out.add_argument("--json", action="store_true", help="print the full JSON report instead of the summary.")
-    out.add_argument("--quiet", action="store_true", help="no progress bar.")
+    add_verbosity_options(out)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_model_options(args)
+    set_verbosity(args.quiet, args.verbose)
     apply_max_pixels(args.max_pixels)
     if args.open_set or args.calibrate:
         from .open_set import people_mode

@@ -29,9 +29,12 @@ from typing import Any, Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
+from ..core import report
+from ..core.defaults import EVAL_DIR
 from ..core.decode import check_image_file, decode_image, image_size, read_image_file
 from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
 from ..core.errors import FaceIDError
+from ..model.embeddings import EMBEDDING_DIM, template_of
 from .verification import (
     Dataset,
     load_bin_dataset,
@@ -110,7 +113,7 @@ class FaceIDBackend:
             f"{list(d.mtcnn.thresholds)}, frames over {d.max_side} px downscaled",
             "face_choice": FACE_CHOICE,
             "miss_rule": MISS_RULE,
-            "embedding_dim": 512,
+            "embedding_dim": EMBEDDING_DIM,
             "score": "cosine",
         }
 
@@ -159,9 +162,8 @@ class FaceIDBackend:
         return np.einsum("ij,ij->i", a, b)
 
     def template(self, embeddings: np.ndarray) -> np.ndarray:
-        """The app's template: the L2-normalised mean of the samples' embeddings."""
-        mean = np.asarray(embeddings, np.float32).mean(0)
-        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+        """The app's template rule (`embeddings.template_of`)."""
+        return template_of(embeddings)
 
     def score_matrix(self, probes: np.ndarray, templates: np.ndarray) -> np.ndarray:
         return probes @ templates.T
@@ -213,8 +215,6 @@ def embed_items(
     progress: bool = True,
 ) -> tuple[np.ndarray, list[dict], dict]:
     """Embed every unique image of `dataset` once (cached ones are read back) -> (N, D), infos, timing stats."""
-    from tqdm import tqdm
-
     start = time.perf_counter()
     stages_before = dict(backend.stage_seconds)  # the backend accumulates over its lifetime
     is_bin = dataset.kind == "verification-bin"
@@ -229,14 +229,8 @@ def embed_items(
             raise FaceIDError(f"The {backend.name} backend cannot embed pre-aligned .bin crops; give it LFW images.")
         embed = backend.embed_aligned
     decode_wait = 0.0
-    with tqdm(
-        total=len(keys),
-        initial=len(found),
-        unit="img",
-        desc=f"embed ({backend.name})",
-        disable=not progress,
-        smoothing=0.1,
-        dynamic_ncols=True,
+    with report.progress(
+        total=len(keys), initial=len(found), unit="img", desc=f"embed ({backend.name})", enabled=progress, smoothing=0.1
     ) as bar:
         batches = _decoded_batches([dataset.items[i] for i in todo], decode, batch_size, workers)
         while True:
@@ -460,7 +454,7 @@ def run_evaluation(
     batch_size: int = 64,
     device: str | None = None,
     cache_path: str | None = None,
-    out_dir: str = "faceid_data/eval",
+    out_dir: str | os.PathLike = EVAL_DIR,
     limit: int | None = None,
     threads: int | None = None,
     progress: bool = True,

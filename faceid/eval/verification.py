@@ -15,7 +15,6 @@ the two report the same numbers for the same file and weights (tests/test_evalua
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import FaceIDError
+from ..core.safe_pickle import ForbiddenGlobal, restricted_load
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -358,13 +358,6 @@ def load_bin_dataset(bin_path: str | os.PathLike, folds: int = 10, limit: int | 
 # ----------------------------------------------------------------------------- insightface .bin
 
 
-class _NoGlobalsUnpickler(pickle.Unpickler):
-    """Refuses every global: only plain containers, bytes, numbers and bools can be built."""
-
-    def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-
-
 def load_verification_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
     """insightface's lfw.bin / cfp_fp.bin / agedb_30.bin -> (image bytes, 2 per pair; is_same per pair).
 
@@ -373,7 +366,9 @@ def load_verification_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndar
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            obj = _NoGlobalsUnpickler(io.BufferedReader(f), encoding="bytes").load()
+            obj = restricted_load(f, encoding="bytes")  # no globals at all: lists, bytes and bools
+    except ForbiddenGlobal as err:
+        raise FaceIDError(f"Cannot read verification file {path}: global {err} is not allowed.") from None
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
         raise FaceIDError(f"Cannot read verification file {path}: {err}.") from None
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):

@@ -38,7 +38,6 @@ magic, header) makes `load` return None: the caller rebuilds; the file is never 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import struct
 from pathlib import Path
@@ -46,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from ..core import report
+
 
 EXACT_MAX = 20_000  # up to here exact numpy search takes a few ms; above it the sketch wins
 SKETCH_BITS = 512
@@ -73,20 +73,10 @@ def load_faiss():
 def _warn_no_faiss(n: int) -> None:
     if not _faiss_state.get("warned"):
         _faiss_state["warned"] = True
-        log.warning(
-            "faiss is not installed: searching %d templates exactly with numpy (slower at this size; "
-            "`pip install faiss-cpu` makes it fast).",
-            n,
+        report.warn(
+            f"faiss is not installed: searching {n} templates exactly with numpy (slower at this size; "
+            f"`pip install faiss-cpu` makes it fast)."
         )
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalise rows as float32; all-zero or non-finite rows raise ValueError (no direction to compare)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    if not np.all(np.isfinite(norms)) or np.any(norms == 0):
-        raise ValueError("embedding has a zero or non-finite norm")
-    return x / norms
 
 
 def dot_rows(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:

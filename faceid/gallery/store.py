@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
-import pickle
 import re
 import secrets
 import sqlite3
@@ -61,17 +59,18 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
+from ..core import report
 from ..core.errors import FaceIDError
+from ..core.safe_pickle import NUMPY_ARRAYS, ForbiddenGlobal, restricted_load
 from ..core.decode import DecodeError, decode_image
-from .search_index import TemplateIndex, normalize_rows
+from ..model.embeddings import EMBEDDING_DIM, normalize_rows, template_of
+from .search_index import TemplateIndex
 
-log = logging.getLogger(__name__)
 
 DB_NAME = "gallery.sqlite3"
 SAMPLES_DIR = "samples"
 APP_ID = "faceid-gallery"
 SCHEMA_VERSION = 2  # 2: meta.index_version and the fingerprint index (1 is upgraded on open)
-EMBEDDING_DIM = 512  # = faceid.model.EMBEDDING_DIM (not imported: that would pull in torch)
 MAX_NAME_LEN = 100
 # Letters that render as blank space (Hangul fillers, braille blank, ...): no different from an empty cell.
 INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e\u034f")
@@ -83,7 +82,6 @@ BUSY_TIMEOUT_S = 5.0
 JPEG_QUALITY = 95
 MAX_CROP_BYTES = 4 << 20  # a stored crop is a ~10 KB JPEG of at most a few hundred pixels a side
 SQLITE_MAGIC = b"SQLite format 3\x00"
-_REENROLL_HINT = "run `faceid_app.py reenroll` to recompute them with the current model"
 
 SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -246,7 +244,7 @@ def _make_private(path: Path, mode: int) -> None:
             f"{path} is accessible to other users (mode {current:o}) and cannot be made private; "
             f"run `chmod {mode:o} {path}` as its owner."
         ) from None
-    log.warning("Made %s private (mode %o -> %o): it holds biometric data.", path, current, mode)
+    report.warn(f"Made {path} private (mode {current:o} -> {mode:o}): it holds biometric data.")
 
 
 def _private_dir(path: Path) -> None:
@@ -321,7 +319,7 @@ def _remove(path: Path) -> None:
     try:
         path.rmdir()
     except OSError:
-        log.warning("Left %s in place: it holds files the gallery did not write.", path)
+        report.warn(f"Left {path} in place: it holds files the gallery did not write.")
 
 
 def _encode_jpeg(crop: np.ndarray) -> bytes:
@@ -377,39 +375,15 @@ def _blob(vector: np.ndarray) -> bytes:
 # ----------------------------------------------------------------------------------------- seed pickle
 
 
-class _ForbiddenGlobal(pickle.UnpicklingError):
-    pass
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Resolve only what a pickled numpy array needs; anything else (os.system, eval, ...) is refused
-    before it can be called: the seed's pickle format executes arbitrary code otherwise."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how protocol-2 pickles spell bytes (str -> bytes, no code runs)
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise _ForbiddenGlobal(f"{module}.{name}")
-        return super().find_class(module, name)
-
-
 def load_seed_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read the seed's ``face_embeddings.pkl`` ({name: 512-d array}) safely -> {valid name: (512,) float32}."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            data = _NumpyOnlyUnpickler(f).load()
+            data = restricted_load(f, NUMPY_ARRAYS)  # the seed's format runs code otherwise
     except FileNotFoundError:
         raise GalleryError(f"The seed pickle {path} does not exist.") from None
-    except _ForbiddenGlobal as err:
+    except ForbiddenGlobal as err:
         raise GalleryError(
             f"{path} is not a plain embeddings pickle (it refers to {err}); refusing to load it."
         ) from None
@@ -467,7 +441,7 @@ class Gallery:
             gallery._validate()
             _private_dir(gallery.samples_dir)
             if _crashed_writers(data_dir):
-                log.warning("A faceid process stopped in the middle of writing to %s; checking the gallery.", db)
+                report.warn(f"A faceid process stopped in the middle of writing to {db}; checking the gallery.")
                 problems = gallery.check()
                 if problems:
                     raise GalleryError(
@@ -558,7 +532,7 @@ class Gallery:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as err:
             if getattr(err, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
-                log.info("Gallery busy; orphan sample cleanup postponed.")
+                report.detail("Gallery busy; orphan sample cleanup postponed.")
                 return
             raise
         finally:
@@ -596,6 +570,17 @@ class Gallery:
     def _person_dir(self, person_id: int) -> Path:
         return self.samples_dir / str(int(person_id))
 
+    @_db_errors
+    def check_model(self, fingerprint: str, exclude: str | None = None) -> None:
+        """Refuse (ModelMismatchError) when templates here come from another model than `fingerprint`, leaving out
+        `exclude` (someone about to be registered again): the app asks before it captures frames. The common case
+        (every template from this model) is one grouped query, however big the gallery."""
+        if set(self.fingerprints()) <= {fingerprint}:
+            return
+        other = next((p for p in self.people() if p.fingerprint != fingerprint and p.name != exclude), None)
+        if other is not None:
+            raise ModelMismatchError(_mismatch_message(other.fingerprint, fingerprint, other.name))
+
     def _check_same_model(self, fingerprint: str, exclude_id: int | None = None) -> None:
         """Refuse to mix models in one gallery: every template must come from `fingerprint`."""
         row = self._conn.execute(
@@ -628,7 +613,9 @@ class Gallery:
     def _require(self, name: str) -> Person:
         person = self.get(name)
         if person is None:
-            raise GalleryError(f"No one named {name!r} is registered; `faceid_app.py list` shows who is.")
+            raise GalleryError(
+                f"No one named {name!r} is registered; `{report.command('faceid_app.py')} list` shows who is."
+            )
         return person
 
     @_db_errors
@@ -660,7 +647,7 @@ class Gallery:
         name = validate_name(name)
         emb = _check_embeddings(embeddings, count=len(crops))
         jpegs = [_encode_jpeg(c) for c in crops]  # encode before taking the write lock
-        template = normalize_rows(emb.mean(axis=0))
+        template = template_of(emb)
         new_dir: Path | None = None
         try:
             with self._transaction() as db:
@@ -733,8 +720,6 @@ class Gallery:
         (seed imports) whose template comes from another model cannot be recomputed: refused, naming them.
         Returns how many people were updated.
         """
-        from tqdm import tqdm
-
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT p.id, p.name, t.fingerprint, (SELECT COUNT(*) FROM samples s WHERE "
@@ -748,7 +733,7 @@ class Gallery:
                     f"(e.g. {stuck[0]!r}); delete or re-register them first."
                 )
             todo = [(pid, name) for pid, name, _, n in rows if n > 0]
-            for pid, name in tqdm(todo, desc="re-enrolling", unit="person", disable=not progress):
+            for pid, name in report.progress(todo, desc="re-enrolling", unit="person", enabled=progress):
                 self._reembed(db, pid, name, embed_crops, fingerprint)
         return len(todo)
 
@@ -768,7 +753,7 @@ class Gallery:
         )
         db.execute(
             "UPDATE templates SET fingerprint = ?, dim = ?, vector = ?, updated = ? WHERE person_id = ?",
-            (fingerprint, EMBEDDING_DIM, _blob(normalize_rows(emb.mean(axis=0))), _now(), pid),
+            (fingerprint, EMBEDDING_DIM, _blob(template_of(emb)), _now(), pid),
         )
 
     @_db_errors
@@ -912,10 +897,9 @@ class Gallery:
         try:
             index.save(self.index_path, ids, {INDEX_VERSION_KEY: version, "fingerprints": fingerprints}, FILE_MODE)
         except OSError as err:
-            log.warning(
-                "Could not save the search index to %s (%s); the next command will rebuild it.",
-                self.index_path,
-                err.strerror,
+            report.warn(
+                f"Could not save the search index to {self.index_path} ({err.strerror}); the next command will "
+                f"rebuild it."
             )
         self._index, self._index_ids, self._index_fingerprints, self._index_version = index, ids, fingerprints, version
 
@@ -926,10 +910,12 @@ _PEOPLE_SQL = (
 )
 
 
-def _mismatch_message(stored: str, loaded: str) -> str:
+def _mismatch_message(stored: str, loaded: str, name: str | None = None) -> str:
+    """The one sentence for templates of another model (`name`: whose, when known)."""
+    whose = "The gallery's templates were" if name is None else f"{name!r} was registered with a template"
     return (
-        f"The gallery's templates were made by a different model (fingerprint {stored}) than the one "
-        f"loaded ({loaded}); {_REENROLL_HINT}."
+        f"{whose} made by a different model (fingerprint {stored}) than the one loaded ({loaded}); "
+        f"run `{report.command('faceid_app.py')} reenroll` to recompute them with the current model, or pass the model they were registered with."
     )
 
 

@@ -8,7 +8,8 @@ keeps the highest impostor scores, so any FAR (or FPIR for any gallery size) can
 
 What is compared (the app's comparison, not single images): a template averaged from ``samples`` images
 (register's ``--samples``) against a probe averaged from ``probe_samples`` images (``--probe-samples``),
-both L2-normalised, cosine score. `template_probe_scores` builds these from embeddings of held-out
+both made by the template rule (`embeddings.template_of`, the function the app and the gallery call),
+cosine score. `template_probe_scores` builds these from embeddings of held-out
 identities: each person's images, shuffled once, give disjoint templates (first half) and probes (second
 half); genuine scores pair a person's templates with their own probes, impostor scores every template
 with every other person's probes (cheap once the embeddings exist).
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import FaceIDError
+from .embeddings import template_of
 
 SAMPLES = 5  # images averaged into a registered template (the app's --samples default)
 PROBE_SAMPLES = 3  # frames averaged into a probe (the app's --probe-samples default)
@@ -64,10 +66,6 @@ def far_for_fpir(fpir: float, gallery_size: int) -> float:
     return float(-math.expm1(math.log1p(-fpir) / max(gallery_size, 1)))
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def template_probe_scores(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -92,18 +90,18 @@ def template_probe_scores(
         n_templates = max(1, (len(idx) // 2) // samples)
         n_probes = (len(idx) - n_templates * samples) // probe_samples
         for t in range(n_templates):
-            templates.append(embeddings[idx[t * samples : (t + 1) * samples]].mean(0))
+            templates.append(template_of(embeddings[idx[t * samples : (t + 1) * samples]]))
             t_owner.append(person)
         rest = idx[n_templates * samples :]
         for p in range(n_probes):
-            probes.append(embeddings[rest[p * probe_samples : (p + 1) * probe_samples]].mean(0))
+            probes.append(template_of(embeddings[rest[p * probe_samples : (p + 1) * probe_samples]]))
             p_owner.append(person)
     if not templates:
         raise FaceIDError(
             f"No identity has the {samples + probe_samples} images a template of {samples} and a "
             f"probe of {probe_samples} need; calibration needs more images per person."
         )
-    scores = _unit(np.stack(templates)) @ _unit(np.stack(probes)).T
+    scores = np.stack(templates) @ np.stack(probes).T
     same = np.asarray(t_owner)[:, None] == np.asarray(p_owner)[None, :]
     counts = {
         "identities": int(len(np.unique(t_owner))),
@@ -117,20 +115,25 @@ def template_probe_scores(
 
 @dataclass(frozen=True)
 class Threshold:
-    """A threshold read from a table, with what it means. `text` is what the app prints."""
+    """A decision threshold and what it means; `text` is what the app prints. `source` says where it came from:
+    "table" (read from a calibration table at a target rate; the reading's fields are then set), "option"
+    (``--threshold``), "checkpoint" (a checkpoint's single 1:1 threshold, uncalibrated for 1:N) or "default"
+    (the seed's uncalibrated 0.6)."""
 
     value: float
-    rate_name: str  # "FAR" or "FPIR"
-    target: float
-    gallery_size: int | None
-    rate: float  # the measured rate at this threshold (per comparison for FAR; for the gallery for FPIR)
-    rate_high: float  # upper end of its 95% interval
-    resolved: bool
-    beyond_data: bool  # the target is below 1/impostors: strictest point measured
-    tar: float  # genuine template/probe comparisons accepted
     text: str
+    source: str = "table"
+    rate_name: str | None = None  # "FAR" or "FPIR"
+    target: float | None = None
+    gallery_size: int | None = None
+    rate: float | None = None  # the measured rate at this threshold (per comparison for FAR; per gallery for FPIR)
+    rate_high: float | None = None  # upper end of its 95% interval
+    resolved: bool = False
+    beyond_data: bool = False  # the target is below 1/impostors: strictest point measured
+    tar: float | None = None  # genuine template/probe comparisons accepted
 
     def to_dict(self) -> dict:
+        """The table reading (None for a threshold that does not come from a table)."""
         return {
             "threshold": round(self.value, 6),
             "rate": self.rate_name,
@@ -142,6 +145,15 @@ class Threshold:
             "beyond_data": self.beyond_data,
             "tar": self.tar,
             "text": self.text,
+        }
+
+    def decision_fields(self) -> dict:
+        """What a decision's JSON says about its threshold."""
+        return {
+            "threshold": round(self.value, 4),
+            "threshold_source": self.source,
+            "threshold_text": self.text,
+            "calibration": self.to_dict() if self.source == "table" else None,
         }
 
 
@@ -279,16 +291,16 @@ class Calibration:
         stamp = " ON BENCHMARK DATA" if self.benchmark_data else ""
         text = f"{head}, calibrated{stamp} on {self.source}, {self._comparison()}{note}"
         return Threshold(
-            value,
-            name,
-            float(target),
-            n,
-            float(rate),
-            float(high),
-            bool(resolved),
-            bool(beyond),
-            self.tar_at(value),
-            text,
+            value=value,
+            text=text,
+            rate_name=name,
+            target=float(target),
+            gallery_size=n,
+            rate=float(rate),
+            rate_high=float(high),
+            resolved=bool(resolved),
+            beyond_data=bool(beyond),
+            tar=self.tar_at(value),
         )
 
     def table(self, fars: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)) -> list[dict]:

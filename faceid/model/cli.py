@@ -16,41 +16,30 @@ from __future__ import annotations
 import argparse
 import json
 
+
 from ..core.errors import ArgumentParser
+from ..core.report import add_verbosity_options, set_verbosity
+from .options import add_model_options
 from .export import OPSET, run_export
-from ..core.defaults import DEFAULT_CHECKPOINT
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--model",
-        help=f"faceid checkpoint, full or inference (default: {DEFAULT_CHECKPOINT} if present, else --weights).",
-    )
-    p.add_argument(
-        "--weights",
-        help="backbone state_dict instead of a checkpoint (default: $FACEID_WEIGHTS or the "
-        "VGGFace2 file in torch's cache; never downloaded unless --download).",
-    )
-    p.add_argument(
-        "--crop",
-        choices=("box", "aligned5"),
-        default=None,
-        help="crop style for --weights (default: box, as VGGFace2 was trained).",
-    )
+    add_model_options(p, ("model", "weights", "crop", "download"))
     p.add_argument("--onnx", help="ONNX file to write (default: beside the source, <stem>.onnx).")
     p.add_argument(
         "--inference-checkpoint", help="slim checkpoint to write (default: beside the source, <stem>_inference.pth)."
     )
     p.add_argument("--no-inference-checkpoint", action="store_true", help="write the ONNX file only.")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET}).")
-    p.add_argument("--download", action="store_true", help="allow downloading the VGGFace2 weights (default: no).")
     p.add_argument("--json", action="store_true", help="print what was written as JSON.")
+    add_verbosity_options(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_verbosity(args.quiet, args.verbose)
     report = run_export(
         args.model,
         args.weights,

@@ -27,12 +27,12 @@ from .calibration import Calibration, read_calibration_file
 from .checkpoint import Checkpoint, is_checkpoint, load_checkpoint
 from ..core.device import resolve_device
 from ..core.errors import FaceIDError
-from ..core.defaults import DEFAULT_CHECKPOINT
+from .embeddings import EMBEDDING_DIM
+from .options import default_model
 from .preprocessing import PreprocessSpec, VGGFACE2_SPEC
 
 VGGFACE2_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
 WEIGHTS_ENV = "FACEID_WEIGHTS"
-EMBEDDING_DIM = 512
 DEFAULT_THRESHOLD = 0.6  # the seed's fixed cosine threshold; used only when no calibrated one exists
 
 
@@ -243,16 +243,9 @@ def choose_embedder(
     download: bool = True,
     calibration: str | os.PathLike | None = None,
 ) -> Embedder:
-    """The app's (and evaluator's) model choice: --model, else --weights, else ./checkpoints/best_face_model.pth
-    if present, else VGGFace2 weights ($FACEID_WEIGHTS, torch's cache, or a download when allowed)."""
-    if model and weights:
-        raise FaceIDError(
-            "Give either a faceid checkpoint or backbone weights (a state_dict), not both.", "model", "weights"
-        )
-    if model and crop:
-        raise FaceIDError("A crop style applies to backbone weights only: a checkpoint carries its own crop.", "crop")
-    if not model and not weights and DEFAULT_CHECKPOINT.is_file():
-        model = DEFAULT_CHECKPOINT
+    """The embedder the model options select (`options.default_model`): a checkpoint, else backbone weights
+    ($FACEID_WEIGHTS, torch's cache, or a download when allowed)."""
+    model = default_model(model, weights, crop)
     if model:
         return load_embedder(model_path=model, device=device, calibration=calibration)
     return load_embedder(weights=weights, crop=crop, device=device, download=download, calibration=calibration)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .embedder import Embedder
+from .embeddings import EMBEDDING_DIM
 from .preprocessing import crop_face, crops_to_tensor, to_network_input
 
 
@@ -130,7 +131,7 @@ class FacePipeline:
     def embed_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """uint8 crops of side spec.crop_size -> (N, 512) float32 L2-normalised."""
         if not crops:
-            return np.zeros((0, 512), np.float32)
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
         out = []
         for i in range(0, len(crops), batch_size):
             x = to_network_input(crops_to_tensor(crops[i : i + batch_size]), self.spec)

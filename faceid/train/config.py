@@ -26,6 +26,7 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..core.defaults import RUN_DIR
 from ..core.errors import FaceIDError
 from .feed import DECODE_MODES
 from .heads import HEADS
@@ -103,7 +104,7 @@ class TrainConfig:
         "train.rec",
     )
     out: str = setting(
-        "./checkpoints",
+        f"./{RUN_DIR}",
         group="data",
         changes=Change.RESUME,
         help="output directory for checkpoints, label map, history and curves",

@@ -20,6 +20,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..core import report
 from ..core.device import resolve_device
 from ..core.errors import FaceIDError
 
@@ -182,10 +183,9 @@ class StopFlag:
             return  # the same stop again (a launcher forwarding what the job already got)
         self.requested, self.signum = True, signal.Signals(signum)
         if self.announce:
-            print(
+            report.warn(
                 f"\n{self.signum.name}: saving a resumable checkpoint at the next step "
-                f"(Ctrl-C again to abort without saving)",
-                flush=True,
+                f"(Ctrl-C again to abort without saving)"
             )
 
     def poll(self, step: int) -> bool:

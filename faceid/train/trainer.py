@@ -35,7 +35,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..model.checkpoint import (
     Checkpoint,
@@ -48,6 +47,8 @@ from ..model.checkpoint import (
 )
 from .config import TrainConfig, refused_changes
 from ..data.datasets import find_verification_bins, open_dataset, split_identities, split_images
+from ..core import report
+from ..core.defaults import BEST_CHECKPOINT, FINAL_CHECKPOINT, HISTORY, LABEL_MAP, LAST_CHECKPOINT
 from ..core.errors import FaceIDError
 from ..model.export import default_outputs
 from .feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, clean_worker_error, make_loader, resolve_decode
@@ -70,8 +71,7 @@ from .recipe import (
 from .runlog import LOG_NAME, RunLog
 from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
 
-BEST, FINAL, LAST = "best_face_model.pth", "final_face_model.pth", "last_face_model.pth"
-LABEL_MAP, HISTORY = "label_map.json", "history.json"
+BEST, FINAL, LAST = BEST_CHECKPOINT, FINAL_CHECKPOINT, LAST_CHECKPOINT
 
 
 # ----------------------------------------------------------------------------- the run
@@ -339,7 +339,7 @@ class Trainer:
         if len(rng) == self.env.world:
             restore_rng_state(rng[self.env.rank])
         elif self.env.main:
-            print(
+            report.note(
                 f"note: the checkpoint was written by {len(rng)} processes, this run has {self.env.world}; "
                 f"the data order and RNG differ from an uninterrupted run."
             )
@@ -372,13 +372,12 @@ class Trainer:
         progress accumulates loss_sum / steps / images / seconds for the epoch (kept across a resume)."""
         env, cfg = self.env, self.cfg
         self.sampler.set_epoch(self.epoch, self.step_in_epoch)
-        bar = tqdm(
+        bar = report.progress(
             total=self.steps_per_epoch,
             initial=self.step_in_epoch,
             unit="step",
-            dynamic_ncols=True,
             desc=f"epoch {self.epoch + 1}/{self.phase.end_epoch}",
-            disable=not env.main,
+            enabled=env.main,
         )
         # float64: a sum split by an interruption (logged partly before, partly after) is then the same number
         loss_acc = torch.zeros((), dtype=torch.float64, device=env.device)
@@ -525,13 +524,10 @@ class Trainer:
             if not finished or (self.epoch < self.phase.end_epoch and self._stop_agreed(stop)):
                 self.save_many([(LAST, "interrupted")])
                 if env.main:
-                    launcher = (
-                        "" if env.world == 1 else f"-m faceid.train.launch --standalone --nproc_per_node {env.world} "
-                    )
                     self.log.line(
                         f"Interrupted at epoch {self.epoch + 1}, step {self.step} ({self.step_in_epoch} of "
                         f"{self.steps_per_epoch} in this epoch); saved {self.out / LAST}. Resume with: "
-                        f"python {launcher}continue_training.py --checkpoint {self.out / LAST}"
+                        f"{resume_command(env.world, self.out / LAST)}"
                     )
                     self.log.close()
                 return stop.exit_code
@@ -661,6 +657,15 @@ def epoch_line(record: dict, selection: tuple[str, str], is_best: bool) -> str:
 
 
 # ----------------------------------------------------------------------------- entry points
+
+
+def resume_command(world: int, checkpoint: Path) -> str:
+    """The command that resumes this run, as the user starts it (under the DDP launcher for several processes)."""
+    script = report.command("continue_training.py")
+    if world > 1:
+        return f"python -m faceid.train.launch --standalone --nproc_per_node {world} continue_training.py --checkpoint {checkpoint}"
+    runner = "" if script != "continue_training.py" else "python "
+    return f"{runner}{script} --checkpoint {checkpoint}"
 
 
 def seed_everything(seed: int) -> None:

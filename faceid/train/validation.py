@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from ..core import report
+from ..model.embeddings import EMBEDDING_DIM
 from ..data.datasets import FaceDataset
 from .feed import BatchFeed, FaceSamples, make_loader
 from .heads import Normalized
@@ -147,11 +148,11 @@ def embed_samples(
     loader = make_loader(samples, batch_size, workers, persistent=False, pin_memory=feed.device.type == "cuda")
     net = Normalized(backbone)
     out = []
-    for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
+    for batch in report.progress(loader, desc=desc, leave=False, unit="batch"):
         x, _ = feed(batch, source=source)
         with amp():
             out.append(embed(net, x, flip=True).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, 512)
+    return torch.cat(out) if out else torch.zeros(0, EMBEDDING_DIM)
 
 
 def score_pairs(backbone, pair_set: PairSet, feed: BatchFeed, batch_size: int, workers: int, amp=nullcontext) -> dict:
@@ -175,7 +176,7 @@ def closed_set(
     samples = FaceSamples(source, indices, decode_on_cpu=feed.decode == "cpu")
     loader = make_loader(samples, batch_size, workers, persistent=False, pin_memory=feed.device.type == "cuda")
     correct, loss_sum, n = 0, 0.0, 0
-    for batch in tqdm(loader, desc="closed-set", leave=False, unit="batch", dynamic_ncols=True):
+    for batch in report.progress(loader, desc="closed-set", leave=False, unit="batch"):
         x, y = feed(batch, source=source)
         with amp():
             features = net.backbone(x)
