@@ -912,10 +912,14 @@ _PEOPLE_SQL = (
 
 def _mismatch_message(stored: str, loaded: str, name: str | None = None) -> str:
     """The one sentence for templates of another model (`name`: whose, when known)."""
-    whose = "The gallery's templates were" if name is None else f"{name!r} was registered with a template"
+    what = (
+        f"The gallery's templates were made by a different model (fingerprint {stored}) than the one loaded ({loaded})"
+        if name is None
+        else f"{name!r} was registered with another model (fingerprint {stored}, loaded {loaded})"
+    )
     return (
-        f"{whose} made by a different model (fingerprint {stored}) than the one loaded ({loaded}); "
-        f"run `{report.command('faceid_app.py')} reenroll` to recompute them with the current model, or pass the model they were registered with."
+        f"{what}; run `{report.command('faceid_app.py')} reenroll` to recompute them with the current model, or "
+        f"pass the model they were registered with."
     )
 
 
