@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faceid.model.face import DETECT_MAX_SIDE, DETECT_MIN_FACE  # noqa: E402
 from faceid.core.errors import FaceIDError, run_cli  # noqa: E402
 from faceid.model.face import FaceDetector, FacePipeline  # noqa: E402
-from faceid.model.embedder import build_backbone, load_embedder, optimized_for_cpu  # noqa: E402
+from faceid.model.embedder import load_embedder, optimized_for_cpu  # noqa: E402
+from faceid.model.network import build_backbone  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faceid.core.decode import decode_image  # noqa: E402
 from faceid.core.errors import FaceIDError, run_cli  # noqa: E402
 from faceid.train.heads import build_head  # noqa: E402
-from faceid.model.embedder import build_backbone, load_backbone_weights, read_state_dict  # noqa: E402
+from faceid.model.checkpoint import read_state_dict  # noqa: E402
+from faceid.model.network import build_backbone, load_backbone_weights  # noqa: E402
 from faceid.model.preprocessing import ALIGNED_SPEC, to_network_input  # noqa: E402
 from faceid.data.recordio import RecordIOReader, detect_layout  # noqa: E402
 from faceid.eval.verification import load_verification_bin, verification_report  # noqa: E402

@@ -64,7 +64,7 @@ def make_random_checkpoint(path: Path, seed: int) -> Path:
     """A real checkpoint of a randomly initialised network (aligned crops, threshold 0.5): an honest model
     for tests that exercise everything but recognition quality."""
     from faceid.model.checkpoint import Checkpoint, save_checkpoint
-    from faceid.model.embedder import build_backbone
+    from faceid.model.network import build_backbone
     from faceid.model.preprocessing import ALIGNED_SPEC
 
     torch.manual_seed(seed)

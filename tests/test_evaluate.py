@@ -241,7 +241,8 @@ def test_training_validation_and_the_evaluator_give_the_same_numbers_on_a_bin(tm
     import torch
 
     from faceid.train.feed import BatchFeed
-    from faceid.model.embedder import build_backbone, load_backbone_weights, read_state_dict
+    from faceid.model.checkpoint import read_state_dict
+    from faceid.model.network import build_backbone, load_backbone_weights
     from faceid.model.preprocessing import PreprocessSpec
     from faceid.train.validation import bin_pairs, score_pairs
     from faceid.eval.verification import load_verification_bin

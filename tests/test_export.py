@@ -27,7 +27,9 @@ from faceid.model.checkpoint import (
 )
 from faceid.core.decode import DecodeError, decode_image
 from faceid.core.errors import FaceIDError
-from faceid.model.embedder import build_backbone, load_embedder, read_state_dict
+from faceid.model.embedder import load_embedder
+from faceid.model.checkpoint import read_state_dict
+from faceid.model.network import build_backbone
 from faceid.model.preprocessing import ALIGNED_SPEC, crops_to_tensor, to_network_input
 
 REPO = Path(__file__).resolve().parents[1]

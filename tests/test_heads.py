@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from faceid.core.errors import FaceIDError
 from faceid.train.heads import Normalized, SoftmaxHead, TrainNet, build_head, head_config
-from faceid.model.embedder import build_backbone
+from faceid.model.network import build_backbone
 
 
 def _cos(head, x):

@@ -176,7 +176,8 @@ def random_pipeline():
     import torch
 
     from faceid.model.face import FaceDetector, FacePipeline
-    from faceid.model.embedder import Embedder, backbone_fingerprint, build_backbone
+    from faceid.model.embedder import Embedder
+    from faceid.model.network import backbone_fingerprint, build_backbone
     from faceid.model.preprocessing import ALIGNED_SPEC
 
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ import torch
 from faceid.data.datasets import open_dataset
 from faceid.train.feed import BatchFeed
 from faceid.train.heads import TrainNet, build_head
-from faceid.model.embedder import build_backbone
+from faceid.model.network import build_backbone
 from faceid.train.recipe import autocast_context
 from faceid.train.trainer import epoch_line
 from faceid.train.validation import Validator, heldout_pairs

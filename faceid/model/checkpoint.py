@@ -5,8 +5,9 @@ opens it and no code runs on load. `Checkpoint` is that dict with names and type
 
 - ``format`` ("faceid-checkpoint") and ``version`` (int), filled in on save and checked on load;
 - ``kind``: why the file was written ("last", "best", "final", "interrupted", or "inference");
-- what the app needs (`INFERENCE_KEYS`): ``model`` (the backbone state_dict, InceptionResnetV1 without
-  logits), ``preprocess`` (PreprocessSpec as a dict: how to crop and normalise) and ``calibration``: the
+- what the app needs (`INFERENCE_KEYS`): ``network`` (the registered network the weights are for,
+  `network.NETWORKS`; absent in older files, which all hold InceptionResnetV1), ``model`` (the backbone
+  state_dict, without logits), ``preprocess`` (PreprocessSpec as a dict: how to crop and normalise) and ``calibration``: the
   score->FAR table of the app's comparison on held-out people (`faceid.calibration`,
   ``Calibration.to_dict()``; validated by ``Calibration.from_dict`` on load) or None; the app reads its
   thresholds from it. ``threshold`` (its threshold at ``--target-far``, float or None) and
@@ -31,12 +32,13 @@ import torch
 
 from ..core.errors import FaceIDError
 from ..core.fileio import atomic_torch_save
+from .network import DEFAULT_NETWORK, NETWORKS
 
 FORMAT = "faceid-checkpoint"
 VERSION = 1
 INFERENCE_KIND = "inference"
 # What the app reads from a checkpoint: the inference checkpoint and the ONNX metadata carry exactly these.
-INFERENCE_KEYS = ("model", "preprocess", "threshold", "threshold_info", "calibration")
+INFERENCE_KEYS = ("network", "model", "preprocess", "threshold", "threshold_info", "calibration")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Checkpoint:
 
     model: dict[str, torch.Tensor]
     preprocess: dict
+    network: str = DEFAULT_NETWORK  # which registered network the weights are for (`network.NETWORKS`)
     threshold: float | None = None
     threshold_info: dict | None = None
     calibration: dict | None = None
@@ -103,6 +106,7 @@ class Checkpoint:
         return cls(
             model=raw["model"],
             preprocess=raw["preprocess"],
+            network=raw.get("network", DEFAULT_NETWORK),  # checkpoints before the registry: the only network
             threshold=None if threshold is None else float(threshold),
             threshold_info=raw.get("threshold_info"),
             calibration=raw.get("calibration"),
@@ -151,6 +155,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return Checkpoint.from_dict(raw, str(path))
 
 
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a plain state_dict safely (weights_only) and cast it to float32."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file; all mean the same to the user
+        raise FaceIDError(f"Cannot read weights from {path}: {type(err).__name__}: {str(err)[:200]}") from None
+    if is_checkpoint(obj):
+        obj = Checkpoint.from_dict(obj, str(path)).model  # a faceid checkpoint passed as weights: its backbone
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FaceIDError(f"{path} is not a state_dict of tensors.")
+    return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
+
+
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024  # network input side: InceptionResnetV1 needs >= ~32 px to pool
 
 
@@ -166,6 +183,9 @@ def check_inference_fields(ckpt: dict[str, Any], where: str) -> None:
         shown = repr(value) if len(repr(value)) <= 60 else f"{type(value).__name__} {repr(value)[:40]}..."
         return FaceIDError(f"Checkpoint {where}: field {field!r} is {shown}; expected {expected}.")
 
+    network = ckpt.get("network", DEFAULT_NETWORK)
+    if network not in NETWORKS:
+        raise bad("network", network, f"one of {', '.join(sorted(NETWORKS))}")
     model = ckpt.get("model")
     if (
         not isinstance(model, dict)

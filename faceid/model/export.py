@@ -53,13 +53,13 @@ def export_onnx(
     checking that onnxruntime reproduces torch's embeddings. Returns what was written (for the report)."""
     import torch
 
-    from .embedder import EmbeddingNetwork, backbone_fingerprint, build_backbone, load_backbone_weights
+    from .network import EmbeddingNetwork, backbone_fingerprint, build_backbone, load_backbone_weights
     from .preprocessing import PreprocessSpec
 
     onnx = require_module("onnx", "export to ONNX")
     require_module("onnxscript", "export to ONNX")
     spec = PreprocessSpec.from_dict(checkpoint.preprocess)
-    backbone = build_backbone()
+    backbone = build_backbone(checkpoint.network)
     load_backbone_weights(backbone, {k: v.float() for k, v in checkpoint.model.items()}, "the checkpoint")
     backbone.eval()
     network = EmbeddingNetwork(backbone, spec.flip).eval()

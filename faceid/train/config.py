@@ -28,6 +28,7 @@ from typing import Any
 
 from ..core.defaults import RUN_DIR
 from ..core.errors import FaceIDError
+from ..model.network import DEFAULT_NETWORK, NETWORKS
 from .feed import DECODE_MODES
 from .heads import HEADS
 from ..model.preprocessing import CROP_STYLES
@@ -111,6 +112,12 @@ class TrainConfig:
         continue_text="the checkpoint's directory",
     )
     # model
+    network: str = setting(
+        DEFAULT_NETWORK,
+        group="model",
+        choices=tuple(NETWORKS),
+        help="backbone network, from the registry in faceid/model/network.py; recorded in every checkpoint",
+    )
     weights: str | None = setting(
         None,
         group="model",

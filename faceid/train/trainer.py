@@ -54,7 +54,8 @@ from ..model.export import default_outputs
 from .feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, clean_worker_error, make_loader, resolve_decode
 from ..core.fileio import atomic_write_json
 from .heads import TrainNet, build_head, head_config
-from ..model.embedder import build_backbone, load_backbone_weights, read_state_dict, resolve_weights
+from ..model.checkpoint import read_state_dict
+from ..model.network import build_backbone, load_backbone_weights, resolve_weights
 from .plots import plot_history
 from .recipe import (
     Dist,
@@ -225,7 +226,7 @@ class Trainer:
     # --- model ------------------------------------------------------------------------------------
     def _build_network(self, init_weights: bool) -> None:
         cfg, env = self.cfg, self.env
-        backbone = build_backbone()
+        backbone = build_backbone(cfg.network)
         if init_weights and not cfg.from_scratch:
             load_backbone_weights(backbone, read_state_dict(self._weights_path()), "the initial weights")
         self.head_cfg = head_config(cfg.head, self.data.num_identities, cfg.scale, cfg.margin)
@@ -291,6 +292,7 @@ class Trainer:
         )
         return Checkpoint(
             model=_cpu(self.net.backbone.state_dict()),
+            network=self.cfg.network,
             preprocess=self.data.spec.to_dict(),
             threshold=cal.get("threshold"),
             threshold_info=cal or None,

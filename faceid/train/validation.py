@@ -35,7 +35,7 @@ from ..model.embeddings import EMBEDDING_DIM
 from ..data.datasets import FaceDataset
 from .feed import BatchFeed, FaceSamples, make_loader
 from .heads import Normalized
-from ..model.embedder import embed
+from ..model.network import embed
 from ..model.preprocessing import PreprocessSpec
 from ..model.calibration import PROBE_SAMPLES, SAMPLES, Calibration, template_probe_scores
 from ..eval.verification import load_bin_dataset, stratified_folds, verification_report
