@@ -1,35 +1,44 @@
-"""Shared test helpers: where the read-only real data (../shared/data) lives, and a per-module scratch folder.
+"""Shared fixtures: the read-only real data (../shared/data), the stand-in weights (../shared/models), a per-module
+scratch folder, and the test tiers.
 
-Tests that need the data take the `shared_data` fixture, which skips with a clear reason where it is absent.
-`FACEID_SHARED_DATA` points elsewhere (e.g. a CI cache).
+Tests that need the data or the weights take `shared_data`, `shared_models` or `stand_in`, which skip with a clear
+reason where they are absent (`FACEID_SHARED_DATA` / `FACEID_SHARED_MODELS` point elsewhere, e.g. a CI cache).
+
+Tiers: a test marked ``e2e`` runs a whole program or a real model over real media (seconds each); the rest are
+unit tests. ``pytest -m "not e2e"`` is the fast tier (about a minute); plain ``pytest`` runs both.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path | None:
-    """The shared data folder ($FACEID_SHARED_DATA, else ../shared/data beside the repo), or None if absent."""
-    configured = os.environ.get("FACEID_SHARED_DATA")
-    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
-    return path if path.is_dir() else None
+from shared_paths import SHARED_DATA, SHARED_MODELS, STAND_IN, shared_data_dir
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
     if path is None:
-        where = os.environ.get("FACEID_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data"
-        pytest.skip(f"shared data not found at {where}; set FACEID_SHARED_DATA")
+        pytest.skip(f"shared data not found at {SHARED_DATA}; set FACEID_SHARED_DATA")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"shared models not found at {SHARED_MODELS}; set FACEID_SHARED_MODELS")
+    return SHARED_MODELS
+
+
+@pytest.fixture(scope="session")
+def stand_in(shared_models) -> Path:
+    """The stand-in InceptionResnetV1 weights (weak but real: ../shared/models/README.md)."""
+    if not STAND_IN.is_file():
+        pytest.skip(f"stand-in weights not found at {STAND_IN}; set FACEID_SHARED_MODELS")
+    return STAND_IN
 
 
 @pytest.fixture(scope="module")

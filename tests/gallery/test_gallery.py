@@ -30,7 +30,7 @@ from faceid.gallery.store import (
 )
 from faceid.gallery.search_index import EXACT_MAX, TemplateIndex, load_faiss
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FP_A, FP_B = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"
 
 

@@ -12,7 +12,7 @@ from faceid.train.config import SETTINGS, Change, TrainConfig, changeable, defau
 from faceid.core.errors import FaceIDError, flag
 from faceid.train.cli import continue_parser, train_config, train_parser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _flags(parser) -> set[str]:

@@ -30,10 +30,9 @@ from faceid.eval.evaluator import (
 )
 from faceid.eval.verification import read_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-STAND_IN = (
-    Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
-)
+from shared_paths import STAND_IN
+
+REPO = Path(__file__).resolve().parents[2]
 GRAY = "Gray_Nobody"
 
 

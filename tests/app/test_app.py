@@ -27,9 +27,9 @@ from builders import make_random_checkpoint
 from faceid.app.cli import main
 from faceid.core.errors import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_MODELS = Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models"))
-STAND_IN = SHARED_MODELS / "pins90_scratch_irv1_fp16.pt"
+from shared_paths import STAND_IN
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 _LOADED: dict = {}

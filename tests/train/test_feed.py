@@ -21,7 +21,7 @@ from faceid.train.feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples,
 
 from builders import make_folder_tree
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_packed_batch_is_one_buffer_with_offsets(tmp_path):

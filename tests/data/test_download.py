@@ -24,7 +24,7 @@ from faceid.data import kaggle as kaggle_fetch
 from faceid.core.errors import FaceIDError
 from faceid.data.recordio import Record, write_recordio
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SLUG = "someone/casia-webface"
 
 

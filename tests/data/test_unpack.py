@@ -16,7 +16,7 @@ import pytest
 from faceid.data.recordio import Record, RecordIOReader, write_recordio
 from faceid.data.unpack import IDENTITIES_NAME, REPORT_NAME, unpack_recordio
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def image(seed: int, ext: str = ".jpg", size: int = 24) -> bytes:

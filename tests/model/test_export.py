@@ -7,7 +7,6 @@ embedding of every crop must match torch's at cosine >= 0.9999.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,10 +31,9 @@ from faceid.model.checkpoint import read_state_dict
 from faceid.model.network import build_backbone
 from faceid.model.preprocessing import ALIGNED_SPEC, crops_to_tensor, to_network_input
 
-REPO = Path(__file__).resolve().parents[1]
-STAND_IN = (
-    Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
-)
+from shared_paths import STAND_IN
+
+REPO = Path(__file__).resolve().parents[2]
 N_CROPS = 24
 
 

@@ -33,10 +33,9 @@ from faceid.model.preprocessing import (
     to_network_input,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-STAND_IN = (
-    Path(os.environ.get("FACEID_SHARED_MODELS", REPO.parent / "shared" / "models")) / "pins90_scratch_irv1_fp16.pt"
-)
+from shared_paths import STAND_IN
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
@@ -162,7 +161,7 @@ def test_a_failed_checkpoint_write_is_one_sentence_and_keeps_the_old_file(tmp_pa
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     assert out.stdout.startswith(f"Cannot write the checkpoint {old}: File too large (") and "unchanged" in out.stdout

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUG = "from faceid.core.errors import run_cli\ndef main():\n    return {}['missing']\nrun_cli(main)\n"
 
 

@@ -23,7 +23,7 @@ from faceid.core.decode import (
 )
 from hostile import BAD_IMAGES, bomb_jpeg, bomb_png, small_jpeg
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))

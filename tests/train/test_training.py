@@ -29,7 +29,7 @@ from faceid.train.trainer import BEST, FINAL, LAST, continue_training, train
 
 from builders import face_jpeg, make_folder_tree
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SLIM = "best_face_model_inference.pth"  # the slim inference checkpoint written beside best_face_model.pth
 PY = sys.executable
 

@@ -19,7 +19,7 @@ import torch
 from faceid.model.checkpoint import Checkpoint, load_checkpoint
 from faceid.train.trainer import FINAL, LAST
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 6
 
 
