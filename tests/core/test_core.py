@@ -15,15 +15,9 @@ import torch
 from faceid.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from faceid.core.errors import FaceIDError
 from faceid.core.fileio import atomic_write, atomic_write_json, sha256_file
-from faceid.model.embedder import (
-    WEIGHTS_ENV,
-    build_backbone,
-    load_backbone_weights,
-    load_embedder,
-    optimized_for_cpu,
-    read_state_dict,
-    resolve_weights,
-)
+from faceid.model.checkpoint import read_state_dict
+from faceid.model.embedder import load_embedder, optimized_for_cpu
+from faceid.model.network import WEIGHTS_ENV, build_backbone, load_backbone_weights, resolve_weights
 from faceid.model.preprocessing import (
     ALIGNED_SPEC,
     ARCFACE_TEMPLATE_112,
