@@ -21,15 +21,14 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from ..core.errors import FaceIDError
-from ..core.fileio import atomic_write_bytes
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
-_PART = struct.Struct("<II")
-_IRHEADER = struct.Struct("<IfQQ")
+PART = struct.Struct("<II")
+IRHEADER = struct.Struct("<IfQQ")
 _LENGTH_MASK = (1 << 29) - 1
 
 
@@ -54,24 +53,16 @@ class Record:
 
 def unpack_header(raw: bytes) -> Record:
     """Split joined record bytes into IRHeader fields and payload, as mxnet.recordio.unpack does."""
-    if len(raw) < _IRHEADER.size:
+    if len(raw) < IRHEADER.size:
         raise RecordIOError(f"record of {len(raw)} bytes is shorter than the 24-byte IRHeader")
-    flag, label, id_, id2 = _IRHEADER.unpack_from(raw)
+    flag, label, id_, id2 = IRHEADER.unpack_from(raw)
     if flag == 0:
-        return Record(flag, label, id_, id2, bytes(raw[_IRHEADER.size :]))
-    end = _IRHEADER.size + 4 * flag
+        return Record(flag, label, id_, id2, bytes(raw[IRHEADER.size :]))
+    end = IRHEADER.size + 4 * flag
     if len(raw) < end:
         raise RecordIOError(f"record header announces {flag} labels but the record has only {len(raw)} bytes")
-    labels = struct.unpack_from(f"<{flag}f", raw, _IRHEADER.size)
+    labels = struct.unpack_from(f"<{flag}f", raw, IRHEADER.size)
     return Record(flag, tuple(labels), id_, id2, bytes(raw[end:]))
-
-
-def pack_header(record: Record) -> bytes:
-    """Inverse of unpack_header, byte-identical to mxnet.recordio.pack (array label -> flag = len, label 0)."""
-    if isinstance(record.label, tuple):
-        labels = struct.pack(f"<{len(record.label)}f", *record.label)
-        return _IRHEADER.pack(len(record.label), 0.0, record.id, record.id2) + labels + record.payload
-    return _IRHEADER.pack(record.flag, record.label, record.id, record.id2) + record.payload
 
 
 @dataclass
@@ -174,7 +165,7 @@ class RecordIOReader:
         if len(parts) != 2 or not all(p.lstrip("-").isdigit() and len(p) <= 20 for p in parts):
             return "not 'key<TAB>offset' with keys and offsets of at most 20 digits"
         offset = int(parts[1])
-        if not 0 <= offset <= self.size - _PART.size:
+        if not 0 <= offset <= self.size - PART.size:
             return f"offset {offset} lies outside the {self.size}-byte .rec"
         if buf[offset : offset + 4] != MAGIC_BYTES:
             return f"offset {offset} is not the start of a record"
@@ -204,13 +195,13 @@ class RecordIOReader:
         buf = self._buf()
         chunks: list[bytes] = []
         while True:
-            if offset + _PART.size > self.size:
+            if offset + PART.size > self.size:
                 raise RecordIOTruncated(f"{self.rec_path} ends inside a record header at byte {offset}")
-            magic, lrecord = _PART.unpack_from(buf, offset)
+            magic, lrecord = PART.unpack_from(buf, offset)
             if magic != MAGIC:
                 raise RecordIOError(f"{self.rec_path} has no RecordIO magic word at byte {offset}; the file is damaged")
             cflag, length = lrecord >> 29, lrecord & _LENGTH_MASK
-            start = offset + _PART.size
+            start = offset + PART.size
             if start + length > self.size:
                 raise RecordIOTruncated(
                     f"{self.rec_path} ends inside the record at byte {offset} ({length} bytes announced, "
@@ -306,28 +297,3 @@ def find_train_rec(root: str | os.PathLike) -> Path | None:
     root = Path(root)
     found = sorted(root.rglob("train.rec"), key=lambda p: (len(p.parts), str(p)))
     return found[0] if found else None
-
-
-def encode_record(raw: bytes) -> bytes:
-    """One record's bytes on disk, split at aligned magic words exactly like dmlc RecordIOWriter::WriteRecord."""
-    out, start = [], 0
-    for i in range(0, len(raw) - len(raw) % 4, 4):
-        if raw[i : i + 4] == MAGIC_BYTES:
-            out.append(_PART.pack(MAGIC, (1 if start == 0 else 2) << 29 | (i - start)) + raw[start:i])
-            start = i + 4
-    tail = len(raw) - start
-    out.append(_PART.pack(MAGIC, (3 if start else 0) << 29 | tail) + raw[start:] + b"\0" * (-tail % 4))
-    return b"".join(out)
-
-
-def write_recordio(
-    rec_path: str | os.PathLike, idx_path: str | os.PathLike | None, records: Iterable[tuple[int, Record | bytes]]
-) -> None:
-    """Write (key, Record or raw record bytes) pairs as MXNet's MXIndexedRecordIO would; for tests and fixtures."""
-    body, idx = bytearray(), []
-    for key, rec in records:
-        idx.append(f"{key}\t{len(body)}\n")
-        body += encode_record(pack_header(rec) if isinstance(rec, Record) else rec)
-    atomic_write_bytes(rec_path, bytes(body))
-    if idx_path is not None:
-        atomic_write_bytes(idx_path, "".join(idx).encode("ascii"))

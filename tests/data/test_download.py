@@ -22,7 +22,8 @@ import requests
 
 from faceid.data import kaggle as kaggle_fetch
 from faceid.core.errors import FaceIDError
-from faceid.data.recordio import Record, write_recordio
+from faceid.data.recordio import Record
+from recordio_writer import write_recordio
 
 REPO = Path(__file__).resolve().parents[2]
 SLUG = "someone/casia-webface"

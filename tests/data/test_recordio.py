@@ -19,12 +19,10 @@ from faceid.data.recordio import (
     RecordIOReader,
     RecordIOTruncated,
     detect_layout,
-    encode_record,
     find_train_rec,
-    pack_header,
     unpack_header,
-    write_recordio,
 )
+from recordio_writer import encode_record, pack_header, write_recordio
 
 
 def jpeg_bytes(seed: int, size: int = 24) -> bytes:

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.data.recordio import Record, RecordIOReader, write_recordio
+from faceid.data.recordio import Record, RecordIOReader
+from recordio_writer import write_recordio
 from faceid.data.unpack import IDENTITIES_NAME, REPORT_NAME, unpack_recordio
 
 REPO = Path(__file__).resolve().parents[2]
