@@ -89,7 +89,8 @@ def test_inference_checkpoint_is_slim_and_loads_like_the_full_one(tmp_path, stan
     slim = load_checkpoint(tmp_path / "slim.pth")
     assert slim.kind == INFERENCE_KIND and slim.training is None
     raw = torch.load(tmp_path / "slim.pth", weights_only=True)
-    assert set(raw) == {"format", "version", "kind", "model", "preprocess", "threshold", "threshold_info"}
+    assert set(raw) == {"format", "version", "kind", "network", "model", "preprocess", "threshold", "threshold_info"}
+    assert raw["network"] == "inception_resnet_v1"  # which registered network the weights are for
     assert set(raw) <= {"format", "version", "kind", *INFERENCE_KEYS}
     assert (tmp_path / "slim.pth").stat().st_size < 0.4 * (tmp_path / "full.pth").stat().st_size
     a, b = (load_embedder(model_path=tmp_path / n, device="cpu") for n in ("full.pth", "slim.pth"))
