@@ -178,6 +178,7 @@ def test_menu_survives_the_bomb_and_quits_cleanly(world):
     unchanged_outside(world)
 
 
+@pytest.mark.e2e
 def test_folder_of_only_bad_images_says_what_happened(world, tmp_path):
     out, _ = run(
         "faceid_app.py",
@@ -244,6 +245,7 @@ def noisy_png(jpeg: Path) -> bytes:
     return bytes(data[:33]) + struct.pack(">I", len(chunk) - 4) + chunk + b"\0\0\0\0" + bytes(data[33:])
 
 
+@pytest.mark.e2e
 def test_photo_folder_and_single_photo_work_on_defaults(world, shared_data, tmp_path):
     """Issue 8: --sample-gap skipped photos (a folder of 8 failed), one photo failed verify/identify, and the
     errors said "no frames were read". Defaults only: --samples 5, --probe-samples 3, --sample-gap 5."""
@@ -364,6 +366,7 @@ def test_checkpoint_fields_are_validated_at_load(world, changes, field):
         load_checkpoint(bad)
 
 
+@pytest.mark.e2e
 def test_bad_calibration_and_wrong_shapes_and_nan_weights_are_named(world):
     with pytest.raises(FaceIDError, match="calibration table .* is malformed"):
         load_checkpoint(tampered(world["model"], calibration={"format": "nonsense"}))
@@ -382,6 +385,7 @@ def test_bad_calibration_and_wrong_shapes_and_nan_weights_are_named(world):
         load_embedder(model_path=shapes)
 
 
+@pytest.mark.e2e
 def test_app_with_a_lying_checkpoint_is_exit_2_not_a_match(world, shared_data):
     """threshold -5 used to make every face MATCH, "calibrated in training"."""
     bad = tampered(world["model"], threshold=-5.0)

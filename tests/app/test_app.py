@@ -173,6 +173,7 @@ def test_help_everywhere(capsys, action):
     assert code == 0 and "usage: faceid_app.py" in out and "--source" in out
 
 
+@pytest.mark.e2e
 def test_bad_arguments_are_errors(capsys, base):
     code, _, err = app(capsys, *base, "--threshold", "3", "list")
     assert code == 2 and "between -1 and 1" in err
@@ -189,6 +190,7 @@ def test_menu_eof_quits_cleanly(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_menu_register_list_verify_delete(tmp_path, random_model, videos):
     """A whole session typed into stdin, as a person would; the model loads once, lazily."""
     answers = [
@@ -259,6 +261,7 @@ def test_ctrl_c_in_the_menu_exits_130(tmp_path):
 # ----------------------------------------------------------------------------- subcommands, JSON, exit codes
 
 
+@pytest.mark.e2e
 def test_subcommands_json_and_exit_codes(capsys, base, videos):
     clip = ["--source", videos / "d0.mp4", "--samples", "2"]
     code, reg = app_json(capsys, *base, *clip, "register", "--name", "alice")
@@ -368,6 +371,7 @@ def test_no_camera(capsys, base):
     assert code == 2 and "No camera at index 9 (is it connected / in use?)" in err
 
 
+@pytest.mark.e2e
 def test_model_mismatch_then_reenroll(capsys, base, tmp_path, videos):
     clip = ["--source", videos / "d0.mp4", "--samples", "2"]
     assert app(capsys, *base, *clip, "register", "--name", "alice")[0] == 0
@@ -407,6 +411,7 @@ def test_import_seed_pickle(capsys, base, tmp_path):
     assert code == 2 and "refusing" in err and not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.e2e
 def test_offline_without_weights_says_how_to_fix(tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
     env.pop("FACEID_WEIGHTS", None)
@@ -429,6 +434,7 @@ def test_offline_without_weights_says_how_to_fix(tmp_path):
     assert lines[0].endswith("(--weights).") and "--from-scratch" not in lines[0], lines[0]
 
 
+@pytest.mark.e2e
 def test_liveness_rejects_a_single_photo(capsys, base, photos):
     code, live = app_json(capsys, *base, "--source", photos / "obama.jpg", "liveness")
     assert code == 1 and not live["passed"]
@@ -492,6 +498,7 @@ def second_half(videos, clip):
     return ["--source", videos / f"{clip}.mp4", "--start-frame", REAL_CLIPS[clip] // 2]
 
 
+@pytest.mark.e2e
 def test_real_register_first_half_verify_second_half(capsys, real_opts, real_media):
     code, own = app_json(capsys, *real_opts, *second_half(real_media, "d18"), "verify", "--name", "d18")
     assert code == 0 and own["match"], own
@@ -571,6 +578,7 @@ def clip_calibration(module_tmp, real_media) -> Path:
     return out
 
 
+@pytest.mark.e2e
 def test_real_identify_threshold_follows_the_gallery_size(capsys, tmp_path, real_media, clip_calibration):
     opts = [
         "--data-dir",

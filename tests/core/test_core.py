@@ -104,6 +104,7 @@ def test_bad_weights_files_are_refused(tmp_path):
         load_backbone_weights(build_backbone(), read_state_dict(wrong), str(wrong))
 
 
+@pytest.mark.e2e
 def test_checkpoint_round_trip_and_corruption(tmp_path):
     model = build_backbone()
     path = tmp_path / "best_face_model.pth"
@@ -133,6 +134,7 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
         load_checkpoint(plain)
 
 
+@pytest.mark.e2e
 def test_a_failed_checkpoint_write_is_one_sentence_and_keeps_the_old_file(tmp_path):
     """A real failed write: the process may write only 2 MB per file (RLIMIT_FSIZE, as a full disk would stop
     it). torch alone says "unexpected pos ..."; the user gets the OS's reason, and the earlier file is whole."""
@@ -178,6 +180,7 @@ def test_checkpoint_with_code_is_not_executed(tmp_path):
 
 
 @pytest.mark.skipif(not STAND_IN.is_file(), reason=f"stand-in weights not found at {STAND_IN}")
+@pytest.mark.e2e
 def test_pipeline_recognises_the_same_person_across_a_clip():
     """Real frames through MTCNN, alignment and the stand-in network: same clip scores above other clips."""
     from faceid.model.face import FacePipeline
@@ -206,6 +209,7 @@ def test_pipeline_recognises_the_same_person_across_a_clip():
     assert same > other + 0.2, (same, other)
 
 
+@pytest.mark.e2e
 def test_script_entry_points_exist_and_show_help():
     """Every top-level script answers --help with exit 0 (argparse documents each flag with its default)."""
     for script in (

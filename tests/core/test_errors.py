@@ -56,6 +56,7 @@ def test_a_bug_under_json_is_a_json_object():
         ("continue_training.py", ["--lr", "x"]),
     ],
 )
+@pytest.mark.e2e
 def test_argument_errors_are_one_sentence_and_json(tmp_path, script, args):
     plain = python(script, *args)
     assert plain.returncode == 2

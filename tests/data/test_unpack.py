@@ -37,6 +37,7 @@ def image_files(out: Path) -> list[Path]:
 
 # --- real files -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.e2e
 def test_unpack_pins90_counts_match_manifest(shared_data, tmp_path, workers):
     folder = shared_data / "recordio" / "pins90_112x112"
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -104,6 +104,7 @@ def test_missing_image_is_one_clear_error_before_any_model_loads(tmp_path, small
         load_pairs_dataset(tmp_path / "pairs.txt", images)
 
 
+@pytest.mark.e2e
 def test_end_to_end_report_misses_and_cache(tmp_path, small_lfw, backend):
     pairs, images = small_lfw
     ds = load_pairs_dataset(pairs, images)
@@ -158,6 +159,7 @@ def test_corrupt_cache_is_one_clear_error(tmp_path):
     assert err.value.settings == ("no_cache",)
 
 
+@pytest.mark.e2e
 def test_bin_is_embedded_without_detection(shared_data, backend):
     ds = load_bin_dataset(shared_data / "recordio/pins90_112x112/lfw_dev.bin", limit=16)
     report, _ = evaluate_dataset(backend, ds, None, progress=False)
@@ -172,6 +174,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.e2e
 def test_cli_json_report_and_png(tmp_path, small_lfw):
     pairs, images = small_lfw
     common = [
@@ -232,6 +235,7 @@ def test_peer_backend_if_installed(small_lfw, shared_data):
 # ----------------------------------------------------------------------------- one evaluation core
 
 
+@pytest.mark.e2e
 def test_training_validation_and_the_evaluator_give_the_same_numbers_on_a_bin(tmp_path, shared_data):
     """The same .bin and weights through training's validation (loader, feed, eager network) and through
     evaluate_model.py --bin (cv2, traced CPU network): the same pairs, folds and metrics."""
@@ -290,6 +294,7 @@ def test_training_validation_and_the_evaluator_give_the_same_numbers_on_a_bin(tm
     assert evaluator["metrics"]["fold_accuracies"] == training["fold_accuracies"]
 
 
+@pytest.mark.e2e
 def test_lfw_report_gives_the_standard_error_and_every_fold_and_pair(tmp_path, small_lfw, backend):
     pairs, images = small_lfw
     report, _ = evaluate_dataset(backend, load_pairs_dataset(pairs, images), None, progress=False)
@@ -303,6 +308,7 @@ def test_lfw_report_gives_the_standard_error_and_every_fold_and_pair(tmp_path, s
 # ----------------------------------------------------------------------------- 1:N and calibration
 
 
+@pytest.mark.e2e
 def test_open_set_on_real_lfw_people(tmp_path, small_lfw, backend):
     from faceid.eval.open_set import run_identification
 
@@ -364,6 +370,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+@pytest.mark.e2e
 def test_keep_freed_memory_stops_refaulting_big_buffers():
     faults = {}
     for keep in (False, True):

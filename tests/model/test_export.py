@@ -82,6 +82,7 @@ def _full_checkpoint(weights: Path) -> Checkpoint:
     )
 
 
+@pytest.mark.e2e
 def test_inference_checkpoint_is_slim_and_loads_like_the_full_one(tmp_path, stand_in):
     full = _full_checkpoint(stand_in)
     save_checkpoint(tmp_path / "full.pth", full)
@@ -151,6 +152,7 @@ def exported(module_tmp, stand_in):
     return out, json.loads(result.stdout)
 
 
+@pytest.mark.e2e
 def test_onnx_embeddings_match_torch_on_real_crops(exported, shared_data):
     from faceid.model.export import MATCH_COSINE
     from faceid.model.onnx_model import load_onnx_embedder
@@ -212,6 +214,7 @@ def _app_json(*argv) -> tuple[int, dict]:
     return result.returncode, json.loads(lines[0])
 
 
+@pytest.mark.e2e
 def test_app_runs_on_onnx_with_a_gallery_registered_on_torch(exported, shared_data, tmp_path):
     out, _ = exported
     clip = shared_data / "videos" / "d18.mp4"
@@ -246,6 +249,7 @@ def test_app_runs_on_onnx_with_a_gallery_registered_on_torch(exported, shared_da
     assert code == 2 and "runs on the onnx runtime" in err["error"] and "(--runtime, --model)" in err["error"]
 
 
+@pytest.mark.e2e
 def test_runtime_choice_without_an_export(tmp_path, stand_in):
     from faceid.model.runtime import choose_runtime
 

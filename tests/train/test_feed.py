@@ -58,6 +58,7 @@ _FD_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 def test_no_file_descriptor_growth_with_batch_size(shared_data):
     """Under `ulimit -n 256`, batches of 512 (~6,000 images in flight) go through like batches of 32.
 
@@ -143,6 +144,7 @@ _FORK_AFTER_OPENCV = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 def test_workers_start_after_opencv_threads_have_run(tmp_path):
     """A worker forked after OpenCV's thread pool ran used to hang forever in cv2.setNumThreads."""
     result = subprocess.run(

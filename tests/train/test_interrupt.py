@@ -103,6 +103,7 @@ def _assert_same_training_state(a: Checkpoint, b: Checkpoint) -> None:
 
 
 @pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.e2e
 def test_sigterm_to_the_process_group_then_resume_is_exact(video_rec, tmp_path, world):
     ref = _run(_train_cmd(world, video_rec, tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr[-3000:]
@@ -123,6 +124,7 @@ def test_sigterm_to_the_process_group_then_resume_is_exact(video_rec, tmp_path, 
     _assert_same_training_state(load_checkpoint(tmp_path / "ref" / FINAL), load_checkpoint(tmp_path / "run" / FINAL))
 
 
+@pytest.mark.e2e
 def test_launcher_passes_a_failing_rank_exit_code_on_without_a_traceback(video_rec, tmp_path):
     res = _run(
         [

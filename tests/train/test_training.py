@@ -94,6 +94,7 @@ def full_run(tiny_data, module_tmp) -> Path:
     return out
 
 
+@pytest.mark.e2e
 def test_tiny_run_writes_loadable_outputs(full_run):
     names = {p.name for p in full_run.iterdir()}
     assert {
@@ -139,6 +140,7 @@ def test_tiny_run_writes_loadable_outputs(full_run):
     assert embedder.threshold_calibrated and embedder.spec.size == 160
 
 
+@pytest.mark.e2e
 def test_interrupt_then_resume_matches_uninterrupted_run(tiny_data, full_run, tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config(tiny_data, tmp_path, bins=False)  # validation never touches the training math or RNG
@@ -183,6 +185,7 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "FACEID_WEIGHTS": ""}
 
 
+@pytest.mark.e2e
 def test_sigint_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
     cmd = [
         PY,
@@ -219,6 +222,7 @@ def test_sigint_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
     assert state.step_in_epoch == state.step and state.optimizer["state"]
 
 
+@pytest.mark.e2e
 def test_two_process_gloo_run(tiny_data, tmp_path):
     cmd = [
         PY,
@@ -284,6 +288,7 @@ def _cli_error(args: list[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.e2e
 def test_bad_data_is_one_sentence(tmp_path, tiny_data):
     assert "Training data not found" in _cli_error(["--data", str(tmp_path / "nowhere")])
     (tmp_path / "broken.rec").write_bytes(b"\0" * 64)
@@ -316,6 +321,7 @@ def test_bad_data_is_one_sentence(tmp_path, tiny_data):
     )
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_whose_head_does_not_match_its_config_is_one_sentence(full_run, tmp_path):
     ckpt = load_checkpoint(full_run / FINAL)
     head = {k: v[:, :-1] if v.dim() == 2 else v for k, v in ckpt.training.head.items()}  # one column short
@@ -327,6 +333,7 @@ def test_a_checkpoint_whose_head_does_not_match_its_config_is_one_sentence(full_
         continue_training(tmp_path / LAST, stop=StopFlag(enabled=False))
 
 
+@pytest.mark.e2e
 def test_bad_values_and_missing_gpu_are_one_sentence(tiny_data):
     base = ["--data", str(tiny_data), "--from-scratch", "--min-images", "4"]
     assert "workers must be 0 or more, got -1 (--workers)" in _cli_error([*base, "--workers", "-1"])
@@ -341,6 +348,7 @@ def test_an_exact_resume_keeps_the_settings_that_change_results(full_run):
             continue_training(full_run / LAST, change, stop=StopFlag(enabled=False))
 
 
+@pytest.mark.e2e
 def test_no_tuning_on_benchmark_data_without_the_flag(tiny_data, tmp_path):
     # no held-out people and an lfw.bin beside the data: selection would read the test set -> one sentence
     msg = _cli_error(
