@@ -637,12 +637,10 @@ class Gallery:
         embeddings: np.ndarray,
         fingerprint: str,
         replace: bool = False,
-        _before_commit: Callable[[], None] | None = None,
     ) -> Person:
         """Add `name` with the normalised mean of `embeddings` as template, keeping crops and embeddings.
 
-        All or nothing. A duplicate name is refused unless `replace`. `_before_commit` is a test hook
-        called after every file and row is written, just before COMMIT (the worst moment to crash).
+        All or nothing. A duplicate name is refused unless `replace`.
         """
         name = validate_name(name)
         emb = _check_embeddings(embeddings, count=len(crops))
@@ -661,8 +659,7 @@ class Gallery:
                 assert pid is not None  # sqlite3 sets lastrowid after every successful INSERT
                 new_dir = self._person_dir(pid)
                 self._write_person(db, pid, jpegs, emb, template, fingerprint)
-                if _before_commit is not None:
-                    _before_commit()
+                # nothing more before COMMIT: the crash tests stop a registration at the end of _write_person
         except BaseException:
             if new_dir is not None:
                 _remove(new_dir)
@@ -680,7 +677,7 @@ class Gallery:
         template: np.ndarray,
         fingerprint: str,
     ) -> None:
-        """Inside the open transaction: sample files (fsynced) and the template and sample rows."""
+        """Inside the open transaction, register's last step: sample files (fsynced), template and sample rows."""
         directory = self._person_dir(pid)
         if directory.exists() or directory.is_symlink():
             _remove(directory)  # an orphan from a crashed attempt that got the same id (its rows rolled back)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -66,6 +67,28 @@ embed_a, embed_b = make_embedder(0), make_embedder(1)
 def register(g: Gallery, name: str, seed: int, embed=embed_a, fp=FP_A, **kw) -> Person:
     crops = smooth_crops(seed)
     return g.register(name, crops, embed(crops), fp, **kw)
+
+
+def interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+class GalleryStoppingBeforeCommit(Gallery):
+    """A Gallery whose next `register` stops at the worst moment: every sample file and row written, COMMIT not
+    yet run. It stops by calling `stop` (set it on the open gallery; SIGKILL in a subprocess, Ctrl-C here)."""
+
+    stop: Callable[[], None] | None = None
+
+    def _write_person(self, db: sqlite3.Connection, pid: int, jpegs: list[bytes], *rest) -> None:
+        super()._write_person(db, pid, jpegs, *rest)
+        if self.stop is None:
+            return
+        stop, self.stop = self.stop, None
+        rows = db.execute("SELECT COUNT(*) FROM samples WHERE person_id = ?", (pid,)).fetchone()[0]
+        written = sorted(p.name for p in self._person_dir(pid).iterdir())
+        assert db.in_transaction and rows == len(jpegs) and written == [f"{i}.jpg" for i in range(len(jpegs))]
+        assert db.execute("SELECT COUNT(*) FROM templates WHERE person_id = ?", (pid,)).fetchone()[0] == 1
+        stop()
 
 
 def tree(root: Path) -> set[str]:
@@ -437,10 +460,10 @@ def test_reenroll_interrupted_keeps_old_templates(data: Path):
 CRASH_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {repo!r})
-    from tests.test_gallery import FP_A, Gallery, register
-    with Gallery.open({data!r}) as g:
-        register(g, {name!r}, 99, replace=True,
-                 _before_commit=lambda: os.kill(os.getpid(), signal.SIGKILL))
+    from tests.gallery.test_gallery import GalleryStoppingBeforeCommit, register
+    with GalleryStoppingBeforeCommit.open({data!r}) as g:
+        g.stop = lambda: os.kill(os.getpid(), signal.SIGKILL)
+        register(g, {name!r}, 99, replace=True)
 """)
 
 
@@ -462,14 +485,11 @@ def test_sigkill_before_commit_leaves_gallery_unchanged(data: Path, name: str):
 
 
 def test_ctrl_c_before_commit_cleans_up_at_once(data: Path):
-    with Gallery.open(data) as g:
+    with GalleryStoppingBeforeCommit.open(data) as g:
         register(g, "Alice", 1)
-
-        def interrupt():
-            raise KeyboardInterrupt
-
+        g.stop = interrupt
         with pytest.raises(KeyboardInterrupt):
-            register(g, "Alice", 2, replace=True, _before_commit=interrupt)
+            register(g, "Alice", 2, replace=True)
         assert [p.id for p in g.people()] == [1]
         assert sample_files(data) == {"1", "1/0.jpg", "1/1.jpg", "1/2.jpg"}
         register(g, "Bob", 2)  # the gallery is still usable afterwards
@@ -666,7 +686,7 @@ def test_index_is_saved_and_reused_by_the_next_process(data: Path):
 
 
 def test_every_write_changes_the_version_in_its_transaction(data: Path):
-    with Gallery.open(data) as g:
+    with GalleryStoppingBeforeCommit.open(data) as g:
         versions = [_index_version(data)]
         register(g, "Alice", 1)
         versions.append(_index_version(data))
@@ -676,12 +696,9 @@ def test_every_write_changes_the_version_in_its_transaction(data: Path):
         versions.append(_index_version(data))
         g.reenroll(embed_a, FP_A, progress=False)
         versions.append(_index_version(data))
-
-        def interrupt():
-            raise KeyboardInterrupt
-
+        g.stop = interrupt
         with pytest.raises(KeyboardInterrupt):  # rolled back: no write, no new version
-            register(g, "Dave", 4, _before_commit=interrupt)
+            register(g, "Dave", 4)
     assert _index_version(data) == versions[-1]
     assert len(set(versions)) == len(versions) and [int(v.split(":")[0]) for v in versions] == list(range(1, 6))
 
