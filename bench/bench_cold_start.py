@@ -38,7 +38,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from faceid.gallery.store import DB_NAME, INDEX_NAME, Gallery  # noqa: E402
+from faceid.gallery.records import DB_NAME, INDEX_NAME  # noqa: E402
+from faceid.gallery.store import Gallery  # noqa: E402
 from faceid.model.embeddings import normalize_rows  # noqa: E402
 
 SHARED = REPO.parent / "shared"

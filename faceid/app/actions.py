@@ -54,7 +54,7 @@ def clean_name(raw: str | None, new: bool = False) -> str:
     and for a `new` name (register) no invisible or text-direction characters (`gallery.validate_name`).
 
     Names are only data - the gallery keys files by id - so quotes, slashes and any script are allowed."""
-    from ..gallery.store import validate_name
+    from ..gallery.names import validate_name
 
     return validate_name(raw if raw is not None else "", new=new)
 
@@ -469,7 +469,7 @@ class App:
             self.preview.show(self.last_view[0], self.last_view[1], (text,), ok=ok, wait_ms=2000)
 
     def list_people(self) -> Outcome:
-        from ..gallery.store import display_name
+        from ..gallery.names import display_name
 
         with self.gallery() as g:
             people = g.people()
@@ -541,7 +541,7 @@ class App:
         path = Path(pickle_path).expanduser()
         if not path.is_file():
             raise FaceIDError(f"Seed pickle not found: {path}.")
-        from ..gallery.store import load_seed_pickle
+        from ..gallery.seed import load_seed_pickle
 
         load_seed_pickle(path)  # a bad pickle or gallery fails here, before seconds of model loading
         self.gallery().close()

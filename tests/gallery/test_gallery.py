@@ -17,18 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.gallery.store import (
-    DB_NAME,
-    INDEX_NAME,
-    Gallery,
-    GalleryError,
-    Match,
-    ModelMismatchError,
-    Person,
-    display_name,
-    load_seed_pickle,
-    validate_name,
-)
+from faceid.gallery.names import display_name, validate_name
+from faceid.gallery.records import DB_NAME, INDEX_NAME, GalleryError, Match, ModelMismatchError, Person
+from faceid.gallery.seed import load_seed_pickle
+from faceid.gallery.store import Gallery
 from faceid.gallery.search_index import EXACT_MAX, TemplateIndex, load_faiss
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,40 @@
+"""Embeddings as the gallery takes and keeps them: checked and re-normalised on the way in, stored as float32
+little-endian BLOBs of `EMBEDDING_DIM` values, and refused as corrupt when a stored one has another size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..model.embeddings import EMBEDDING_DIM, normalize_rows
+from .records import GalleryError, corrupt_database
+
+
+def check_embeddings(embeddings: np.ndarray, count: int | None = None) -> np.ndarray:
+    """(N, 512) finite, non-zero -> float32, re-normalised; N must equal `count` when given."""
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2 or emb.shape[1] != EMBEDDING_DIM or len(emb) == 0:
+        raise GalleryError(f"Embeddings must have shape (N, {EMBEDDING_DIM}) with N >= 1, not {emb.shape}.")
+    if count is not None and len(emb) != count:
+        raise GalleryError(f"Got {count} crops but {len(emb)} embeddings; they must pair up one to one.")
+    try:
+        return normalize_rows(emb)
+    except ValueError:
+        raise GalleryError("An embedding is zero or not finite; the face could not be embedded.") from None
+
+
+def query_vector(embedding: np.ndarray) -> np.ndarray:
+    """One embedding (any shape holding 512 values), checked and normalised -> (512,) float32."""
+    return check_embeddings(np.asarray(embedding).reshape(1, -1))[0]
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes, db: Path) -> np.ndarray:
+    """A stored vector of database `db` -> (512,) float32; anything else there means the database is damaged."""
+    if not isinstance(blob, bytes) or len(blob) != EMBEDDING_DIM * 4:
+        raise corrupt_database(db)
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
