@@ -56,7 +56,7 @@ class TrainingState:
     step_in_epoch: int  # steps into the current epoch (non-zero only when interrupted)
     phase: dict  # `faceid.training.Phase` as a dict
     world_size: int  # processes that trained (an exact resume needs the same)
-    rng: list  # one `capture_rng_state()` per rank
+    rng: list  # one `faceid.train.rng.capture_rng_state()` per rank
     config: dict  # `faceid.config.TrainConfig.to_dict()`
     metrics: dict  # the last epoch's validation
     history: list  # one record per epoch
@@ -245,52 +245,3 @@ def inference_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
 def save_inference_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     """Write `inference_checkpoint(checkpoint)` atomically (what training and export_model.py call)."""
     save_checkpoint(path, inference_checkpoint(checkpoint))
-
-
-# ----------------------------------------------------------------------------- RNG state (training resume)
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """This process's torch / CUDA / numpy / python RNG states as tensors and plain types (weights_only-safe)."""
-    import random
-
-    import numpy as np
-
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
-        "numpy": {
-            "name": str(name),
-            "keys": [int(k) for k in keys],
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": {"version": int(version), "internal": [int(v) for v in internal], "gauss": gauss},
-    }
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of capture_rng_state (CUDA states only restored when the device count matches)."""
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"].cpu())
-    cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-    npst = state["numpy"]
-    np.random.set_state(
-        (
-            npst["name"],
-            np.asarray(npst["keys"], dtype=np.uint32),
-            npst["pos"],
-            npst["has_gauss"],
-            npst["cached_gaussian"],
-        )
-    )
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))

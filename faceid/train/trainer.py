@@ -39,9 +39,7 @@ import torch.nn.functional as F
 from ..model.checkpoint import (
     Checkpoint,
     TrainingState,
-    capture_rng_state,
     load_checkpoint,
-    restore_rng_state,
     save_checkpoint,
     save_inference_checkpoint,
 )
@@ -69,6 +67,7 @@ from .recipe import (
     scaled_lr,
     setup_distributed,
 )
+from .rng import capture_rng_state, restore_rng_state
 from .runlog import LOG_NAME, RunLog
 from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
 
