@@ -74,6 +74,16 @@ def setup_distributed(device_name: str, deterministic: bool = False) -> Dist:
     return Dist(rank, world, local_rank, device, control)
 
 
+def broadcast_from_main(env: Dist, obj):
+    """Rank 0's `obj` on every rank (what rank 0 alone computes, such as the validation, that all ranks record
+    alike); `obj` itself in a single process."""
+    if env.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def resolve_precision(choice: str, device: torch.device) -> str:
     """auto: bf16 on compute capability >= 8 (A100, H100, L4...), fp16 + GradScaler below (T4, V100), fp32 on CPU."""
     if choice not in PRECISIONS:
@@ -195,3 +205,17 @@ class StopFlag:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def stop_agreed(env: Dist, stop: StopFlag, step: int) -> bool:
+    """Whether to stop after this step (`step`: the global step count). All ranks stop at the same step
+    boundary, the first after any rank got the signal: the flag is OR-reduced every step, as a CPU tensor
+    over gloo (no wait for the GPU; ~0.1 ms on one machine). The signal's exit code travels with it (the
+    largest wins: SIGTERM over SIGINT)."""
+    if env.world == 1:
+        return stop.poll(step)
+    flag = torch.tensor([stop.exit_code if stop.poll(step) else 0], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=env.control)
+    if int(flag) and not stop.requested:
+        stop.requested, stop.signum = True, signal.Signals(int(flag) - 128)
+    return bool(int(flag))

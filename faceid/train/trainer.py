@@ -1,18 +1,19 @@
-"""The trainer: state (checkpoints, resume, phases), the loop, and the entry points.
+"""The trainer: a run's data, network and optimizer, the loop, and the entry points.
 
-The settings live in `faceid.config`, the checkpoint schema in `faceid.checkpoint`, the log in
-`faceid.runlog`; the recipe's parts (precision, optimizer, schedule, process group, Ctrl-C flag) in
-`faceid.recipe`. A `Trainer` is complete after construction: `Trainer.new_run`, `Trainer.resume` (exact) or
-`Trainer.next_phase`.
+The settings live in `faceid.train.config`, the checkpoint schema in `faceid.model.checkpoint`; the run's
+parts each have a module of their own: what it has done so far (`bookkeeping`), saving and restoring that in a
+checkpoint (`state`, `rng`), the text it prints (`report`), the log (`runlog`), and the recipe's parts
+(precision, optimizer, schedule, process group, Ctrl-C flag) in `recipe`. A `Trainer` is complete after
+construction: `Trainer.new_run`, `Trainer.resume` (exact) or `Trainer.next_phase`.
 
 What a run does (train_model.py -> `train`; continue_training.py -> `continue_training`):
-1. open the data (`faceid.datasets`), hold out whole identities for verification, split the rest 80/20
+1. open the data (`faceid.data.datasets`), hold out whole identities for verification, split the rest 80/20
    (seed 42) for the seed's closed-set accuracy, train on the 80%;
-2. build InceptionResnetV1 (VGGFace2 weights / --weights / --from-scratch) + a head (`faceid.heads`);
+2. build InceptionResnetV1 (VGGFace2 weights / --weights / --from-scratch) + a head (`faceid.train.heads`);
 3. per step: a batch of encoded images -> decode (nvJPEG on CUDA, cv2 in workers on CPU) -> `to_network_input`
    -> autocast (bf16 on Ampere+, fp16 + GradScaler on older GPUs, fp32 on CPU) -> channels_last -> step;
-4. per epoch (rank 0): `faceid.validation` -> history, curves, train.log, last/best checkpoints (best by a
-   verification metric, with the held-out calibration table; the slim inference checkpoint beside it);
+4. per epoch (rank 0): `faceid.train.validation` -> history, curves, train.log, last/best checkpoints (best by
+   a verification metric, with the held-out calibration table; the slim inference checkpoint beside it);
    final checkpoint at the end.
 
 Distributed: launched by torchrun or `faceid.train.launch` (WORLD_SIZE > 1) it uses DDP (NCCL on GPUs, gloo on
@@ -26,9 +27,8 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,29 +36,24 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..model.checkpoint import (
-    Checkpoint,
-    TrainingState,
-    load_checkpoint,
-    save_checkpoint,
-    save_inference_checkpoint,
-)
-from .config import TrainConfig, refused_changes
-from ..data.datasets import find_verification_bins, open_dataset, split_identities, split_images
 from ..core import report
 from ..core.defaults import BEST_CHECKPOINT, FINAL_CHECKPOINT, HISTORY, LABEL_MAP, LAST_CHECKPOINT
 from ..core.errors import FaceIDError
-from ..model.export import default_outputs
-from .feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, clean_worker_error, make_loader, resolve_decode
 from ..core.fileio import atomic_write_json
-from .heads import TrainNet, build_head, head_config
-from ..model.checkpoint import read_state_dict
+from ..data.datasets import find_verification_bins, open_dataset, split_identities, split_images
+from ..model.checkpoint import Checkpoint, load_checkpoint, read_state_dict, save_checkpoint, save_inference_checkpoint
+from ..model.export import default_outputs
 from ..model.network import build_backbone, load_backbone_weights, resolve_weights
+from .bookkeeping import Bookkeeping, Phase, fresh_progress
+from .config import TrainConfig, refused_changes
+from .feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, clean_worker_error, make_loader, resolve_decode
+from .heads import TrainNet, build_head, head_config
 from .plots import plot_history
 from .recipe import (
     Dist,
     StopFlag,
     autocast_context,
+    broadcast_from_main,
     build_optimizer,
     build_scheduler,
     default_batch_size,
@@ -66,28 +61,22 @@ from .recipe import (
     resolve_precision,
     scaled_lr,
     setup_distributed,
+    stop_agreed,
 )
-from .rng import capture_rng_state, restore_rng_state
-from .runlog import LOG_NAME, RunLog
+from .report import RunSetup, epoch_line, interruption_line, run_header, run_summary
+from .runlog import RunLog
+from .state import (
+    bookkeeping_of,
+    gather_rng_states,
+    restore_optimization,
+    restore_rng,
+    restore_weights,
+    training_checkpoint,
+    training_state_of,
+)
 from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
 
 BEST, FINAL, LAST = BEST_CHECKPOINT, FINAL_CHECKPOINT, LAST_CHECKPOINT
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-@dataclass
-class Phase:
-    """A stretch of training with one optimizer/schedule: phase 0 from train_model.py, 1.. from --lr."""
-
-    index: int = 0
-    start_epoch: int = 0
-    end_epoch: int = 0
-    lr: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Trainer:
@@ -96,6 +85,8 @@ class Trainer:
     Complete after construction, for one of three starts (use the classmethods): `new_run` (phase 0 from the
     initial weights), `resume` (exactly where a checkpoint stopped: same phase, optimizer, schedule, RNG) or
     `next_phase` (a checkpoint's weights, history and counters with a fresh optimizer and schedule)."""
+
+    LOG_EVERY = 20
 
     def __init__(self, cfg: TrainConfig, env: Dist, origin: Checkpoint | None = None, exact: bool = False):
         self.cfg, self.env = cfg, env
@@ -109,21 +100,16 @@ class Trainer:
         self._open_data()
         self.feed = BatchFeed(self.data.spec, env.device, self.decode, self.channels_last)
         self._build_network(init_weights=origin is None)
-        self.epoch = self.step = self.step_in_epoch = 0
-        self.history: list[dict] = []
-        self.best: dict = {}
-        self.metrics: dict = {}
-        self.calibration: dict | None = None  # summary of the latest table (history, summary line)
-        self.calibration_table: dict | None = None  # Calibration.to_dict() of the latest validation
-        self.progress = _fresh_progress()
+        self.book = Bookkeeping()
         if origin is not None:
-            self._load_weights_and_counters(origin)
+            restore_weights(self.net, origin, self.data, self.head_cfg)
+            self.book = bookkeeping_of(origin)
         if origin is not None and exact:
-            self.phase = Phase(**_training(origin).phase)
+            self.phase = Phase(**training_state_of(origin).phase)
         else:
-            index = 0 if origin is None else int(_training(origin).phase["index"]) + 1
+            index = 0 if origin is None else int(training_state_of(origin).phase["index"]) + 1
             lr = cfg.lr or scaled_lr(cfg.optimizer, self.batch_size * env.world)
-            self.phase = Phase(index, self.epoch, self.epoch + cfg.epochs, lr)
+            self.phase = Phase(index, self.book.epoch, self.book.epoch + cfg.epochs, lr)
         self.optimizer = build_optimizer(cfg, self.net, self.phase.lr, env.device)
         self.scheduler, self.per_step = build_scheduler(
             cfg,
@@ -133,7 +119,8 @@ class Trainer:
             lower_is_better=cfg.select_metric in LOWER_IS_BETTER,
         )
         if origin is not None and exact:
-            self._load_optimizer_and_rng(_training(origin))
+            restore_optimization(training_state_of(origin), self.optimizer, self.scheduler, self.scaler)
+            restore_rng(training_state_of(origin), env)
 
     @classmethod
     def new_run(cls, cfg: TrainConfig, env: Dist) -> Trainer:
@@ -258,126 +245,58 @@ class Trainer:
             model = torch.compile(model, mode="reduce-overhead" if single_gpu else "default")  # type: ignore[assignment]
         return model
 
-    # --- state ------------------------------------------------------------------------------------
+    # --- state and text ---------------------------------------------------------------------------
     def state(self, kind: str) -> Checkpoint:
         """The full checkpoint (plain types and tensors). Collective: every rank must call it."""
-        rng = capture_rng_state()
-        if self.env.world > 1:
-            gathered: list[dict | None] = [None] * self.env.world
-            dist.all_gather_object(gathered, rng)
-            rngs = gathered
-        else:
-            rngs = [rng]
-        cal = self.calibration or {}
-        training = TrainingState(
-            head=_cpu(self.net.head.state_dict()),
+        return training_checkpoint(
+            kind,
+            cfg=self.cfg,
+            data=self.data,
+            net=self.net,
             head_config=self.head_cfg,
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(),
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
             precision=self.precision,
-            epoch=self.epoch,
-            step=self.step,
-            step_in_epoch=self.step_in_epoch,
-            phase=self.phase.to_dict(),
-            world_size=self.env.world,
-            rng=rngs,
-            config=self.cfg.to_dict(),
-            metrics=self.metrics,
-            history=self.history,
-            best=self.best,
-            label_map=list(self.data.identities),
-            progress=dict(self.progress),
-        )
-        return Checkpoint(
-            model=_cpu(self.net.backbone.state_dict()),
-            network=self.cfg.network,
-            preprocess=self.data.spec.to_dict(),
-            threshold=cal.get("threshold"),
-            threshold_info=cal or None,
-            calibration=self.calibration_table,
-            kind=kind,
-            training=training,
+            phase=self.phase,
+            book=self.book,
+            rng=gather_rng_states(self.env),
         )
 
-    def _load_weights_and_counters(self, ckpt: Checkpoint) -> None:
-        """Weights, counters, history and the epoch's progress so far from a checkpoint's training state."""
-        origin = _training(ckpt)
-        if list(origin.label_map) != list(self.data.identities):
-            raise FaceIDError(
-                "The data's identities differ from the checkpoint's label map; give the same data "
-                "and filters the run was started with."
-            )
-        load_backbone_weights(self.net.backbone, ckpt.model, "the checkpoint")
-        try:
-            self.net.head.load_state_dict(origin.head)
-        except (RuntimeError, KeyError, TypeError):
-            raise FaceIDError(
-                f"The checkpoint's head does not match its own config ({describe_head(self.head_cfg)}, "
-                f"{self.data.num_identities} identities): the file was altered; continue from an "
-                f"unaltered checkpoint, or start a new run from its weights."
-            ) from None
-        self.epoch, self.step = int(origin.epoch), int(origin.step)
-        self.step_in_epoch = int(origin.step_in_epoch)
-        self.history, self.best, self.metrics = list(origin.history), dict(origin.best), dict(origin.metrics)
-        self.calibration, self.calibration_table = ckpt.threshold_info, ckpt.calibration
-        self.progress = dict(origin.progress or _fresh_progress())
-
-    def _load_optimizer_and_rng(self, origin: TrainingState) -> None:
-        """An exact resume: the optimizer, schedule, scaler and every RNG as they were."""
-        try:
-            self.optimizer.load_state_dict(origin.optimizer)
-            self.scheduler.load_state_dict(origin.scheduler)
-        except (ValueError, KeyError, TypeError, RuntimeError):
-            raise FaceIDError(
-                "The checkpoint's optimizer or schedule state does not match its network and config: "
-                "the file was altered; continue from an unaltered checkpoint, or start a new phase "
-                "from it."
-            ) from None
-        if origin.scaler:
-            self.scaler.load_state_dict(origin.scaler)
-        rng = origin.rng
-        if len(rng) == self.env.world:
-            restore_rng_state(rng[self.env.rank])
-        elif self.env.main:
-            report.note(
-                f"note: the checkpoint was written by {len(rng)} processes, this run has {self.env.world}; "
-                f"the data order and RNG differ from an uninterrupted run."
-            )
+    def setup(self) -> RunSetup:
+        """What the header and summary say about this run."""
+        return RunSetup(
+            cfg=self.cfg,
+            data_kind=self.data.kind,
+            data_report=self.data_report,
+            train_identities=self.data.num_identities,
+            train_images=len(self.train_idx),
+            closed_set_images=len(self.val_idx),
+            heldout_identities=self.heldout.num_identities if self.heldout is not None else None,
+            head_config=self.head_cfg,
+            batch_size=self.batch_size,
+            world=self.env.world,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            decode=self.decode,
+            workers=self.workers,
+            device=str(self.env.device),
+            steps_per_epoch=self.steps_per_epoch,
+            out=self.out,
+        )
 
     # --- the loop ---------------------------------------------------------------------------------
-    def _bcast(self, obj):
-        if self.env.world == 1:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def _stop_agreed(self, stop: StopFlag) -> bool:
-        """All ranks stop at the same step boundary, the first after any rank got the signal: the flag is
-        OR-reduced every step, as a CPU tensor over gloo (no wait for the GPU; ~0.1 ms on one machine).
-        The signal's exit code travels with it (the largest wins: SIGTERM over SIGINT)."""
-        if self.env.world == 1:
-            return stop.poll(self.step)
-        flag = torch.tensor([stop.exit_code if stop.poll(self.step) else 0], dtype=torch.int32)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.env.control)
-        if int(flag) and not stop.requested:
-            stop.requested, stop.signum = True, signal.Signals(int(flag) - 128)
-        return bool(int(flag))
-
-    LOG_EVERY = 20
-
     def train_epoch(self, model, stop: StopFlag, progress: dict) -> bool:
         """Run the rest of the current epoch; False if a stop was requested (state is then mid-epoch).
 
         progress accumulates loss_sum / steps / images / seconds for the epoch (kept across a resume)."""
-        env, cfg = self.env, self.cfg
-        self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+        env, cfg, book = self.env, self.cfg, self.book
+        self.sampler.set_epoch(book.epoch, book.step_in_epoch)
         bar = report.progress(
             total=self.steps_per_epoch,
-            initial=self.step_in_epoch,
+            initial=book.step_in_epoch,
             unit="step",
-            desc=f"epoch {self.epoch + 1}/{self.phase.end_epoch}",
+            desc=f"epoch {book.epoch + 1}/{self.phase.end_epoch}",
             enabled=env.main,
         )
         # float64: a sum split by an interruption (logged partly before, partly after) is then the same number
@@ -386,7 +305,7 @@ class Trainer:
         epoch_start = time.perf_counter()
         batches = DecodeAhead(self.loader, self.feed, self.data)  # decodes batch i + 1 while batch i trains
         try:
-            while self.step_in_epoch < self.steps_per_epoch:
+            while book.step_in_epoch < self.steps_per_epoch:
                 crops = next(batches, None)
                 if crops is None:
                     break
@@ -400,19 +319,19 @@ class Trainer:
                 self.scaler.update()
                 if self.per_step:
                     self.scheduler.step()
-                self.step += 1
-                self.step_in_epoch += 1
+                book.step += 1
+                book.step_in_epoch += 1
                 loss_acc += loss.detach().double()
                 acc_steps += 1
                 window_images += len(y) * env.world
                 bar.update(1)
-                at_log = self.step_in_epoch % self.LOG_EVERY == 0 or self.step_in_epoch == self.steps_per_epoch
-                stopping = self._stop_agreed(stop)
+                at_log = book.step_in_epoch % self.LOG_EVERY == 0 or book.step_in_epoch == self.steps_per_epoch
+                stopping = stop_agreed(env, stop, book.step)
                 if at_log or stopping:
                     value = float(loss_acc)
                     if not math.isfinite(value):
                         raise FaceIDError(
-                            f"The training loss became {value} at step {self.step}; a lower "
+                            f"The training loss became {value} at step {book.step}; a lower "
                             f"learning rate or fp32 precision avoids that.",
                             "lr",
                             "precision",
@@ -443,52 +362,52 @@ class Trainer:
 
     def end_epoch(self, validator: Validator | None, selection: tuple[str, str], progress: dict) -> dict:
         """Validate (rank 0), step per-epoch schedules, record history, write last/best, curves, JSON."""
-        env = self.env
-        self.epoch += 1
-        self.step_in_epoch = 0
+        env, book = self.env, self.book
+        book.epoch += 1
+        book.step_in_epoch = 0
         record = {
-            "epoch": self.epoch,
+            "epoch": book.epoch,
             "phase": self.phase.index,
-            "step": self.step,
+            "step": book.step,
             "lr": self.lr(),
             "train_loss": progress["loss_sum"] / max(progress["steps"], 1),
             "images_per_s": progress["images"] / max(progress["seconds"], 1e-9),
             "train_seconds": progress["seconds"],
         }
-        self.progress = _fresh_progress()  # the next epoch's; the checkpoints below are at its start
+        book.progress = fresh_progress()  # the next epoch's; the checkpoints below are at its start
         metrics = None
         if validator is not None:  # rank 0's; the other ranks have none
             t0 = time.perf_counter()
             metrics = validator.run(self.net)
             record["validation_seconds"] = time.perf_counter() - t0
-        metrics = self._bcast(metrics)
+        metrics = broadcast_from_main(env, metrics)
         value = metric_value(metrics, *selection)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(value if value is not None else 0.0)
         elif not self.per_step:
             self.scheduler.step()
-        self.metrics, self.calibration = metrics, metrics.get("calibration")
+        book.metrics, book.calibration = metrics, metrics.get("calibration")
         table = validator.last_calibration if env.main and validator is not None else None
-        self.calibration_table = self._bcast(table.to_dict() if table is not None else None)
+        book.calibration_table = broadcast_from_main(env, table.to_dict() if table is not None else None)
         record.update(metrics)
-        self.history.append(record)
+        book.history.append(record)
         lower = selection[1] in LOWER_IS_BETTER
-        old = self.best.get("value")
+        old = book.best.get("value")
         # Nothing to select on (no held-out people, no .bin, no closed-set split): the latest epoch is "best".
         is_best = value is None or old is None or (value < old if lower else value > old)
         if is_best:
-            self.best = {
+            book.best = {
                 "set": selection[0],
                 "metric": selection[1] if value is not None else "latest epoch",
                 "value": value,
-                "epoch": self.epoch,
-                "threshold": (self.calibration or {}).get("threshold"),
+                "epoch": book.epoch,
+                "threshold": (book.calibration or {}).get("threshold"),
             }
         targets = [(LAST, "last")] + ([(BEST, "best")] if is_best else [])
         self.save_many(targets)
         if env.main:
-            atomic_write_json(self.out / HISTORY, self.history)
-            plot_history(self.history, self.out)
+            atomic_write_json(self.out / HISTORY, book.history)
+            plot_history(book.history, self.out)
             self.log.line(epoch_line(record, selection, is_best))
             self.log.scalars(record)
         return record
@@ -506,7 +425,7 @@ class Trainer:
     def run(self, stop: StopFlag) -> int:
         """Train to the end of the phase. Returns 0, or 130 (SIGINT) / 143 (SIGTERM) after saving a resumable
         state."""
-        env = self.env
+        env, book = self.env, self.book
         validator = self._validator() if env.main else None
         selection = self._selection()
         if validator is not None:  # rank 0: the one that validates, writes the run's files and logs
@@ -514,159 +433,28 @@ class Trainer:
             label_map = self.data.label_map()
             label_map["heldout_identities"] = list(self.heldout.identities) if self.heldout is not None else []
             atomic_write_json(self.out / LABEL_MAP, label_map)
-            self.log.line(self.header(validator, selection))
+            self.log.line(run_header(self.setup(), self.phase, book, selection, validator.describe()))
         model = self.wrap()
         self.net.train()
         started = time.perf_counter()
-        while self.epoch < self.phase.end_epoch:
-            finished = self.train_epoch(model, stop, self.progress)
+        while book.epoch < self.phase.end_epoch:
+            finished = self.train_epoch(model, stop, book.progress)
             if finished:
-                self.end_epoch(validator, selection, self.progress)
-            if not finished or (self.epoch < self.phase.end_epoch and self._stop_agreed(stop)):
+                self.end_epoch(validator, selection, book.progress)
+            if not finished or (book.epoch < self.phase.end_epoch and stop_agreed(env, stop, book.step)):
                 self.save_many([(LAST, "interrupted")])
                 if env.main:
-                    self.log.line(
-                        f"Interrupted at epoch {self.epoch + 1}, step {self.step} ({self.step_in_epoch} of "
-                        f"{self.steps_per_epoch} in this epoch); saved {self.out / LAST}. Resume with: "
-                        f"{resume_command(env.world, self.out / LAST)}"
-                    )
+                    self.log.line(interruption_line(self.setup(), book))
                     self.log.close()
                 return stop.exit_code
         self.save_many([(FINAL, "final")])
         if env.main:
-            self.log.line(self.summary(selection, time.perf_counter() - started))
+            self.log.line(run_summary(self.setup(), book, time.perf_counter() - started))
             self.log.close()
         return 0
 
-    # --- text -------------------------------------------------------------------------------------
-    def header(self, validator: Validator, selection: tuple[str, str]) -> str:
-        r, cfg = self.data_report, self.cfg
-        held = self.heldout.num_identities if self.heldout is not None else 0
-        lines = [
-            f"data      {cfg.data} ({self.data.kind}{', ' + r['layout'] if 'layout' in r else ''}): "
-            f"{r['identities']} of {r['source_identities']} identities kept (>= {r['min_images']} images, "
-            f"<= {r['max_images']} each), {r['images']} images",
-            f"split     train on {self.data.num_identities} identities ({len(self.train_idx)} images; "
-            f"{len(self.val_idx)} held back for closed-set accuracy); {held} identities held out for verification",
-            f"recipe    {describe_head(self.head_cfg)}, {cfg.optimizer} lr {self.phase.lr:.3g} ({cfg.scheduler}), batch "
-            f"{self.batch_size} x {self.env.world} process(es), {self.precision}, "
-            f"{'channels_last' if self.channels_last else 'NCHW'}, decode {self.decode}, {self.workers} workers"
-            f"{', compiled' if cfg.compile else ''}{', deterministic' if cfg.deterministic else ''}, device {self.env.device}",
-            f"phase     {self.phase.index}: epochs {self.phase.start_epoch + 1}-{self.phase.end_epoch}, "
-            f"{self.steps_per_epoch} steps per epoch; starting at epoch {self.epoch + 1}, step {self.step}",
-            f"select    best checkpoint by {selection[0]} {selection[1]}"
-            + (" (BENCHMARK DATA: --tune-on-benchmark)" if selection[0] not in ("heldout", "closed_set") else "")
-            + f"; calibration table (threshold at FAR {cfg.target_far:g} shown) from "
-            + (
-                "the held-out identities"
-                if self.heldout is not None
-                else "the first benchmark file (--tune-on-benchmark)"
-                if cfg.tune_on_benchmark
-                else "nothing: uncalibrated"
-            ),
-        ]
-        lines += [f"validate  {line}" for line in validator.describe()]
-        return "\n".join(lines)
-
-    def summary(self, selection: tuple[str, str], seconds: float) -> str:
-        last = self.history[-1] if self.history else {}
-        cal = self.calibration or {}
-        rule = "=" * 78
-        lines = [
-            rule,
-            "training summary",
-            rule,
-            f"epochs        {self.epoch} done ({self.step} steps); this phase {fmt_time(seconds)}, "
-            f"{last.get('images_per_s', 0):.0f} img/s in the last epoch",
-            f"recipe        {describe_head(self.head_cfg)}, {self.cfg.optimizer}, {self.precision}, batch "
-            f"{self.batch_size} x {self.env.world}",
-        ]
-        if "closed_set" in last:
-            lines.append(
-                f"closed set    accuracy {last['closed_set']['accuracy']:.4f} (seed's metric; training identities)"
-            )
-        for name, rep in last.items():
-            if isinstance(rep, dict) and "auc" in rep:
-                lines.append(
-                    f"{name:<13} acc {rep['accuracy']:.4f}  AUC {rep['auc']:.4f}  EER {rep['eer']:.4f}  "
-                    f"TAR@FAR1e-3 {rep['tar@far=0.001']:.4f}{'' if rep['far=0.001_resolved'] else '*'}  "
-                    f"TAR@FAR1e-2 {rep['tar@far=0.01']:.4f}{'' if rep['far=0.01_resolved'] else '*'}  "
-                    f"({rep['genuine']}+{rep['impostor']} pairs)"
-                )
-        if self.best:
-            value = "" if self.best["value"] is None else f" = {self.best['value']:.4f}"
-            best_thr = self.best.get("threshold")
-            thr = "" if best_thr is None else f"; its threshold {best_thr:.4f} is in {BEST}"
-            lines.append(
-                f"best          epoch {self.best['epoch']}: {self.best['set']} {self.best['metric']}{value}{thr}"
-            )
-        if cal:
-            lines.append(
-                f"calibration   last epoch: {cal['text']}; TAR {cal['tar']:.4f} (the app reads any FAR, and "
-                f"FPIR by gallery size, from the table in the checkpoint)"
-            )
-        else:
-            lines.append("calibration   none (no held-out identities); the app labels its decisions uncalibrated")
-        slim = default_outputs(BEST)[1].name
-        lines.append(
-            f"files         {self.out}/{{{BEST}, {slim}, {FINAL}, {LAST}, {LABEL_MAP}, {HISTORY}, {LOG_NAME}, "
-            f"curves_*.png}}"
-        )
-        lines.append("              (* = that FAR is finer than the impostor pairs can resolve)")
-        lines.append(rule)
-        return "\n".join(lines)
-
-
-def _training(ckpt: Checkpoint) -> TrainingState:
-    if ckpt.training is None:
-        raise FaceIDError("The checkpoint holds no training state (it was not written by train_model.py).")
-    return ckpt.training
-
-
-def _cpu(state_dict: dict) -> dict:
-    return {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-
-
-def _fresh_progress() -> dict:
-    return {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}
-
-
-def describe_head(hc: dict) -> str:
-    if hc["name"] == "softmax":
-        return "softmax head"
-    return f"{hc['name']} head (s={hc['scale']:g}, m={hc['margin']:g})"
-
-
-def fmt_time(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
-def epoch_line(record: dict, selection: tuple[str, str], is_best: bool) -> str:
-    parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, {record['images_per_s']:.0f} img/s"]
-    if "closed_set" in record:
-        parts.append(f"closed-set acc {record['closed_set']['accuracy']:.4f}")
-    for name, rep in record.items():
-        if isinstance(rep, dict) and "auc" in rep:
-            parts.append(f"{name} AUC {rep['auc']:.4f} EER {rep['eer']:.4f} TAR@1e-2 {rep['tar@far=0.01']:.4f}")
-    if "validation_seconds" in record:
-        share = record["validation_seconds"] / max(record["validation_seconds"] + record["train_seconds"], 1e-9)
-        parts.append(f"validation {fmt_time(record['validation_seconds'])} ({share:.0%} of the epoch)")
-    line = "; ".join(parts)
-    return line + ("  [best]" if is_best else "")
-
 
 # ----------------------------------------------------------------------------- entry points
-
-
-def resume_command(world: int, checkpoint: Path) -> str:
-    """The command that resumes this run, as the user starts it (under the DDP launcher for several processes)."""
-    script = report.command("continue_training.py")
-    if world > 1:
-        return f"python -m faceid.train.launch --standalone --nproc_per_node {world} continue_training.py --checkpoint {checkpoint}"
-    runner = "" if script != "continue_training.py" else "python "
-    return f"{runner}{script} --checkpoint {checkpoint}"
 
 
 def seed_everything(seed: int) -> None:

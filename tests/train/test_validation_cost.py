@@ -13,7 +13,7 @@ from faceid.train.feed import BatchFeed
 from faceid.train.heads import TrainNet, build_head
 from faceid.model.network import build_backbone
 from faceid.train.recipe import autocast_context
-from faceid.train.trainer import epoch_line
+from faceid.train.report import epoch_line
 from faceid.train.validation import Validator, heldout_pairs
 
 from builders import make_folder_tree
