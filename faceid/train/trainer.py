@@ -65,6 +65,7 @@ from .recipe import (
 )
 from .report import RunSetup, epoch_line, interruption_line, run_header, run_summary
 from .runlog import RunLog
+from .selection import best_record, choose_selection, improves
 from .state import (
     bookkeeping_of,
     gather_rng_states,
@@ -182,32 +183,9 @@ class Trainer:
         )
 
     def _selection(self) -> tuple[str, str]:
-        """(set, metric) that picks the best checkpoint. Benchmark files (.bin) are test data: selecting on one
-        needs --tune-on-benchmark (stamped in the checkpoint's calibration); without held-out people and without
-        .bin files, the closed-set accuracy selects and no calibration table is written."""
-        # every rank decides alike (no collective): a refusal stops all of them
+        """(set, metric) that picks the best checkpoint (`selection.choose_selection`)."""
         benchmarks = [p.stem for p in find_verification_bins(self.data.root)] if self.cfg.bins else []
-        names = (["heldout"] if self.heldout is not None else []) + benchmarks
-        wanted = self.cfg.select_set if self.cfg.select_set in names else ("heldout" if "heldout" in names else None)
-        if wanted is None and benchmarks:
-            wanted = benchmarks[0]
-        if wanted in benchmarks and not self.cfg.tune_on_benchmark:
-            why = (
-                "there are no held-out identities (held-out fraction 0)"
-                if "heldout" not in names
-                else f"the selection set {wanted} is a benchmark file"
-            )
-            raise FaceIDError(
-                f"Model selection would read the benchmark {wanted} because {why}; keep identities "
-                f"held out (e.g. a fraction of 0.1) or allow tuning on test data (stamped in the "
-                f"checkpoint and shown by the app).",
-                "holdout_fraction",
-                "select_set",
-                "tune_on_benchmark",
-            )
-        if wanted is not None:
-            return wanted, self.cfg.select_metric
-        return "closed_set", "accuracy"
+        return choose_selection(self.cfg, self.heldout is not None, benchmarks)
 
     # --- model ------------------------------------------------------------------------------------
     def _build_network(self, init_weights: bool) -> None:
@@ -391,18 +369,9 @@ class Trainer:
         book.calibration_table = broadcast_from_main(env, table.to_dict() if table is not None else None)
         record.update(metrics)
         book.history.append(record)
-        lower = selection[1] in LOWER_IS_BETTER
-        old = book.best.get("value")
-        # Nothing to select on (no held-out people, no .bin, no closed-set split): the latest epoch is "best".
-        is_best = value is None or old is None or (value < old if lower else value > old)
+        is_best = improves(value, book.best, selection)
         if is_best:
-            book.best = {
-                "set": selection[0],
-                "metric": selection[1] if value is not None else "latest epoch",
-                "value": value,
-                "epoch": book.epoch,
-                "threshold": (book.calibration or {}).get("threshold"),
-            }
+            book.best = best_record(selection, value, book.epoch, book.calibration)
         targets = [(LAST, "last")] + ([(BEST, "best")] if is_best else [])
         self.save_many(targets)
         if env.main:
