@@ -54,7 +54,7 @@ class TrainingState:
     epoch: int  # epochs completed
     step: int  # optimizer steps completed, all phases
     step_in_epoch: int  # steps into the current epoch (non-zero only when interrupted)
-    phase: dict  # `faceid.training.Phase` as a dict
+    phase: dict  # `faceid.train.bookkeeping.Phase` as a dict
     world_size: int  # processes that trained (an exact resume needs the same)
     rng: list  # one `faceid.train.rng.capture_rng_state()` per rank
     config: dict  # `faceid.config.TrainConfig.to_dict()`
