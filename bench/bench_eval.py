@@ -33,9 +33,9 @@ from faceid.eval.evaluator import (  # noqa: E402
     central_index,
     decode_file,
     evaluate_dataset,
-    load_pairs_dataset,
 )
-from faceid.eval.verification import verification_report  # noqa: E402
+from faceid.eval.pairs import load_pairs_dataset  # noqa: E402
+from faceid.eval.verification_metrics import verification_report  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 LFW = SHARED / "data/lfw"

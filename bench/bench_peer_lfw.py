@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from faceid.eval.embed_cache import EmbedCache  # noqa: E402
 from faceid.core.errors import run_cli  # noqa: E402
-from faceid.eval.evaluator import evaluate_dataset, format_summary, load_faceid_backend, load_pairs_dataset  # noqa: E402
+from faceid.eval.evaluator import evaluate_dataset, format_summary, load_faceid_backend  # noqa: E402
+from faceid.eval.pairs import load_pairs_dataset  # noqa: E402
 
 LFW = ROOT.parent / "shared/data/lfw"
 STAND_IN = ROOT.parent / "shared/models/pins90_scratch_irv1_fp16.pt"

@@ -34,7 +34,8 @@ from faceid.model.checkpoint import read_state_dict  # noqa: E402
 from faceid.model.network import build_backbone, load_backbone_weights  # noqa: E402
 from faceid.model.preprocessing import ALIGNED_SPEC, to_network_input  # noqa: E402
 from faceid.data.recordio import RecordIOReader, detect_layout  # noqa: E402
-from faceid.eval.verification import load_verification_bin, verification_report  # noqa: E402
+from faceid.eval.pairs import load_verification_bin  # noqa: E402
+from faceid.eval.verification_metrics import verification_report  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BACKBONE_TRUNK = (

@@ -14,7 +14,7 @@ model's PreprocessSpec and embedded in batches (flip-averaged unless ``flip=Fals
 - ``.bin`` files already hold aligned 112x112 faces: detection is skipped and they are embedded directly.
 
 Scores: cosine similarity of the two embeddings (higher = more alike). Metrics: 10-fold accuracy
-(threshold chosen on the other folds), ROC AUC, EER, TAR at FAR 1e-3 / 1e-2, see ``verification``.
+(threshold chosen on the other folds), ROC AUC, EER, TAR at FAR 1e-3 / 1e-2, see ``verification_metrics``.
 Embeddings are cached (``embed_cache``) by image file + model fingerprint + flip.
 """
 
@@ -35,13 +35,8 @@ from ..core.decode import check_image_file, decode_image, image_size, read_image
 from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
 from ..core.errors import FaceIDError
 from ..model.embeddings import EMBEDDING_DIM, template_of
-from .verification import (
-    Dataset,
-    load_bin_dataset,
-    load_pairs_dataset,
-    roc_curve,  # noqa: F401 (re-exported)
-    verification_report,
-)
+from .pairs import Dataset, load_bin_dataset, load_pairs_dataset
+from .verification_metrics import roc_curve, verification_report
 
 FACE_CHOICE = "detection closest to the image centre (LFW convention)"
 MISS_RULE = "centre crop (preprocessing.center_crop), counted and listed"
@@ -373,7 +368,7 @@ def write_outputs(
     report: dict, curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: str | os.PathLike, stem: str
 ) -> dict:
     """Write <stem>_report.json and <stem>_roc.png atomically; records their paths in report['outputs']."""
-    from .verification import plot_roc
+    from .verification_metrics import plot_roc
 
     return write_report_and_plot(
         report,

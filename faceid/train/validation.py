@@ -38,7 +38,8 @@ from .heads import Normalized
 from ..model.network import embed
 from ..model.preprocessing import PreprocessSpec
 from ..model.calibration import PROBE_SAMPLES, SAMPLES, Calibration, template_probe_scores
-from ..eval.verification import load_bin_dataset, stratified_folds, verification_report
+from ..eval.pairs import load_bin_dataset
+from ..eval.verification_metrics import stratified_folds, verification_report
 
 CALIBRATION_IMAGES = 20_000  # held-out images embedded for the calibration table per validation, at most
 

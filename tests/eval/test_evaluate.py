@@ -24,11 +24,9 @@ from faceid.eval.evaluator import (
     central_index,
     embed_items,
     evaluate_dataset,
-    load_bin_dataset,
     load_faceid_backend,
-    load_pairs_dataset,
 )
-from faceid.eval.verification import read_pairs
+from faceid.eval.pairs import load_bin_dataset, load_pairs_dataset, read_pairs
 
 from shared_paths import STAND_IN
 
@@ -248,7 +246,7 @@ def test_training_validation_and_the_evaluator_give_the_same_numbers_on_a_bin(tm
     from faceid.model.network import build_backbone, load_backbone_weights
     from faceid.model.preprocessing import PreprocessSpec
     from faceid.train.validation import bin_pairs, score_pairs
-    from faceid.eval.verification import load_verification_bin
+    from faceid.eval.pairs import load_verification_bin
 
     full = shared_data / "recordio/pins90_112x112/lfw_dev.bin"
     blobs, same = load_verification_bin(full)
