@@ -31,7 +31,7 @@ from ..model.calibration import (
 from .embed_cache import EmbedCache
 from ..core.errors import FaceIDError
 from .evaluator import Dataset, embed_items, write_report_and_plot
-from .identification import enroll, gallery_sizes, identification_report, plot_det
+from .identification_metrics import enroll, gallery_sizes, identification_report, plot_det
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SIZES = (10, 100, 1000)

@@ -16,6 +16,9 @@ never enrol), so sizes compare on the same strangers.
 
 Scores come from the backend: `template(embeddings)` and `score_matrix(probes, templates)` (cosine for this
 project, negative Euclidean distance for the face_recognition peer).
+
+Neighbours: `open_set` runs these metrics on a folder of people; `verification_metrics` is the 1:1
+counterpart (pairs); the app's own 1:N thresholds per gallery size come from `faceid.model.calibration`.
 """
 
 from __future__ import annotations
