@@ -32,8 +32,8 @@ from faceid.eval.evaluator import (  # noqa: E402
     FaceIDBackend,
     central_index,
     decode_file,
-    evaluate_dataset,
 )
+from faceid.eval.verification_run import evaluate_dataset  # noqa: E402
 from faceid.eval.pairs import load_pairs_dataset  # noqa: E402
 from faceid.eval.verification_metrics import verification_report  # noqa: E402
 

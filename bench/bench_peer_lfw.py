@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from faceid.eval.embed_cache import EmbedCache  # noqa: E402
 from faceid.core.errors import run_cli  # noqa: E402
-from faceid.eval.evaluator import evaluate_dataset, format_summary, load_faceid_backend  # noqa: E402
+from faceid.eval.evaluator import load_faceid_backend  # noqa: E402
+from faceid.eval.report import format_summary  # noqa: E402
+from faceid.eval.verification_run import evaluate_dataset  # noqa: E402
 from faceid.eval.pairs import load_pairs_dataset  # noqa: E402
 
 LFW = ROOT.parent / "shared/data/lfw"
@@ -91,7 +93,7 @@ def main() -> int:
     import torch
 
     from bench.peer_face_recognition import FaceRecognitionBackend
-    from faceid.eval.evaluator import write_outputs
+    from faceid.eval.report import write_outputs
 
     if args.threads:
         torch.set_num_threads(args.threads)

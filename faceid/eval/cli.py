@@ -25,7 +25,7 @@ from ..core.decode import add_max_pixels_argument, apply_max_pixels
 from ..core.errors import ArgumentParser
 from ..core.report import add_verbosity_options, set_verbosity
 from ..model.options import add_model_options, check_model_options
-from .evaluator import run_evaluation
+from .verification_run import run_evaluation
 from ..core.defaults import CALIBRATION_FILE, EVAL_CACHE, EVAL_DIR
 
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        from .evaluator import format_summary
+        from .report import format_summary
 
         print(format_summary(report))
     return 0

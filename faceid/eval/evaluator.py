@@ -1,9 +1,10 @@
-"""The evaluator: the app's own pipeline on standard verification pairs, reported as the field reports it.
+"""The evaluator's backends, and embedding every image of a `Dataset` once; the runs that score them live elsewhere.
 
-Inputs: an LFW pairs file (View 1's ``N`` header or View 2's ``10<TAB>300``) plus an image root
-(``<root>/<Name>/<Name>_NNNN.jpg``), or an insightface verification ``.bin`` (lfw.bin, ...).
+Backends: `FaceIDBackend` is this project's pipeline; `Backend` is the protocol a peer recogniser follows to be
+compared on the same images (bench/peer_face_recognition.py). `load_faceid_backend` chooses the model as the
+app does.
 
-Pipeline for pairs files (identical to the app's): each unique image is decoded once (cv2, a thread pool,
+Pipeline for image files (identical to the app's): each unique image is decoded once (cv2, a thread pool,
 one batch read ahead), MTCNN runs on batches of equal-size images, the face is chosen, cropped per the
 model's PreprocessSpec and embedded in batches (flip-averaged unless ``flip=False``).
 - Face choice: the detection whose box centre is closest to the image centre. LFW labels the centred
@@ -13,30 +14,28 @@ model's PreprocessSpec and embedded in batches (flip-averaged unless ``flip=Fals
   aligned crops) instead of a detected face. Misses are counted and listed in the report, never dropped.
 - ``.bin`` files already hold aligned 112x112 faces: detection is skipped and they are embedded directly.
 
-Scores: cosine similarity of the two embeddings (higher = more alike). Metrics: 10-fold accuracy
-(threshold chosen on the other folds), ROC AUC, EER, TAR at FAR 1e-3 / 1e-2, see ``verification_metrics``.
 Embeddings are cached (``embed_cache``) by image file + model fingerprint + flip.
+
+Neighbours: `pairs` (and `people`) say which images to embed; `verification_run` scores pairs with them,
+`open_set` searches galleries, `calibrate` builds a calibration table; `report` prints and writes the results.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import cv2
 import numpy as np
 
 from ..core import report
-from ..core.defaults import EVAL_DIR
 from ..core.decode import check_image_file, decode_image, image_size, read_image_file
-from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
 from ..core.errors import FaceIDError
 from ..model.embeddings import EMBEDDING_DIM, template_of
-from .pairs import Dataset, load_bin_dataset, load_pairs_dataset
-from .verification_metrics import roc_curve, verification_report
+from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
+from .pairs import Dataset
 
 FACE_CHOICE = "detection closest to the image centre (LFW convention)"
 MISS_RULE = "centre crop (preprocessing.center_crop), counted and listed"
@@ -60,6 +59,12 @@ class Backend(Protocol):
 
     def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """(P, D), (P, D) -> (P,) similarity, higher = more alike."""
+
+    def template(self, embeddings: np.ndarray) -> np.ndarray:
+        """(K, D) embeddings of one person -> (D,) their gallery template (the 1:N run, `open_set`)."""
+
+    def score_matrix(self, probes: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        """(P, D) probes, (T, D) templates -> (P, T) similarity, higher = more alike (the 1:N run)."""
 
 
 def central_index(boxes: Sequence[Sequence[float]] | Sequence[np.ndarray], height: int, width: int) -> int:
@@ -164,6 +169,23 @@ class FaceIDBackend:
         return probes @ templates.T
 
 
+def load_faceid_backend(
+    model: str | None = None,
+    weights: str | None = None,
+    crop: str | None = None,
+    device: str | None = None,
+    flip: bool = True,
+    batch_size: int = 64,
+    calibration: str | None = None,
+) -> FaceIDBackend:
+    """The app's model choice: --model, else ./checkpoints/best_face_model.pth if present (unless --weights),
+    else backbone weights (--weights, $FACEID_WEIGHTS, torch's cache, download; one clear error offline)."""
+    from ..model.embedder import choose_embedder
+
+    embedder = choose_embedder(model, weights, crop, device, download=True, calibration=calibration)
+    return FaceIDBackend(embedder, batch_size=batch_size, flip=flip)
+
+
 # ----------------------------------------------------------------------------- embedding images
 
 
@@ -259,164 +281,6 @@ def embed_items(
     return embeddings, infos, stats
 
 
-# ----------------------------------------------------------------------------- the report
-
-
-def evaluate_dataset(
-    backend: Backend,
-    dataset: Dataset,
-    cache: EmbedCache | None = None,
-    batch_size: int = 64,
-    workers: int = 2,
-    progress: bool = True,
-) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-    """Embed, score every pair, and build the JSON-ready report; also returns the ROC (fpr, tpr)."""
-    embeddings, infos, stats = embed_items(backend, dataset, cache, batch_size, workers, progress)
-    scores = backend.scores(embeddings[dataset.index[:, 0]], embeddings[dataset.index[:, 1]]).astype(np.float64)
-    metrics = verification_report(scores, dataset.labels, dataset.folds)
-    fpr, tpr, _ = roc_curve(scores, dataset.labels)
-    names = [str(x) if isinstance(x, Path) else bytes_key(x)[0][:19] for x in dataset.items]
-    missed = [names[i] for i, info in enumerate(infos) if info.get("detected") is False]
-    report: dict[str, Any] = {
-        "dataset": {
-            "kind": dataset.kind,
-            "pairs": int(len(dataset.labels)),
-            "unique_images": len(dataset.items),
-            **dataset.describe,
-        },
-        "model": backend.describe(),
-        "metrics": metrics,
-        "detector": {
-            "misses": len(missed),
-            "missed_images": missed,
-            "rule": backend.describe().get("miss_rule", MISS_RULE)
-            if dataset.kind == "lfw-pairs"
-            else "not applicable: detection skipped for pre-aligned crops",
-            "multiple_faces": sum(1 for info in infos if (info.get("faces") or 0) > 1),
-        },
-        "speed": stats,
-        "pair_scores": [
-            {"a": names[i], "b": names[j], "same": bool(same), "fold": int(fold), "score": round(float(sc), 6)}
-            for (i, j), same, fold, sc in zip(dataset.index, dataset.labels, dataset.folds, scores)
-        ],
-    }
-    describe = report["model"]
-    if "threshold" in describe:  # how the threshold the app would use fares on these pairs
-        t = float(describe["threshold"])
-        accepted = scores >= t
-        report["app_threshold"] = {
-            "threshold": t,
-            "calibrated": bool(describe.get("threshold_calibrated")),
-            "accuracy": float(np.mean(accepted == dataset.labels)),
-            "far": float(np.mean(accepted[~dataset.labels])),
-            "tar": float(np.mean(accepted[dataset.labels])),
-        }
-    return report, (fpr, tpr)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
-def format_summary(report: dict) -> str:
-    """The human-readable lines printed after a run (the JSON report holds everything)."""
-    d, m, s, det = report["dataset"], report["metrics"], report["speed"], report["detector"]
-    src = d.get("pairs_file") or d.get("bin")
-    lines = [
-        f"{report['model']['backend']} on {src}: {d['pairs']} pairs ({m['genuine']} same, {m['impostor']} "
-        f"different), {d['unique_images']} images",
-        f"model       {report['model'].get('weights', report['model'].get('model', ''))}"
-        + (
-            f" (fingerprint {report['model']['fingerprint']}, crop {report['model']['spec']['crop']}, "
-            f"flip {'on' if report['model']['flip'] else 'off'})"
-            if "spec" in report["model"]
-            else ""
-        ),
-        f"accuracy    {_pct(m['accuracy'])} ± {_pct(m['accuracy_sem'])} (mean ± standard error over {d['folds']} "
-        f"folds, each fold's threshold chosen on the others; mean threshold {m['accuracy_threshold']:.4f})",
-        f"ROC AUC     {m['auc']:.4f}",
-        f"EER         {_pct(m['eer'])} (threshold {m['eer_threshold']:.4f})",
-    ]
-    for far in ("0.001", "0.01"):
-        note = "" if m[f"far={far}_resolved"] else f" (only {m['impostor']} impostor pairs: strictest point measured)"
-        lines.append(f"TAR@FAR={far:<6}{_pct(m[f'tar@far={far}'])} (threshold {m[f'threshold@far={far}']:.4f}){note}")
-    if "app_threshold" in report:
-        a = report["app_threshold"]
-        lines.append(
-            f"model thr.  {a['threshold']:.3f} ({'calibrated' if a['calibrated'] else 'uncalibrated default'}): "
-            f"accuracy {_pct(a['accuracy'])}, FAR {_pct(a['far'])}, TAR {_pct(a['tar'])}"
-        )
-    if d["kind"] == "lfw-pairs":
-        shown = ", ".join(Path(p).name for p in det["missed_images"][:5]) + (" ..." if det["misses"] > 5 else "")
-        lines.append(
-            f"misses      {det['misses']} of {d['unique_images']} images had no face ({det['rule']})"
-            + (f": {shown}" if det["misses"] else "")
-        )
-    else:
-        lines.append(f"misses      {det['rule']}")
-    lines.append(
-        f"speed       {s['images']} images in {s['seconds']:.1f} s = {s['images_per_s']} images/s "
-        f"({s['from_cache']} from cache)"
-    )
-    for key in ("report_json", "roc_png"):
-        if key in report.get("outputs", {}):
-            lines.append(f"wrote       {report['outputs'][key]}")
-    return "\n".join(lines)
-
-
-def write_outputs(
-    report: dict, curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: str | os.PathLike, stem: str
-) -> dict:
-    """Write <stem>_report.json and <stem>_roc.png atomically; records their paths in report['outputs']."""
-    from .verification_metrics import plot_roc
-
-    return write_report_and_plot(
-        report,
-        out_dir,
-        f"{stem}_report.json",
-        ("roc_png", f"{stem}_roc.png"),
-        lambda path: plot_roc(curves, path, title=f"ROC: {stem}"),
-    )
-
-
-def write_report_and_plot(
-    report: dict, out_dir: str | os.PathLike, json_name: str, plot: tuple[str, str], draw: Callable[[str], None]
-) -> dict:
-    """Draw the plot (`plot` = (key in report['outputs'], file name)) and write the JSON report, both into
-    `out_dir`; a folder that cannot be written is one sentence."""
-    from ..core.fileio import atomic_write_json
-
-    out = Path(out_dir)
-    paths = {"report_json": str(out / json_name), plot[0]: str(out / plot[1])}
-    report["outputs"] = paths
-    try:
-        draw(paths[plot[0]])
-        atomic_write_json(paths["report_json"], report)
-    except OSError as err:
-        raise FaceIDError(f"Cannot write the report into {out}: {err.strerror or err}.") from None
-    return report
-
-
-# ----------------------------------------------------------------------------- the command
-
-
-def load_faceid_backend(
-    model: str | None = None,
-    weights: str | None = None,
-    crop: str | None = None,
-    device: str | None = None,
-    flip: bool = True,
-    batch_size: int = 64,
-    calibration: str | None = None,
-) -> FaceIDBackend:
-    """The app's model choice: --model, else ./checkpoints/best_face_model.pth if present (unless --weights),
-    else backbone weights (--weights, $FACEID_WEIGHTS, torch's cache, download; one clear error offline)."""
-    from ..model.embedder import choose_embedder
-
-    embedder = choose_embedder(model, weights, crop, device, download=True, calibration=calibration)
-    return FaceIDBackend(embedder, batch_size=batch_size, flip=flip)
-
-
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of returning it to the kernel (Linux/glibc only;
     False elsewhere, where nothing changes).
@@ -435,53 +299,3 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
-
-
-def run_evaluation(
-    pairs: str | None = None,
-    images: str | None = None,
-    bin_path: str | None = None,
-    model: str | None = None,
-    weights: str | None = None,
-    crop: str | None = None,
-    flip: bool = True,
-    folds: int = 10,
-    batch_size: int = 64,
-    device: str | None = None,
-    cache_path: str | None = None,
-    out_dir: str | os.PathLike = EVAL_DIR,
-    limit: int | None = None,
-    threads: int | None = None,
-    progress: bool = True,
-) -> dict:
-    """Validate inputs, load the model, evaluate, write <out_dir>/<stem>_report.json + _roc.png; return the report."""
-    if bool(pairs) == bool(bin_path):
-        raise FaceIDError("Give either a pairs file with its image folder, or a .bin file.", "pairs", "images", "bin")
-    if pairs and not images:
-        raise FaceIDError("A pairs file needs its image folder (the one that holds <Name>/<Name>_NNNN.jpg).", "images")
-    if folds < 2 or batch_size < 1:
-        raise FaceIDError(
-            f"The folds must be at least 2 and the batch size at least 1, got {folds} and {batch_size}.",
-            "folds",
-            "batch_size",
-        )
-    if bin_path:
-        dataset = load_bin_dataset(bin_path, folds, limit)
-    else:
-        assert pairs and images  # checked above: without a .bin, a pairs file and its image folder
-        dataset = load_pairs_dataset(pairs, images, folds, limit)
-    check_headers(dataset)
-    keep_freed_memory()
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    backend = load_faceid_backend(model, weights, crop, device, flip, batch_size)
-    cache = EmbedCache(cache_path) if cache_path else None
-    try:
-        report, roc = evaluate_dataset(backend, dataset, cache, batch_size, progress=progress)
-    finally:
-        if cache:
-            cache.close()
-    report["speed"]["cache"] = cache_path
-    return write_outputs(report, {f"faceid ({Path(backend.embedder.source).name})": roc}, out_dir, dataset.name)

@@ -30,7 +30,9 @@ from ..model.calibration import (
 )
 from .embed_cache import EmbedCache
 from ..core.errors import FaceIDError
-from .evaluator import Dataset, embed_items, write_report_and_plot
+from .evaluator import embed_items
+from .pairs import Dataset
+from .report import write_report_and_plot
 from .identification_metrics import enroll, gallery_sizes, identification_report, plot_det
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

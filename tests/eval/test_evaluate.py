@@ -23,9 +23,9 @@ from faceid.core.errors import FaceIDError
 from faceid.eval.evaluator import (
     central_index,
     embed_items,
-    evaluate_dataset,
     load_faceid_backend,
 )
+from faceid.eval.verification_run import evaluate_dataset
 from faceid.eval.pairs import load_bin_dataset, load_pairs_dataset, read_pairs
 
 from shared_paths import STAND_IN
