@@ -21,8 +21,7 @@ import argparse
 import json
 
 from ..core.decode import add_max_pixels_argument, apply_max_pixels
-
-from ..core.errors import ArgumentParser
+from ..core.errors import ArgumentParser, FaceIDError
 from ..core.report import add_verbosity_options, set_verbosity
 from ..model.options import add_model_options, check_model_options
 from .verification_run import run_evaluation
@@ -131,28 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     set_verbosity(args.quiet, args.verbose)
     apply_max_pixels(args.max_pixels)
     if args.open_set or args.calibrate:
-        from .open_set import people_mode
-
-        report, summary = people_mode(
-            calibrate=args.calibrate,
-            images=args.images,
-            model=args.model,
-            weights=args.weights,
-            crop=args.crop,
-            calibration=args.calibration,
-            device=args.device,
-            flip=not args.no_flip,
-            threads=args.threads,
-            cache_path=None if args.no_cache else args.cache,
-            out_dir=args.out_dir,
-            calibration_out=args.calibration_out,
-            tune_on_benchmark=args.tune_on_benchmark,
-            gallery_samples=args.gallery_samples,
-            gallery_sizes=args.gallery_sizes,
-            draws=args.draws,
-            batch_size=args.batch_size,
-            progress=not args.quiet,
-        )
+        report, summary = people_mode(args)
         print(json.dumps(report, indent=2) if args.json else summary)
         return 0
     report = run_evaluation(
@@ -179,3 +157,65 @@ def main(argv: list[str] | None = None) -> int:
 
         print(format_summary(report))
     return 0
+
+
+def people_mode(args: argparse.Namespace) -> tuple[dict, str]:
+    """--calibrate and --open-set: check the flags, load the model, run; (report, printed summary)."""
+    from .calibrate import check_not_benchmark, format_calibration, run_calibration
+    from .embed_cache import EmbedCache
+    from .evaluator import load_faceid_backend
+    from .open_set import format_identification, run_identification
+
+    if bool(args.calibrate) == bool(args.images):
+        raise FaceIDError(
+            "Calibration takes its own folder and the open-set evaluation an image folder: give one of them.",
+            "calibrate",
+            "images",
+        )
+    try:
+        sizes = tuple(int(v) for v in args.gallery_sizes.split(",") if v.strip())
+    except ValueError:
+        raise FaceIDError(
+            f"Gallery sizes must be whole numbers separated by commas, got {args.gallery_sizes!r}.", "gallery_sizes"
+        ) from None
+    if min(args.gallery_samples, args.draws, args.batch_size, *sizes) < 1:
+        raise FaceIDError(
+            "The gallery samples, draws, batch size and every gallery size must be at least 1.",
+            "gallery_samples",
+            "draws",
+            "batch_size",
+            "gallery_sizes",
+        )
+    if args.calibrate:
+        check_not_benchmark(args.calibrate, args.tune_on_benchmark)  # before the model loads: refusing costs nothing
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    backend = load_faceid_backend(
+        args.model, args.weights, args.crop, args.device, not args.no_flip, args.batch_size, args.calibration
+    )
+    cache_path = None if args.no_cache else args.cache
+    cache = EmbedCache(cache_path) if cache_path else None
+    progress = not args.quiet
+    try:
+        if args.calibrate:
+            summary = run_calibration(
+                backend, args.calibrate, args.calibration_out, cache, args.tune_on_benchmark, args.batch_size, progress
+            )
+            return summary, format_calibration(summary)
+        report = run_identification(
+            [backend],
+            args.images,
+            args.out_dir,
+            cache,
+            args.gallery_samples,
+            sizes,
+            args.draws,
+            args.batch_size,
+            progress,
+        )
+        return report, format_identification(report)
+    finally:
+        if cache:
+            cache.close()

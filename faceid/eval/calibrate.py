@@ -1,0 +1,102 @@
+"""The calibration run (evaluate_model.py --calibrate): a score->FAR table for weights without one.
+
+The app's comparison (template of 5 vs probe of 3) on held-out people -> a score->FAR table
+(`faceid.model.calibration`), tied to the weights' fingerprint, for the app and the evaluator to read with
+--calibration. Benchmark folders (LFW) are refused unless explicitly allowed, and then the table is stamped
+as benchmark data.
+
+Neighbours: `people` reads and embeds the folder; `open_set` is the other run on folders of people (it
+reports what the table's thresholds give at each gallery size); training's validation builds the same table
+on its held-out people.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..core.errors import FaceIDError
+from ..model.calibration import (
+    PROBE_SAMPLES,
+    SAMPLES,
+    Calibration,
+    template_probe_scores,
+    write_calibration_file,
+)
+from .embed_cache import EmbedCache
+from .people import embed_people, load_people
+
+BENCHMARK_MARKERS = ("pairs.txt", "pairsDevTest.txt", "pairsDevTrain.txt", "people.txt", "peopleDevTest.txt")
+
+
+def benchmark_reason(root: Path) -> str | None:
+    """Why this folder looks like benchmark data (LFW), or None. Checks the folder and its parent for LFW's
+    pair/people lists and any path part named like LFW."""
+    root = root.resolve()
+    for folder in (root, root.parent):
+        for marker in BENCHMARK_MARKERS:
+            if (folder / marker).is_file():
+                return f"{folder / marker} lies beside it (an LFW pair or people list)"
+    if any("lfw" in part.lower() for part in root.parts):
+        return f"its path {root} names LFW"
+    return None
+
+
+def check_not_benchmark(folder: str | os.PathLike, allow: bool) -> bool:
+    """Refuse (one sentence) to calibrate on benchmark data unless allowed; True when it is benchmark data."""
+    reason = benchmark_reason(Path(folder))
+    if reason and not allow:
+        raise FaceIDError(
+            f"Refusing to calibrate on {folder}: {reason}, and benchmark data must stay test data; "
+            f"calibrate on held-out people, or allow tuning on benchmark data to do it anyway "
+            f"(stamped in the table).",
+            "tune_on_benchmark",
+        )
+    return reason is not None
+
+
+def run_calibration(
+    backend,
+    folder: str | os.PathLike,
+    out_path: str | os.PathLike,
+    cache: EmbedCache | None = None,
+    allow_benchmark: bool = False,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Calibrate `backend` on the people under `folder`; write the table file; return its summary."""
+    benchmark = check_not_benchmark(folder, allow_benchmark)
+    dataset, labels, names = load_people(folder)
+    emb, stats, misses = embed_people(backend, dataset, cache, batch_size, progress)
+    genuine, impostor, counts = template_probe_scores(emb, labels, SAMPLES, PROBE_SAMPLES)
+    source = (
+        f"{counts['identities']} people in {Path(folder).name}/ ({counts['templates']} templates, "
+        f"{counts['probes']} probes)"
+    )
+    table = Calibration.from_scores(
+        genuine, impostor, SAMPLES, PROBE_SAMPLES, source, benchmark_data=benchmark, identities=counts["identities"]
+    )
+    summary = {
+        **table.summary(),
+        "counts": counts,
+        "folder": str(folder),
+        "speed": stats,
+        "detector_misses": misses,
+    }
+    write_calibration_file(out_path, table, backend.embedder.fingerprint, summary)
+    return {**summary, "written": str(out_path)}
+
+
+def format_calibration(summary: dict) -> str:
+    """The lines printed after a calibration run: the comparisons counted, then one line per FAR of the table."""
+    rows = "\n".join(
+        f"  FAR {r['far']:<7g} threshold {r['threshold']:.4f}  measured FAR {r['measured_far']:.2e} "
+        f"(95% up to {r['far_95'][1]:.2e})  TAR {r['tar']:.3f}"
+        + ("" if r["resolved"] else "  (coarse)" if not r["beyond_data"] else "  (beyond data)")
+        for r in summary["table"]
+    )
+    return (
+        f"calibrated on {summary['source']}: {summary['genuine_comparisons']:,} genuine and "
+        f"{summary['impostor_comparisons']:,} impostor comparisons ({summary['comparison']})\n"
+        f"{rows}\nwrote       {summary['written']}"
+    )
