@@ -3,6 +3,8 @@
 `format_summary` and `write_outputs` (<stem>_report.json + <stem>_roc.png) serve the pairs run
 (`verification_run`, and bench/bench_peer_lfw.py's side-by-side run); `write_report_and_plot` is the one writer
 of a JSON report with its plot, used by both modes: the 1:N run (`open_set`) writes its DET plot with it.
+The folder-of-people runs print their own tables beside the run that fills them
+(`open_set.format_identification`, `calibrate.format_calibration`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def _pct(x: float) -> str:
 
 
 def format_summary(report: dict) -> str:
-    """The human-readable lines printed after a run (the JSON report holds everything)."""
+    """The human-readable lines printed after a pairs run (the JSON report holds everything)."""
     d, m, s, det = report["dataset"], report["metrics"], report["speed"], report["detector"]
     src = d.get("pairs_file") or d.get("bin")
     lines = [
