@@ -84,7 +84,7 @@ _HOMES = {
     "Gallery": "faceid.gallery.store",
     "TrainConfig": "faceid.train.config",
     "continue_training": "faceid.train.trainer",
-    "run_evaluation": "faceid.eval.evaluator",
+    "run_evaluation": "faceid.eval.verification_run",
 }
 __all__ = sorted(_HOMES)
 
