@@ -177,7 +177,7 @@ def main() -> int:
     ]
     load_only = [
         "-c",
-        "import sys; from faceid.app.actions import load_model; from faceid.app.cli import build_parser; from faceid.model.face import "
+        "import sys; from faceid.app.session import load_model; from faceid.app.cli import build_parser; from faceid.model.face import "
         "FacePipeline; FacePipeline(load_model(build_parser().parse_args(sys.argv[1:]))); print('{}')",
         "--weights",
         args.weights,

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from faceid.app.actions import load_model  # noqa: E402
+from faceid.app.session import load_model  # noqa: E402
 from faceid.app.cli import build_parser  # noqa: E402
 from faceid.app.camera import open_source  # noqa: E402
 from faceid.core.decode import IMAGE_EXTENSIONS  # noqa: E402

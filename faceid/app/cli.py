@@ -12,8 +12,11 @@ from ..core.errors import ArgumentParser, FaceIDError
 from ..core.report import add_verbosity_options, set_verbosity
 from ..model.options import add_model_options, check_model_options
 from ..model.calibration import FAR_TARGET, FPIR_TARGET, MAX_TABLE_FAR, PROBE_SAMPLES, SAMPLES
-from .actions import LIVE_FRAME_LIMIT, App, run_action
+from . import render
+from .actions import run_action
 from .menu import menu
+from .outcome import LIVE_FRAME_LIMIT
+from .session import Session
 
 ACTIONS_HELP = {
     "register": "take --samples good frames of one face and store them under --name",
@@ -153,21 +156,31 @@ def _check_args(args: argparse.Namespace) -> None:
         raise FaceIDError(f"--far and --fpir are rates: give values above 0 and at most {MAX_TABLE_FAR:g}.")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, parsed and checked (a bad value is a `FaceIDError` before anything is opened)."""
     args = build_parser().parse_args(argv)
     _check_args(args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(Session(parse_args(argv)))
+
+
+def run(session: Session) -> int:
+    """The session's command: the menu without an action, else the one action, printed as text or JSON."""
+    args = session.args
     set_verbosity(args.quiet, args.verbose)
     apply_max_pixels(args.max_pixels)
-    app = App(args, accelerate=args.action in (None, "liveness"))
     if args.action is None:
-        return menu(app)
+        return menu(session)
     try:
-        outcome = run_action(app, args.action, args)
+        outcome = render.outcome(run_action(session, args.action, args))
     except FaceIDError as err:
         err.details["action"] = args.action  # run_cli prints the error (and the JSON object under --json)
         raise
     finally:
-        app.close()
+        session.close()
     if args.json:
         print(json.dumps({"ok": True, **outcome.data}, ensure_ascii=False))
     else:

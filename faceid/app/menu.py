@@ -7,7 +7,11 @@ import argparse
 import sys
 
 from ..core.errors import EXIT_OK, FaceIDError, debug_enabled, describe_unexpected
-from .actions import App, Outcome, clean_name, run_action
+from . import render
+from .actions import run_action
+from .gallery_access import clean_name
+from .outcome import Outcome
+from .session import Session
 
 MENU = [
     ("1", "register"),
@@ -29,11 +33,11 @@ def ask(prompt: str) -> str:
     return answer
 
 
-def menu(app: App) -> int:
+def menu(session: Session) -> int:
     """The interactive loop. Errors in an action are printed and the menu continues; EOF or 'q' quits (0)."""
     print(
-        f"Face ID - gallery {app.args.data_dir}, source {app.args.source}"
-        f"{' (preview window: c = capture, v = verify, q = cancel)' if app.preview.enabled else ''}"
+        f"Face ID - gallery {session.args.data_dir}, source {session.args.source}"
+        f"{' (preview window: c = capture, v = verify, q = cancel)' if session.preview.enabled else ''}"
     )
     choices = {}
     for key, name in MENU:
@@ -55,7 +59,7 @@ def menu(app: App) -> int:
             print("bye")
             return EXIT_OK
         try:
-            outcome = _menu_action(app, action)
+            outcome = _menu_action(session, action)
         except EOFError:
             print("\nbye")
             return EXIT_OK
@@ -73,18 +77,18 @@ def menu(app: App) -> int:
             print(f"error: {describe_unexpected(err)}")
             continue
         finally:
-            app.close()
+            session.close()
         if outcome is not None:
             print("\n".join(outcome.lines))
 
 
-def _menu_action(app: App, action: str) -> Outcome | None:
+def _menu_action(session: Session, action: str) -> Outcome | None:
     """Ask for what the action needs, then run it."""
     ns = argparse.Namespace(name=None, replace=False, pickle=None)
     if action in ("register", "verify", "delete"):
         ns.name = clean_name(ask("name> "), new=action == "register")
     if action in ("register", "delete"):
-        with app.gallery() as g:
+        with session.gallery() as g:
             exists = g.get(ns.name) is not None
         if action == "delete" and not exists:
             raise FaceIDError(f"No one named {ns.name!r} is registered (see the list action).")
@@ -96,4 +100,4 @@ def _menu_action(app: App, action: str) -> Outcome | None:
     if action == "delete" and ask(f"Delete {ns.name!r} and their samples? [y/N] ").lower() not in ("y", "yes"):
         print("Nothing deleted.")
         return None
-    return run_action(app, action, ns)
+    return render.outcome(run_action(session, action, ns))

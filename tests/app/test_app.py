@@ -24,8 +24,10 @@ import numpy as np
 import pytest
 
 from builders import make_random_checkpoint
-from faceid.app.cli import main
+from faceid.app.cli import parse_args, run
+from faceid.app.session import Session, load_pipeline
 from faceid.core.errors import run_cli
+from faceid.model.face import FacePipeline
 
 from shared_paths import STAND_IN
 
@@ -35,31 +37,22 @@ REPO = Path(__file__).resolve().parents[2]
 _LOADED: dict = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def reuse_loaded_models():
+def cached_pipeline(args) -> FacePipeline:
     """Loading a model costs seconds on a busy CPU: in-process calls with the same model options share one
-    loaded embedder (subprocess tests still load it for real, and check it happens once per menu session)."""
-    import faceid.app.actions as app_module
-
-    real = app_module.load_model
-
-    def cached(args):
-        key = (
-            str(args.model),
-            str(args.weights),
-            args.crop,
-            args.device,
-            args.offline,
-            args.runtime,
-            str(args.calibration),
-        )
-        if key not in _LOADED:
-            _LOADED[key] = real(args)
-        return _LOADED[key]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(app_module, "load_model", cached)
-        yield
+    loaded pipeline, handed to their Session (subprocess tests still load it for real, and check it happens once
+    per menu session)."""
+    key = (
+        str(args.model),
+        str(args.weights),
+        args.crop,
+        args.device,
+        args.offline,
+        args.runtime,
+        str(args.calibration),
+    )
+    if key not in _LOADED:
+        _LOADED[key] = load_pipeline(args)
+    return _LOADED[key]
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +97,12 @@ class _Capture:
 
 
 def app(capsys, *argv) -> tuple[int, str, str]:
-    """Run the app in-process under run_cli, as faceid_app.py does: (exit code, stdout, stderr)."""
+    """Run the app in-process under run_cli, as faceid_app.py does, with the cached model: (exit code, stdout,
+    stderr)."""
     argv = [str(a) for a in argv]
     with capsys.redirect() if isinstance(capsys, _Capture) else contextlib.nullcontext():
         try:
-            run_cli(lambda: main(argv), argv)
+            run_cli(lambda: run(Session(parse_args(argv), pipeline_factory=cached_pipeline)), argv)
         except SystemExit as exit_:
             code = int(exit_.code or 0)
     out, err = capsys.readouterr()

@@ -1,0 +1,198 @@
+"""The app's shared vocabulary, at the bottom of the package: what an action returns, and the constants and
+exception the other app modules share. Nothing here loads a model, opens a file or prints.
+
+Every action (`faceid.app.actions`) returns one of the result types below; `faceid.app.render` turns a result
+into the lines a person reads and the JSON object a script reads, and each result says its own exit code.
+The types name the gallery's and the liveness check's objects only for the type checker, so importing this
+module imports neither (``list`` and ``delete`` must not pay for torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.errors import EXIT_OK
+from ..model.calibration import Calibration, Threshold
+
+if TYPE_CHECKING:
+    from .gallery_access import Match, Person
+    from .liveness import LivenessResult
+
+EXIT_NO_MATCH = 1  # no match, nobody identified, liveness failed: an answer, not an error (those are 2)
+LIVE_FRAME_LIMIT = 300  # headless camera: give up after this many frames rather than wait forever
+
+
+@dataclass
+class Outcome:
+    """A result as printed: its exit code, the JSON-able record and the lines a person reads."""
+
+    code: int
+    data: dict
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    """One quality-gated face: its crop (stored by register), embedding and quality measurements."""
+
+    crop: np.ndarray
+    embedding: np.ndarray
+    metrics: dict
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model made a decision and where its threshold came from (the ``model`` object of the JSON)."""
+
+    source: str
+    runtime: str
+    fingerprint: str
+    crop: str
+    threshold_source: str  # "option", "table", "checkpoint" or "default" (faceid.app.decision)
+    calibration: Calibration | None
+
+
+# ----------------------------------------------------------------------------- one result per action
+
+
+@dataclass
+class Registered:
+    """register: `name` stored from `samples`; `similar_to` is the closest other person, and `looks_like_them`
+    says whether identify would take this face for them (at `duplicate_threshold`)."""
+
+    name: str
+    samples: int
+    min_sample_cosine: float  # the lowest sample-to-template cosine: how consistent the samples were
+    similar_to: Match | None
+    looks_like_them: bool
+    duplicate_threshold: Threshold
+    notes: list[str]
+    liveness: LivenessResult | None
+    model: ModelInfo
+    exit_code: int = EXIT_OK
+
+
+@dataclass
+class LivenessRefused:
+    """register / verify / identify under --liveness: the head-turn challenge failed, or (register) the samples
+    taken after it show another face than the one that passed it (`face_score`, its cosine to that face)."""
+
+    action: str
+    liveness: LivenessResult
+    name: str | None = None  # register's name
+    face_score: float | None = None
+    exit_code: int = EXIT_NO_MATCH
+
+
+@dataclass
+class Verified:
+    """verify: `name`'s template against the probe, decided at `threshold`."""
+
+    name: str
+    score: float
+    threshold: Threshold
+    match: bool
+    closest_other: Match | None
+    quality: dict
+    notes: list[str]
+    liveness: LivenessResult | None
+    model: ModelInfo
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.match else EXIT_NO_MATCH
+
+
+@dataclass
+class Identified:
+    """identify: the top `matches` (best first) and the person identified at `threshold`, if any."""
+
+    matches: list[Match]
+    threshold: Threshold
+    identified: Match | None
+    quality: dict
+    notes: list[str]
+    liveness: LivenessResult | None
+    model: ModelInfo
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.identified is not None else EXIT_NO_MATCH
+
+
+@dataclass
+class Listed:
+    """list: everyone registered."""
+
+    people: list[Person]
+    exit_code: int = EXIT_OK
+
+
+@dataclass
+class Checked:
+    """check: the gallery at `db_path` is intact and holds `templates` templates."""
+
+    db_path: str
+    templates: int
+    exit_code: int = EXIT_OK
+
+
+@dataclass
+class Deleted:
+    name: str
+    exit_code: int = EXIT_OK
+
+
+@dataclass
+class Reenrolled:
+    """reenroll: `people` templates recomputed; `imported_kept`: people imported from a seed, kept as they are."""
+
+    people: int
+    imported_kept: list[str]
+    model: ModelInfo
+    exit_code: int = EXIT_OK
+
+
+@dataclass
+class SeedImported:
+    people: int
+    path: str
+    model: ModelInfo
+    exit_code: int = EXIT_OK
+
+
+@dataclass
+class LivenessChecked:
+    """liveness: the head-turn challenge on its own."""
+
+    liveness: LivenessResult
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.liveness.passed else EXIT_NO_MATCH
+
+
+Result = (
+    Registered
+    | LivenessRefused
+    | Verified
+    | Identified
+    | Listed
+    | Checked
+    | Deleted
+    | Reenrolled
+    | SeedImported
+    | LivenessChecked
+)
+
+
+class Rejected(Exception):
+    """Raised out of the probe when the liveness challenge fails: verify / identify then answer with a
+    `LivenessRefused` instead of a decision (`faceid.app.actions.run_action` turns one into the other)."""
+
+    def __init__(self, liveness: LivenessResult):
+        super().__init__(liveness.reason)
+        self.liveness = liveness

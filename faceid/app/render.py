@@ -1,0 +1,245 @@
+"""What the app says: every action's result as the lines a person reads and as the JSON object a script reads.
+
+One function per result type makes both, side by side, so the text and the JSON of an action cannot drift
+apart; tests/app/test_render.py pins the JSON's keys and types. Under ``--json`` the command line prints
+``{"ok": true, **data}``; errors are printed by `faceid.core.errors.run_cli`, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .decision import accepts
+from .gallery_access import Match, display_name
+from .outcome import (
+    Checked,
+    Deleted,
+    Identified,
+    LivenessChecked,
+    LivenessRefused,
+    Listed,
+    ModelInfo,
+    Outcome,
+    Reenrolled,
+    Registered,
+    Result,
+    SeedImported,
+    Verified,
+)
+
+
+def outcome(result: Result) -> Outcome:
+    """The result as printed: exit code, JSON object (without "ok") and text lines."""
+    data, lines = _RENDERERS[type(result)](result)
+    return Outcome(result.exit_code, data, lines)
+
+
+def verdict_caption(result: Result) -> tuple[str, bool] | None:
+    """(caption, accepted) drawn on the probe frame after a decision; None for the other actions."""
+    if isinstance(result, Verified):
+        verdict = "MATCH" if result.match else "NO MATCH"
+        return f"{verdict} {result.name} {result.score:.3f} (threshold {result.threshold.value:.3f})", result.match
+    if isinstance(result, Identified):
+        best, matches = result.identified, result.matches
+        label = (
+            f"{best.name} {best.score:.3f}"
+            if best
+            else f"unknown (best {matches[0].score:.3f})"
+            if matches
+            else "unknown (nobody compared)"
+        )
+        return f"{label}, threshold {result.threshold.value:.3f}", best is not None
+    return None
+
+
+# ----------------------------------------------------------------------------- one renderer per result
+
+
+Rendered = tuple[dict[str, Any], list[str]]
+
+
+def _registered(r: Registered) -> Rendered:
+    other = r.similar_to
+    warning = (
+        f"this face already matches {other.name!r} (score {other.score:.3f} >= "
+        f"{r.duplicate_threshold.text}); check that they are different people"
+        if other is not None and r.looks_like_them
+        else None
+    )
+    lines = [
+        f"Registered {r.name!r} from {r.samples} samples (lowest sample-to-template cosine {r.min_sample_cosine:.3f})."
+    ]
+    if warning:
+        lines.append(f"WARNING: {warning}.")
+    data = {
+        "action": "register",
+        "name": r.name,
+        "registered": True,
+        "samples": r.samples,
+        "min_sample_cosine": round(r.min_sample_cosine, 4),
+        "warning": warning,
+        "notes": r.notes,
+        "similar_to": _match(other),
+        "liveness": None if r.liveness is None else r.liveness.to_dict(),
+        "model": _model(r.model),
+    }
+    return data, lines
+
+
+def _liveness_refused(r: LivenessRefused) -> Rendered:
+    reason = (
+        r.liveness.reason
+        if r.face_score is None
+        else f"the registered face (score {r.face_score:.3f}) is not the one that passed the head-turn challenge"
+    )
+    if r.action == "register":
+        data = {"action": "register", "name": r.name, "registered": False, "liveness": r.liveness.to_dict()}
+    else:  # verify / identify: no decision was made
+        data = {"liveness": r.liveness.to_dict(), "match": False, "action": r.action}
+    return data, [f"LIVENESS FAILED: {reason}."]
+
+
+def _verified(r: Verified) -> Rendered:
+    t = r.threshold
+    verdict = "MATCH" if r.match else "NO MATCH"
+    lines = [f"{verdict}: {r.name!r} score {r.score:.3f} {'>=' if r.match else '<'} {t.value:.3f} ({t.text})."]
+    if r.closest_other is not None:
+        lines.append(f"closest other person: {r.closest_other.name!r} {r.closest_other.score:.3f}")
+    lines += _notes(r.notes)
+    data = {
+        "action": "verify",
+        "name": r.name,
+        "match": r.match,
+        "score": round(r.score, 4),
+        **t.decision_fields(),
+        "closest_other": _match(r.closest_other),
+        "quality": r.quality,
+        "notes": r.notes,
+        "liveness": None if r.liveness is None else r.liveness.to_dict(),
+        "model": _model(r.model),
+    }
+    return data, lines
+
+
+def _identified(r: Identified) -> Rendered:
+    t, best = r.threshold, r.identified
+    lines = [
+        f"IDENTIFIED: {best.name!r} score {best.score:.3f} >= {t.value:.3f} ({t.text})."
+        if best
+        else f"UNKNOWN: nobody scored at or above {t.value:.3f} ({t.text})."
+    ]
+    lines += [
+        f"  {i}. {m.name:<24} {m.score:.3f}{'  <- above threshold' if accepts(m.score, t) else ''}"
+        for i, m in enumerate(r.matches, 1)
+    ]
+    lines += _notes(r.notes)
+    data = {
+        "action": "identify",
+        "identified": None if best is None else best.name,
+        "matches": [_match(m) for m in r.matches],
+        **t.decision_fields(),
+        "quality": r.quality,
+        "notes": r.notes,
+        "liveness": None if r.liveness is None else r.liveness.to_dict(),
+        "model": _model(r.model),
+    }
+    return data, lines
+
+
+def _listed(r: Listed) -> Rendered:
+    rows = [
+        {"name": p.name, "samples": p.n_samples, "created": str(p.created), "fingerprint": p.fingerprint}
+        for p in r.people
+    ]
+    lines = [f"{len(rows)} registered" + (":" if rows else " (register someone first).")]
+    lines += [
+        f"  {display_name(p.name):<24} {p.n_samples} samples  registered {p.created}  model {p.fingerprint}"
+        for p in r.people
+    ]
+    return {"action": "list", "people": rows}, lines
+
+
+def _checked(r: Checked) -> Rendered:
+    return (
+        {"action": "check", "intact": True, "templates": r.templates},
+        [f"The gallery {r.db_path} is intact ({r.templates} templates); search index rebuilt."],
+    )
+
+
+def _deleted(r: Deleted) -> Rendered:
+    return {"action": "delete", "name": r.name, "deleted": True}, [f"Deleted {r.name!r}."]
+
+
+def _reenrolled(r: Reenrolled) -> Rendered:
+    lines = [f"Recomputed the templates of {r.people} people with {r.model.source}."]
+    if r.imported_kept:
+        lines.append(
+            f"Kept {len(r.imported_kept)} imported people as they are (e.g. {r.imported_kept[0]!r}): the seed "
+            f"stored no photos to recompute them from; register them again with --replace to do so."
+        )
+    data = {"action": "reenroll", "people": r.people, "imported_kept": r.imported_kept, "model": _model(r.model)}
+    return data, lines
+
+
+def _seed_imported(r: SeedImported) -> Rendered:
+    line = (
+        f"Imported {r.people} people from {r.path}. Their templates are taken as made by the loaded "
+        f"model and cannot be recomputed (the seed kept no photos): if the seed used another "
+        f"model, register them again with `register --name NAME --replace`."
+    )
+    return {"action": "import-seed", "people": r.people, "model": _model(r.model)}, [line]
+
+
+def _liveness_checked(r: LivenessChecked) -> Rendered:
+    live = r.liveness
+    line = (
+        f"LIVENESS {'PASSED' if live.passed else 'FAILED'}: {live.reason} "
+        f"(prompts {', '.join(live.prompts)}; {live.frames} frames)."
+    )
+    return {"action": "liveness", **live.to_dict()}, [line]
+
+
+_RENDERERS: dict[type, Callable[[Any], Rendered]] = {
+    Registered: _registered,
+    LivenessRefused: _liveness_refused,
+    Verified: _verified,
+    Identified: _identified,
+    Listed: _listed,
+    Checked: _checked,
+    Deleted: _deleted,
+    Reenrolled: _reenrolled,
+    SeedImported: _seed_imported,
+    LivenessChecked: _liveness_checked,
+}
+
+
+# ----------------------------------------------------------------------------- shared parts
+
+
+def _notes(notes: list[str]) -> list[str]:
+    return [f"note: {n}" for n in notes]
+
+
+def _match(match: Match | None) -> dict | None:
+    return None if match is None else {"name": match.name, "score": round(float(match.score), 4)}
+
+
+def _model(info: ModelInfo) -> dict:
+    """The "model" object: which model decided, and where its thresholds come from."""
+    cal = info.calibration
+    return {
+        "source": info.source,
+        "runtime": info.runtime,
+        "fingerprint": info.fingerprint,
+        "crop": info.crop,
+        "threshold_source": info.threshold_source,
+        "calibration": None
+        if cal is None
+        else {
+            "source": cal.source,
+            "benchmark_data": cal.benchmark_data,
+            "comparison": f"template of {cal.samples} vs probe of {cal.probe_samples}",
+            "impostor_comparisons": cal.impostors,
+        },
+    }
