@@ -1,4 +1,4 @@
-"""Embeddings as the gallery takes and keeps them: checked and re-normalised on the way in, stored as float32
+"""Embeddings as the gallery takes and keeps them: checked (and made unit vectors) on the way in, stored as float32
 little-endian BLOBs of `EMBEDDING_DIM` values, and refused as corrupt when a stored one has another size."""
 
 from __future__ import annotations
@@ -7,19 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.embeddings import EMBEDDING_DIM, normalize_rows
+from ..model.embeddings import EMBEDDING_DIM, unit_rows
 from .records import GalleryError, corrupt_database
 
 
 def check_embeddings(embeddings: np.ndarray, count: int | None = None) -> np.ndarray:
-    """(N, 512) finite, non-zero -> float32, re-normalised; N must equal `count` when given."""
+    """(N, 512) finite, non-zero -> float32 unit vectors (`embeddings.unit_rows`: the network's own output is
+    kept bit for bit); N must equal `count` when given."""
     emb = np.asarray(embeddings)
     if emb.ndim != 2 or emb.shape[1] != EMBEDDING_DIM or len(emb) == 0:
         raise GalleryError(f"Embeddings must have shape (N, {EMBEDDING_DIM}) with N >= 1, not {emb.shape}.")
     if count is not None and len(emb) != count:
         raise GalleryError(f"Got {count} crops but {len(emb)} embeddings; they must pair up one to one.")
     try:
-        return normalize_rows(emb)
+        return unit_rows(emb)
     except ValueError:
         raise GalleryError("An embedding is zero or not finite; the face could not be embedded.") from None
 

@@ -66,6 +66,47 @@ def far_for_fpir(fpir: float, gallery_size: int) -> float:
     return float(-math.expm1(math.log1p(-fpir) / max(gallery_size, 1)))
 
 
+@dataclass(frozen=True)
+class Split:
+    """Which images make which comparison: index groups of `samples` images (templates) and of `probe_samples`
+    images (probes) per person, disjoint within a person, and whose each group is."""
+
+    template_groups: list[np.ndarray]
+    template_owner: np.ndarray
+    probe_groups: list[np.ndarray]
+    probe_owner: np.ndarray
+    skipped_identities: int
+
+
+def split_by_person(labels: np.ndarray, samples: int, probe_samples: int, seed: int = 42) -> Split:
+    """Each person's images, shuffled once: the first half gives templates of `samples`, the rest probes of
+    `probe_samples`. People with fewer than samples + probe_samples images are left out (counted)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    t_groups: list[np.ndarray] = []
+    p_groups: list[np.ndarray] = []
+    t_owner, p_owner, skipped = [], [], 0
+    for person in np.unique(labels):
+        idx = rng.permutation(np.nonzero(labels == person)[0])
+        if len(idx) < samples + probe_samples:
+            skipped += 1
+            continue
+        n_templates = max(1, (len(idx) // 2) // samples)
+        n_probes = (len(idx) - n_templates * samples) // probe_samples
+        t_groups += [idx[t * samples : (t + 1) * samples] for t in range(n_templates)]
+        t_owner += [person] * n_templates
+        rest = idx[n_templates * samples :]
+        p_groups += [rest[p * probe_samples : (p + 1) * probe_samples] for p in range(n_probes)]
+        p_owner += [person] * n_probes
+    return Split(t_groups, np.asarray(t_owner), p_groups, np.asarray(p_owner), skipped)
+
+
+def templates_of(embeddings: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """(G, D): one template per index group, by the rule the app and the gallery use (`template_of`)."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    return np.stack([template_of(embeddings[g]) for g in groups])
+
+
 def template_probe_scores(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -75,39 +116,22 @@ def template_probe_scores(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(genuine scores, impostor scores, counts) of templates of `samples` vs probes of `probe_samples`.
 
-    embeddings: (N, D) L2-normalised, one per image; labels: (N,) identity of each. People with fewer than
-    samples + probe_samples images are left out (counted). Deterministic for a given seed.
+    embeddings: (N, D) unit vectors, one per image; labels: (N,) identity of each; the split is `split_by_person`.
+    Deterministic for a given seed.
     """
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    templates, probes, t_owner, p_owner, skipped = [], [], [], [], 0
-    for person in np.unique(labels):
-        idx = rng.permutation(np.nonzero(labels == person)[0])
-        if len(idx) < samples + probe_samples:
-            skipped += 1
-            continue
-        n_templates = max(1, (len(idx) // 2) // samples)
-        n_probes = (len(idx) - n_templates * samples) // probe_samples
-        for t in range(n_templates):
-            templates.append(template_of(embeddings[idx[t * samples : (t + 1) * samples]]))
-            t_owner.append(person)
-        rest = idx[n_templates * samples :]
-        for p in range(n_probes):
-            probes.append(template_of(embeddings[rest[p * probe_samples : (p + 1) * probe_samples]]))
-            p_owner.append(person)
-    if not templates:
+    split = split_by_person(labels, samples, probe_samples, seed)
+    if not split.template_groups:
         raise FaceIDError(
             f"No identity has the {samples + probe_samples} images a template of {samples} and a "
             f"probe of {probe_samples} need; calibration needs more images per person."
         )
-    scores = np.stack(templates) @ np.stack(probes).T
-    same = np.asarray(t_owner)[:, None] == np.asarray(p_owner)[None, :]
+    scores = templates_of(embeddings, split.template_groups) @ templates_of(embeddings, split.probe_groups).T
+    same = split.template_owner[:, None] == split.probe_owner[None, :]
     counts = {
-        "identities": int(len(np.unique(t_owner))),
-        "skipped_identities": skipped,
-        "templates": len(templates),
-        "probes": len(probes),
+        "identities": int(len(np.unique(split.template_owner))),
+        "skipped_identities": split.skipped_identities,
+        "templates": len(split.template_groups),
+        "probes": len(split.probe_groups),
         "images": int(len(labels)),
     }
     return scores[same].astype(np.float64), scores[~same].astype(np.float64), counts
