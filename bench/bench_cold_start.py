@@ -85,8 +85,8 @@ def parse_args() -> argparse.Namespace:
 def probe_template(args) -> tuple[np.ndarray, str]:
     """The probe image's embedding and the model's fingerprint, with this checkout's pipeline."""
     from faceid.app.camera import open_source
-    from faceid.model.face import FacePipeline
     from faceid.model.embedder import load_embedder
+    from faceid.model.face import FacePipeline
 
     embedder = load_embedder(weights=args.weights, crop=args.crop, device="cpu", download=False)
     with open_source(args.image) as src:

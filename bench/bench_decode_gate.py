@@ -1,6 +1,6 @@
 """The decode gate's cost on normal frames, against the per-frame latency it adds to.
 
-Every still image the app reads (a photo, a folder of them) passes `faceid.decode.decode_image`: a header
+Every still image the app reads (a photo, a folder of them) passes `faceid.core.decode.decode_image`: a header
 check (size from the JPEG/PNG header, the pixel limit), stderr silenced around the decoder, then the same
 OpenCV decode as before. This measures, on the 640x480 frames of the shared clips encoded as JPEG q95:
 
@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_latency import load_frames, shared_dir  # noqa: E402
+
 from faceid.core.decode import decode_image, image_size  # noqa: E402
 from faceid.core.errors import run_cli  # noqa: E402
-from faceid.model.face import FacePipeline  # noqa: E402
 from faceid.model.embedder import load_embedder, optimized_for_cpu  # noqa: E402
+from faceid.model.face import FacePipeline  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:

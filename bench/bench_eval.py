@@ -2,7 +2,7 @@
 
 1. baseline: for each pair, decode both images, run MTCNN on each one alone, crop, embed each one alone
              (no batching, no cache; an image in several pairs is processed each time).
-2. evaluator: faceid.evaluate on the same pairs: each unique image once, MTCNN and the network in batches,
+2. evaluator: faceid.eval.evaluator on the same pairs: each unique image once, MTCNN and the network in batches,
              decode in a thread pool; with a fresh cache, which it fills.
 3. cached:   the evaluator again over the same images: every embedding comes from the cache.
 
@@ -26,16 +26,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from faceid.eval.embed_cache import EmbedCache  # noqa: E402
 from faceid.core.errors import run_cli  # noqa: E402
+from faceid.eval.embed_cache import EmbedCache  # noqa: E402
 from faceid.eval.evaluator import (  # noqa: E402
     FaceIDBackend,
     central_index,
     decode_file,
 )
-from faceid.eval.verification_run import evaluate_dataset  # noqa: E402
 from faceid.eval.pairs import load_pairs_dataset  # noqa: E402
 from faceid.eval.verification_metrics import verification_report  # noqa: E402
+from faceid.eval.verification_run import evaluate_dataset  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 LFW = SHARED / "data/lfw"

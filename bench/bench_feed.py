@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast the GPU-decode feed delivers encoded bytes: one tensor per image (before) vs packed batches (now).
 
-Runs the trainer's own loader (`faceid.feed.make_loader` over `FaceSamples(decode_on_cpu=False)` with the
+Runs the trainer's own loader (`faceid.train.feed.make_loader` over `FaceSamples(decode_on_cpu=False)` with the
 trainer's `EpochSampler`) on a .rec and consumes each batch as the main process does before nvJPEG (the
 list of per-image byte tensors). "before" differs only in its collate: the per-image byte tensors crossing
 the process boundary one by one, as the feed did until packed batches. No decoding happens, so this is
@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceid.data.datasets import open_dataset  # noqa: E402
 from faceid.core.errors import FaceIDError, run_cli  # noqa: E402
+from faceid.data.datasets import open_dataset  # noqa: E402
 from faceid.train.feed import EpochSampler, FaceSamples, make_loader  # noqa: E402
 
 

@@ -7,7 +7,7 @@ Methods, per gallery size n (random L2-normalised 512-d float32 templates):
   seed-loop   the seed's approach: a Python loop computing one cosine per stored embedding
               (only a few queries at large n: it takes seconds per query; the count is printed)
   numpy-full  one float32 matmul against the whole matrix + a full argsort (the obvious rewrite)
-  index       faceid.search_index.TemplateIndex as the gallery uses it (backend chosen by size)
+  index       faceid.gallery.search_index.TemplateIndex as the gallery uses it (backend chosen by size)
   gallery     (n <= --gallery-max) Gallery.identify end to end: SQLite-backed, names, model check
 
 Latency probes: half "genuine" (cosine --genuine-cos to a random template, like a new photo of a
@@ -34,8 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceid.gallery.store import Gallery  # noqa: E402
 from faceid.gallery.search_index import TemplateIndex, load_faiss  # noqa: E402
+from faceid.gallery.store import Gallery  # noqa: E402
 
 DIM = 512
 

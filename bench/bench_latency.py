@@ -25,10 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceid.model.face import DETECT_MAX_SIDE, DETECT_MIN_FACE  # noqa: E402
 from faceid.core.errors import FaceIDError, run_cli  # noqa: E402
-from faceid.model.face import FaceDetector, FacePipeline  # noqa: E402
 from faceid.model.embedder import load_embedder, optimized_for_cpu  # noqa: E402
+from faceid.model.face import DETECT_MAX_SIDE, DETECT_MIN_FACE, FaceDetector, FacePipeline  # noqa: E402  # noqa: E402
 from faceid.model.network import build_backbone  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,11 +116,12 @@ def main() -> int:
     if weights is not None:
         embedder = load_embedder(weights=weights, crop="aligned5", device=args.device, download=False)
     else:
+        import tempfile
+
         from faceid.model.checkpoint import (
             Checkpoint,
             save_checkpoint,
         )  # random init: timing does not depend on weights
-        import tempfile
         from faceid.model.preprocessing import ALIGNED_SPEC
 
         tmp = Path(tempfile.mkdtemp()) / "random.pth"

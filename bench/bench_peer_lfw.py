@@ -1,6 +1,6 @@
 """Peer comparison: this project's evaluator vs face_recognition (dlib) on LFW View 1 DevTest, in one run.
 
-Both backends score the same pairs through the same evaluator (faceid.evaluate): the same image list, face
+Both backends score the same pairs through the same evaluator (faceid.eval.evaluator): the same image list, face
 choice (detection closest to the image centre), fold assignment and metrics; each with its own detector,
 alignment and network. Neither uses the embedding cache unless --cache is given, so images/s is measured.
 
@@ -28,12 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from faceid.eval.embed_cache import EmbedCache  # noqa: E402
 from faceid.core.errors import run_cli  # noqa: E402
+from faceid.eval.embed_cache import EmbedCache  # noqa: E402
 from faceid.eval.evaluator import load_faceid_backend  # noqa: E402
+from faceid.eval.pairs import load_pairs_dataset  # noqa: E402
 from faceid.eval.report import format_summary  # noqa: E402
 from faceid.eval.verification_run import evaluate_dataset  # noqa: E402
-from faceid.eval.pairs import load_pairs_dataset  # noqa: E402
 
 LFW = ROOT.parent / "shared/data/lfw"
 STAND_IN = ROOT.parent / "shared/models/pins90_scratch_irv1_fp16.pt"

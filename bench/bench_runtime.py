@@ -27,11 +27,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_latency import load_frames, shared_dir, time_interleaved  # noqa: E402
+
 from faceid.core.errors import run_cli  # noqa: E402
-from faceid.model.export import run_export  # noqa: E402
-from faceid.model.onnx_model import load_onnx_embedder  # noqa: E402
-from faceid.model.face import FaceDetector, FacePipeline  # noqa: E402
 from faceid.model.embedder import load_embedder, optimized_for_cpu  # noqa: E402
+from faceid.model.export import run_export  # noqa: E402
+from faceid.model.face import FaceDetector, FacePipeline  # noqa: E402
+from faceid.model.onnx_model import load_onnx_embedder  # noqa: E402
 
 
 def main() -> int:

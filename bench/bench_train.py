@@ -29,14 +29,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceid.data.datasets import open_dataset  # noqa: E402
 from faceid.core.errors import run_cli  # noqa: E402
-from faceid.train.feed import BatchFeed, FaceSamples, make_loader  # noqa: E402
-from faceid.train.heads import TrainNet, build_head  # noqa: E402
+from faceid.data.datasets import open_dataset  # noqa: E402
 from faceid.model.network import build_backbone  # noqa: E402
 from faceid.model.preprocessing import ALIGNED_SPEC  # noqa: E402
-from faceid.train.recipe import autocast_context, build_optimizer, resolve_precision, scaled_lr  # noqa: E402
 from faceid.train.config import DEFAULT_HEAD, TrainConfig  # noqa: E402
+from faceid.train.feed import BatchFeed, FaceSamples, make_loader  # noqa: E402
+from faceid.train.heads import TrainNet, build_head  # noqa: E402
+from faceid.train.recipe import autocast_context, build_optimizer, resolve_precision, scaled_lr  # noqa: E402
 
 
 class SyntheticFaces:

@@ -1,7 +1,7 @@
 """Benchmark: unpacking a .rec to out/<label>/<key>.jpg, three ways, on the same file in one run.
 
 1. seed:  one process; for each image record cv2.imdecode the payload, then cv2.imwrite it (re-encode).
-2. ours:  faceid.unpack.unpack_recordio on all cores (byte copy of JPEG payloads, atomic renames).
+2. ours:  faceid.data.unpack.unpack_recordio on all cores (byte copy of JPEG payloads, atomic renames).
 3. floor: the same payload bytes, already in memory, written to the same tree with plain open/write
           (one process and a forked pool; the faster is the floor).
 

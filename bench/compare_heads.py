@@ -4,7 +4,7 @@ The stand-in backbone (trained from scratch on pins90 with ArcFace) is frozen; i
 computed once for up to --per-identity images of each pins90 identity and for LFW View-1 DevTest
 (lfw_dev.bin, people never trained on), with and without mirroring. Then the embedding layer
 (last_linear + last_bn, random init, dropout 0.6) is retrained on 80 identities with each head
-(faceid.heads: softmax, ArcFace, CosFace) over several seeds, and scored on LFW the way the app scores
+(faceid.train.heads: softmax, ArcFace, CosFace) over several seeds, and scored on LFW the way the app scores
 faces (flip-summed, L2-normalised cosine; 10-fold accuracy, AUC, EER, TAR@FAR=1e-2).
 
 Weak by construction (only the top layer, 80 classes, features shaped by ArcFace training): it answers "which
@@ -29,13 +29,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faceid.core.decode import decode_image  # noqa: E402
 from faceid.core.errors import FaceIDError, run_cli  # noqa: E402
-from faceid.train.heads import build_head  # noqa: E402
-from faceid.model.checkpoint import read_state_dict  # noqa: E402
-from faceid.model.network import build_backbone, load_backbone_weights  # noqa: E402
-from faceid.model.preprocessing import ALIGNED_SPEC, to_network_input  # noqa: E402
 from faceid.data.recordio import RecordIOReader, detect_layout  # noqa: E402
 from faceid.eval.pairs import load_verification_bin  # noqa: E402
 from faceid.eval.verification_metrics import verification_report  # noqa: E402
+from faceid.model.checkpoint import read_state_dict  # noqa: E402
+from faceid.model.network import build_backbone, load_backbone_weights  # noqa: E402
+from faceid.model.preprocessing import ALIGNED_SPEC, to_network_input  # noqa: E402
+from faceid.train.heads import build_head  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BACKBONE_TRUNK = (

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure the head-turn liveness challenge (faceid.liveness) on stills and clips: every still must fail.
+"""Measure the head-turn liveness challenge (faceid.app.liveness) on stills and clips: every still must fail.
 
     python bench/measure_liveness.py PATHS... [app model options, e.g. --weights FILE --crop aligned5]
 
@@ -22,14 +22,14 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from faceid.app.session import load_model  # noqa: E402
-from faceid.app.cli import build_parser  # noqa: E402
 from faceid.app.camera import open_source  # noqa: E402
+from faceid.app.cli import build_parser  # noqa: E402
+from faceid.app.liveness import ChallengeConfig, random_prompts, run_challenge  # noqa: E402
+from faceid.app.session import load_model  # noqa: E402
 from faceid.core.decode import IMAGE_EXTENSIONS  # noqa: E402
 from faceid.core.errors import run_cli  # noqa: E402
-from faceid.model.face import FaceDetector, FacePipeline  # noqa: E402
 from faceid.core.fileio import atomic_write_json  # noqa: E402
-from faceid.app.liveness import ChallengeConfig, random_prompts, run_challenge  # noqa: E402
+from faceid.model.face import FaceDetector, FacePipeline  # noqa: E402
 
 
 def measure(paths: list[str], pipeline: FacePipeline, cfg: ChallengeConfig, seeds: int) -> list[dict]:

@@ -41,8 +41,9 @@ def make_folder_tree(root: Path, counts: dict[str, int], size: int = 112) -> Pat
 
 def make_rec(path: Path, counts: list[int], insightface: bool = True) -> Path:
     """A .rec (+ .idx) of synthetic faces: insightface layout (header, images, identity ranges) or plain."""
-    from faceid.data.recordio import Record
     from recordio_writer import write_recordio
+
+    from faceid.data.recordio import Record
 
     images = [(label, face_jpeg(label, i)) for label, n in enumerate(counts) for i in range(n)]
     records = []

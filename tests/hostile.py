@@ -65,8 +65,9 @@ def write_bad_images(folder: Path) -> list[Path]:
 
 def bad_records() -> dict[str, bytes]:
     """Raw RecordIO record bodies (IRHeader + payload) with each kind of damage seen in the wild or by an attacker."""
-    from faceid.data.recordio import Record
     from recordio_writer import pack_header
+
+    from faceid.data.recordio import Record
 
     good = small_jpeg(16)
     return {

@@ -22,12 +22,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from builders import make_random_checkpoint
-from faceid.model.checkpoint import load_checkpoint
+from hostile import BAD_IMAGES, bomb_jpeg, write_bad_images
+
 from faceid.core.errors import FaceIDError
 from faceid.gallery.store import Gallery
-from hostile import BAD_IMAGES, bomb_jpeg, write_bad_images
+from faceid.model.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_FP = "0123456789abcdef"

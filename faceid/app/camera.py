@@ -4,7 +4,7 @@ Every action reads frames through `open_source`, whatever the source is: a webca
 file, an image file or a folder of images. They all come out as the same iterator of RGB uint8 frames, so
 the app, the tests (which use video files in place of a webcam) and the liveness measurement share one
 code path. OpenCV's `VideoCapture` opens both cameras and video files; still images pass the decode gate
-(`faceid.decode.read_image_file`: size from the header first, a pixel limit, one-sentence errors). In a folder,
+(`faceid.core.decode.read_image_file`: size from the header first, a pixel limit, one-sentence errors). In a folder,
 a file the gate refuses is skipped, and its name and the reason are kept in `skipped` for the caller to report.
 
 The preview window is used only when a display exists (``DISPLAY``/``WAYLAND_DISPLAY`` on Linux): a Qt
@@ -22,8 +22,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..core.errors import FaceIDError
 from ..core.decode import IMAGE_EXTENSIONS, DecodeError, read_image_file
+from ..core.errors import FaceIDError
 
 
 @dataclass

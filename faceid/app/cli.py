@@ -7,11 +7,10 @@ import json
 
 from ..core.decode import add_max_pixels_argument, apply_max_pixels
 from ..core.defaults import DATA_DIR
-
 from ..core.errors import ArgumentParser, FaceIDError
-from ..core.report import add_verbosity_options, set_verbosity
-from ..model.options import add_model_options, check_model_options
+from ..core.report import add_verbosity_options, command, set_verbosity
 from ..model.calibration import FAR_TARGET, FPIR_TARGET, MAX_TABLE_FAR, PROBE_SAMPLES, SAMPLES
+from ..model.options import add_model_options, check_model_options
 from . import render
 from .actions import run_action
 from .menu import menu
@@ -118,7 +117,7 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="faceid_app.py",
+        prog=command("faceid_app.py"),
         description="Register faces and recognise them. Without a subcommand: an interactive menu read from stdin.",
         epilog="Exit codes: 0 match/success, 1 no match/rejected, 2 error, 130 interrupted.",
     )

@@ -94,7 +94,7 @@ def face_region(frame_rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def assess(frame_rgb: np.ndarray, detection, limits: QualityThresholds = QualityThresholds()) -> QualityReport:
-    """Check one detection (a `faceid.face.Detection`) in its frame against `limits`."""
+    """Check one detection (a `faceid.model.face.Detection`) in its frame against `limits`."""
     region = face_region(frame_rgb, detection.box)
     pose = head_pose(detection.landmarks)
     grey_mean = float(cv2.cvtColor(region, cv2.COLOR_RGB2GRAY).mean())

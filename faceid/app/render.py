@@ -16,9 +16,9 @@ from .outcome import (
     Checked,
     Deleted,
     Identified,
+    Listed,
     LivenessChecked,
     LivenessRefused,
-    Listed,
     ModelInfo,
     Outcome,
     Reenrolled,
@@ -239,7 +239,7 @@ def _model(info: ModelInfo) -> dict:
         else {
             "source": cal.source,
             "benchmark_data": cal.benchmark_data,
-            "comparison": f"template of {cal.samples} vs probe of {cal.probe_samples}",
+            "comparison": cal.comparison(),
             "impostor_comparisons": cal.impostors,
         },
     }

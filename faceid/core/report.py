@@ -89,6 +89,12 @@ def progress(items: Iterable[Any] | None = None, *, enabled: bool = True, **bar:
     return tqdm(items, disable=not enabled or _level < NORMAL, file=sys.stderr, **bar)
 
 
+def invocation(script: str) -> str:
+    """The whole command that runs `script`: "faceid-unpack" for a console-command user, else "python SCRIPT"."""
+    name = command(script)
+    return name if name != script else f"python {script}"
+
+
 def command(script: str) -> str:
     """`script` ("faceid_app.py") as the user runs it in this process: its console command ("faceid") when this
     process was started as one, else the script itself."""

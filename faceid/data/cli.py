@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 from ..core.decode import add_max_pixels_argument, apply_max_pixels
-
 from ..core.errors import ArgumentParser, positive_int
 from ..core.report import add_verbosity_options, set_verbosity
 

@@ -2,12 +2,12 @@
 
 A `FaceDataset` is a list of samples (where each image's bytes live + its class) plus the identity names.
 It never decodes: `read_bytes(i)` returns the encoded file (JPEG for every insightface .rec), and decoding
-is a separate step (`faceid.feed`: cv2 in DataLoader workers, or nvJPEG on the GPU for a whole batch).
+is a separate step (`faceid.train.feed`: cv2 in DataLoader workers, or nvJPEG on the GPU for a whole batch).
 
 Sources:
 - folder tree ``<root>/<identity>/<image>.{jpg,png,...}`` (what preprocess_dataset.py / unpack writes, the
   Pins set, any folder-per-identity dataset);
-- an MXNet ``.rec`` (+ ``.idx``) through `faceid.recordio`, so CASIA-WebFace's 490k faces need not be
+- an MXNet ``.rec`` (+ ``.idx``) through `faceid.data.recordio`, so CASIA-WebFace's 490k faces need not be
   unpacked into 490k small files.
 
 Filters (the same for both sources): identities with fewer than ``min_images`` images are dropped; an
@@ -32,6 +32,7 @@ import torch
 
 from ..core.decode import IMAGE_EXTENSIONS
 from ..core.errors import FaceIDError
+from ..core.report import command
 from ..model.preprocessing import ALIGNED_SPEC, PreprocessSpec
 
 if TYPE_CHECKING:  # annotations only: the reader is imported where a .rec is opened
@@ -130,7 +131,7 @@ def open_dataset(
     path = Path(path).expanduser()
     if not path.exists():
         raise FaceIDError(
-            f"Training data not found at {path}; run preprocess_dataset.py first, or give a folder of "
+            f"Training data not found at {path}; run {command('preprocess_dataset.py')} first, or give a folder of "
             f"identity folders, a .rec file or a directory containing train.rec.",
             "data",
         )

@@ -357,5 +357,5 @@ def describe(dataset: str, target: Path, check: DatasetCheck, downloaded: bool) 
         f"records  {check.rec} ({check.rec.stat().st_size / 1e9:.2f} GB, {check.records:,} records; "
         f"index verified)\n"
         f"bins     {bins}\n"
-        f"next     python preprocess_dataset.py --input-dir {target}"
+        f"next     {report.invocation('preprocess_dataset.py')} --input-dir {target}"
     )

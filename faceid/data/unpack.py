@@ -335,7 +335,7 @@ def resolve_rec(rec: str | os.PathLike | None, input_dir: str | os.PathLike) -> 
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise FaceIDError(
-            f"Input folder {input_dir} does not exist; run download_dataset.py first, or give the "
+            f"Input folder {input_dir} does not exist; run {report.command('download_dataset.py')} first, or give the "
             f"folder or the .rec file.",
             "input_dir",
             "rec",

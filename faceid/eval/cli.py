@@ -21,11 +21,13 @@ import argparse
 import json
 
 from ..core.decode import add_max_pixels_argument, apply_max_pixels
+from ..core.defaults import CALIBRATION_FILE, EVAL_CACHE, EVAL_DIR
 from ..core.errors import ArgumentParser, FaceIDError
 from ..core.report import add_verbosity_options, set_verbosity
+from ..model.calibration import SAMPLES
 from ..model.options import add_model_options, check_model_options
+from .identification_metrics import GALLERY_SIZES
 from .verification_run import run_evaluation
-from ..core.defaults import CALIBRATION_FILE, EVAL_CACHE, EVAL_DIR
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -70,14 +72,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     one.add_argument(
         "--gallery-samples",
         type=int,
-        default=5,
+        default=SAMPLES,
         help="--open-set: images averaged into each template, at most (one image is always left as a "
-        "mated probe) (default: 5, as the app registers)",
+        f"mated probe) (default: {SAMPLES}, as the app registers)",
     )
     one.add_argument(
         "--gallery-sizes",
-        default="10,100,1000",
-        help="--open-set: gallery sizes to report besides 'all' (default: 10,100,1000)",
+        default=",".join(map(str, GALLERY_SIZES)),
+        help=f"--open-set: gallery sizes to report besides 'all' (default: {','.join(map(str, GALLERY_SIZES))})",
     )
     one.add_argument(
         "--draws",

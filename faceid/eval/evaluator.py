@@ -81,8 +81,8 @@ class FaceIDBackend:
     name = "faceid"
 
     def __init__(self, embedder, batch_size: int = 64, flip: bool | None = None):
-        from ..model.face import FaceDetector, FacePipeline
         from ..model.embedder import optimized_for_cpu
+        from ..model.face import FaceDetector, FacePipeline
 
         if flip is not None:
             embedder = embedder.with_flip(flip)
@@ -289,7 +289,7 @@ def keep_freed_memory() -> bool:
     MTCNN's pyramid). glibc serves blocks above its mmap threshold (at most 32 MB) with a fresh mmap and
     unmaps them on free, so every layer of every batch faulted its pages in again: a cold LFW run spent a fifth
     of its CPU time in the kernel (77 M minor page faults). With mmap off and a high trim threshold the same
-    memory is reused (bench numbers in the README). The cost is a somewhat higher peak RSS."""
+    memory is reused (bench numbers in docs/evaluation.md). The cost is a somewhat higher peak RSS."""
     import ctypes
 
     try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FPIR_TARGETS = (1e-3, 1e-2)
+GALLERY_SIZES = (10, 100, 1000)  # the sizes a 1:N report covers besides the whole gallery (NIST FRVT-style)
 
 
 @dataclass

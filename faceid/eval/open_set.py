@@ -19,11 +19,9 @@ import numpy as np
 from ..core.errors import FaceIDError
 from ..model.calibration import FPIR_TARGET, SAMPLES
 from .embed_cache import EmbedCache
-from .identification_metrics import enroll, gallery_sizes, identification_report, plot_det
+from .identification_metrics import GALLERY_SIZES, enroll, gallery_sizes, identification_report, plot_det
 from .people import embed_people, load_people
 from .report import write_report_and_plot
-
-SIZES = (10, 100, 1000)
 
 
 def app_thresholds(backend, fpir: float = FPIR_TARGET) -> dict:
@@ -45,7 +43,7 @@ def run_identification(
     out_dir: str | os.PathLike,
     cache: EmbedCache | None = None,
     gallery_samples: int = SAMPLES,
-    sizes=SIZES,
+    sizes=GALLERY_SIZES,
     draws: int = 5,
     batch_size: int = 64,
     progress: bool = True,

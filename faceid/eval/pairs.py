@@ -24,7 +24,6 @@ from ..core.errors import FaceIDError
 from ..core.safe_pickle import ForbiddenGlobal, restricted_load
 from .verification_metrics import stratified_folds
 
-
 # ----------------------------------------------------------------------------- LFW pair lists
 
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.decode import IMAGE_EXTENSIONS
 from ..core.errors import FaceIDError
 from .embed_cache import EmbedCache
 from .evaluator import embed_items
 from .pairs import Dataset
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def load_people(root: str | os.PathLike) -> tuple[Dataset, np.ndarray, list[str]]:
@@ -32,7 +31,7 @@ def load_people(root: str | os.PathLike) -> tuple[Dataset, np.ndarray, list[str]
     items: list[Path] = []
     labels: list[int] = []
     for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
         if files:
             labels += [len(names)] * len(files)
             names.append(person.name)

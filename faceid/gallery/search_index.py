@@ -47,7 +47,6 @@ import numpy as np
 
 from ..core import report
 
-
 EXACT_MAX = 20_000  # up to here exact numpy search takes a few ms; above it the sketch wins
 SKETCH_BITS = 512
 SKETCH_SEED = 20240401  # fixed so the projection is the same in every process (and in saved sketches)

@@ -272,7 +272,8 @@ class Calibration:
         # accept strictly above the (k+1)-th highest impostor score: exactly k accepted (ties aside)
         return float(np.nextafter(self.rank_scores[i], np.inf)), k, far * self.impostors < 1
 
-    def _comparison(self) -> str:
+    def comparison(self) -> str:
+        """What the table was measured for, in words: "template of 5 vs probe of 3"."""
         return f"template of {self.samples} vs probe of {self.probe_samples}"
 
     def threshold_for_far(self, far: float) -> Threshold:
@@ -313,7 +314,7 @@ class Calibration:
         else:
             note = ""
         stamp = " ON BENCHMARK DATA" if self.benchmark_data else ""
-        text = f"{head}, calibrated{stamp} on {self.source}, {self._comparison()}{note}"
+        text = f"{head}, calibrated{stamp} on {self.source}, {self.comparison()}{note}"
         return Threshold(
             value=value,
             text=text,
@@ -350,7 +351,7 @@ class Calibration:
         return {
             "source": self.source,
             "benchmark_data": self.benchmark_data,
-            "comparison": self._comparison(),
+            "comparison": self.comparison(),
             "identities": self.identities,
             "genuine_comparisons": int(len(self.genuine)),
             "impostor_comparisons": self.impostors,

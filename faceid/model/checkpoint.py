@@ -8,7 +8,7 @@ opens it and no code runs on load. `Checkpoint` is that dict with names and type
 - what the app needs (`INFERENCE_KEYS`): ``network`` (the registered network the weights are for,
   `network.NETWORKS`; absent in older files, which all hold InceptionResnetV1), ``model`` (the backbone
   state_dict, without logits), ``preprocess`` (PreprocessSpec as a dict: how to crop and normalise) and ``calibration``: the
-  score->FAR table of the app's comparison on held-out people (`faceid.calibration`,
+  score->FAR table of the app's comparison on held-out people (`faceid.model.calibration`,
   ``Calibration.to_dict()``; validated by ``Calibration.from_dict`` on load) or None; the app reads its
   thresholds from it. ``threshold`` (its threshold at ``--target-far``, float or None) and
   ``threshold_info`` (a summary) stay for readers of older checkpoints;
@@ -46,7 +46,7 @@ class TrainingState:
     """Where a training run stands: enough to resume it exactly, or to start its next phase."""
 
     head: dict[str, torch.Tensor]  # the classification head's state_dict
-    head_config: dict  # how to rebuild the head (`faceid.heads.head_config`)
+    head_config: dict  # how to rebuild the head (`faceid.train.heads.head_config`)
     optimizer: dict
     scheduler: dict
     scaler: dict
@@ -57,7 +57,7 @@ class TrainingState:
     phase: dict  # `faceid.train.bookkeeping.Phase` as a dict
     world_size: int  # processes that trained (an exact resume needs the same)
     rng: list  # one `faceid.train.rng.capture_rng_state()` per rank
-    config: dict  # `faceid.config.TrainConfig.to_dict()`
+    config: dict  # `faceid.train.config.TrainConfig.to_dict()`
     metrics: dict  # the last epoch's validation
     history: list  # one record per epoch
     best: dict  # which epoch is best_face_model.pth, by what

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 
-
 from ..core.errors import ArgumentParser
 from ..core.report import add_verbosity_options, set_verbosity
-from .options import add_model_options
 from .export import OPSET, run_export
+from .options import add_model_options
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -46,7 +46,7 @@ class Embedder:
     source: str  # human-readable: which file the weights came from
     device: torch.device
     calibration: Calibration | None = None  # score -> FAR table (checkpoint or --calibration); None: uncalibrated
-    # Another runtime's whole EmbeddingNetwork (onnxruntime, faceid.export): normalised input -> final
+    # Another runtime's whole EmbeddingNetwork (onnxruntime, faceid.model.onnx_model): normalised input -> final
     # embeddings. When set, `model` is None: the torch network is never built.
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 

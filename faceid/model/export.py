@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-
 from ..core.errors import FaceIDError
 from ..core.fileio import atomic_write_bytes, sha256_file
 from .checkpoint import INFERENCE_KEYS, Checkpoint, load_checkpoint, save_inference_checkpoint

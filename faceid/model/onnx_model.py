@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import FaceIDError
+from ..core.report import command
 from .calibration import Calibration
 
 ONNX_FORMAT = "faceid-onnx-1"
@@ -68,7 +69,7 @@ class OnnxForward:
         if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
             raise FaceIDError(
                 f"{path} is not a faceid embedder (expected input {INPUT_NAME!r} and output "
-                f"{OUTPUT_NAME!r}); write one with export_model.py."
+                f"{OUTPUT_NAME!r}); write one with {command('export_model.py')}."
             )
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
@@ -93,7 +94,9 @@ def read_metadata(forward: OnnxForward, path: Path) -> dict:
         or not isinstance(meta.get("preprocess"), dict)
         or not isinstance(meta.get("fingerprint"), str)
     ):
-        raise FaceIDError(f"{path} was not written by export_model.py (no faceid metadata); export it again.")
+        raise FaceIDError(
+            f"{path} was not written by {command('export_model.py')} (no faceid metadata); export it again."
+        )
     return meta
 
 

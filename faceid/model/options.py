@@ -83,7 +83,7 @@ def add_model_options(
             default="auto",
             help="run the embedder on torch or onnxruntime (default: auto = onnxruntime for an .onnx --model, "
             "or for a checkpoint with its export_model.py export beside it when onnxruntime is installed "
-            "(faster on CPU, see README); torch otherwise)",
+            "(faster on CPU, see docs/export.md); torch otherwise)",
         ),
         "threads": dict(type=positive_int, default=threads, help=THREADS_HELP[threads]),
         "calibration": dict(

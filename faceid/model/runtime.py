@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from ..core.errors import FaceIDError
+from ..core.report import command
 from .onnx_model import load_onnx_embedder, read_metadata
 from .options import default_model
 
@@ -69,12 +69,12 @@ def choose_runtime(
     onnx_file = exported_beside(checkpoint) if checkpoint else None
     why = None
     if checkpoint is None:
-        why = "--runtime onnx needs an exported model: run export_model.py and pass --model FILE.onnx"
+        why = f"--runtime onnx needs an exported model: run {command('export_model.py')} and pass --model FILE.onnx"
     elif device and device != "cpu":
         why = "--runtime onnx runs on the CPU: drop --device"
     elif onnx_file is None:
         why = (
-            f"no ONNX export beside {checkpoint}: run `export_model.py --model {checkpoint}` (writes "
+            f"no ONNX export beside {checkpoint}: run `{command('export_model.py')} --model {checkpoint}` (writes "
             f"{Path(checkpoint).with_suffix('.onnx')})"
         )
     elif not _has("onnxruntime"):
@@ -85,7 +85,7 @@ def choose_runtime(
         forward = embedder.forward
         if sha256_file(checkpoint) in read_metadata(forward, onnx_file).get("sources", []):
             return embedder, f"runtime onnx ({onnx_file}, exported from this checkpoint)"
-        why = f"{onnx_file} was not exported from {checkpoint} (out of date?): run export_model.py again"
+        why = f"{onnx_file} was not exported from {checkpoint} (out of date?): run {command('export_model.py')} again"
     if runtime == "onnx":
         raise FaceIDError(why[0].upper() + why[1:] + ".")
     return choose_embedder(model, weights, crop, device, download=download), f"runtime torch ({why})"

@@ -1,9 +1,9 @@
-"""Command lines of train_model.py and continue_training.py: flags derived from `faceid.config.TrainConfig`.
+"""Command lines of train_model.py and continue_training.py: flags derived from `faceid.train.config.TrainConfig`.
 
 Every setting's flag, type, choices, help and shown default come from its field; nothing is written twice.
 Precedence for a new run: the field's default < ``--config FILE.json`` (keys = field names, e.g.
 configs/seed.json) < flags on the command line. continue_training.py offers only the settings a continuation
-may change (`faceid.config.Change`); a flag left out keeps the checkpoint's value, and ``--lr`` starts a new
+may change (`faceid.train.config.Change`); a flag left out keeps the checkpoint's value, and ``--lr`` starts a new
 phase. An error names its settings (`FaceIDError.settings`) and `errors.run_cli` adds their flags, not the library.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import GROUPS, SETTINGS, Change, TrainConfig, base_type, changeable, default_text, load_overrides
 from ..core.errors import ArgumentParser, flag
+from .config import GROUPS, SETTINGS, Change, TrainConfig, base_type, changeable, default_text, load_overrides
 from .trainer import LAST, continue_training, train
 
 

@@ -29,13 +29,13 @@ from typing import Any
 from ..core.defaults import RUN_DIR
 from ..core.errors import FaceIDError
 from ..model.network import DEFAULT_NETWORK, NETWORKS
+from ..model.preprocessing import CROP_STYLES
 from .feed import DECODE_MODES
 from .heads import HEADS
-from ..model.preprocessing import CROP_STYLES
 from .recipe import OPTIMIZERS, PRECISIONS, SCHEDULERS
 from .validation import SELECT_METRICS
 
-DEFAULT_HEAD = "softmax"  # chosen by measurement (weak, CPU-sized): see the README's "Training" section
+DEFAULT_HEAD = "softmax"  # chosen by measurement (weak, CPU-sized): docs/training.md, why softmax is the default
 
 
 class Change(enum.Enum):
@@ -129,7 +129,7 @@ class TrainConfig:
         DEFAULT_HEAD,
         group="model",
         choices=HEADS,
-        help="classification head / loss; the README shows the measurement behind the default",
+        help="classification head / loss; docs/training.md shows the measurement behind the default",
     )
     scale: float | None = setting(None, group="model", help="margin heads' scale s", valid=ABOVE_0, default_text="64")
     margin: float | None = setting(

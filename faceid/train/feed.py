@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data.datasets import FaceDataset
-from ..core.errors import FaceIDError
 from ..core.decode import DecodeError, decode_image, image_size
+from ..core.errors import FaceIDError
+from ..data.datasets import FaceDataset
 from ..model.preprocessing import PreprocessSpec, to_network_input
 
 DECODE_MODES = ("auto", "gpu", "cpu")

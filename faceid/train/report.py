@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.defaults import BEST_CHECKPOINT, FINAL_CHECKPOINT, HISTORY, LABEL_MAP, LAST_CHECKPOINT
-from ..core.report import command
+from ..core.report import invocation
 from ..model.export import default_outputs
 from .bookkeeping import Bookkeeping, Phase
 from .config import TrainConfig
@@ -153,11 +153,10 @@ def run_summary(setup: RunSetup, book: Bookkeeping, seconds: float) -> str:
 
 def resume_command(world: int, checkpoint: Path) -> str:
     """The command that resumes this run, as the user starts it (under the DDP launcher for several processes)."""
-    script = command("continue_training.py")
     if world > 1:
-        return f"python -m faceid.train.launch --standalone --nproc_per_node {world} continue_training.py --checkpoint {checkpoint}"
-    runner = "" if script != "continue_training.py" else "python "
-    return f"{runner}{script} --checkpoint {checkpoint}"
+        launcher = f"python -m faceid.train.launch --standalone --nproc_per_node {world}"
+        return f"{launcher} continue_training.py --checkpoint {checkpoint}"
+    return f"{invocation('continue_training.py')} --checkpoint {checkpoint}"
 
 
 def interruption_line(setup: RunSetup, book: Bookkeeping) -> str:

@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from ..core import report
 from ..core.errors import FaceIDError
+from ..core.report import command
 from ..data.datasets import FaceDataset
 from ..model.checkpoint import Checkpoint, TrainingState
 from ..model.network import load_backbone_weights
@@ -29,7 +30,9 @@ def training_state_of(ckpt: Checkpoint) -> TrainingState:
     """The checkpoint's training state; a checkpoint without one (an inference checkpoint, another tool's)
     cannot continue training, which is one clear error."""
     if ckpt.training is None:
-        raise FaceIDError("The checkpoint holds no training state (it was not written by train_model.py).")
+        raise FaceIDError(
+            f"The checkpoint holds no training state (it was not written by {command('train_model.py')})."
+        )
     return ckpt.training
 
 

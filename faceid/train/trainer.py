@@ -461,12 +461,14 @@ def continue_training(
 ) -> int:
     """Resume exactly (same phase, optimizer, schedule, RNG, data order) or start a new phase (fresh optimizer
     and schedule; history, best and counters continue). `changes`: settings to change, only those
-    `faceid.config.changeable(new_phase)` allows; a new phase needs its ``lr``. ``out`` defaults to the
+    `faceid.train.config.changeable(new_phase)` allows; a new phase needs its ``lr``. ``out`` defaults to the
     checkpoint's directory."""
     ckpt = load_checkpoint(checkpoint)
     state = ckpt.training
     if state is None:
-        raise FaceIDError(f"{checkpoint} holds no training state (it was not written by train_model.py).")
+        raise FaceIDError(
+            f"{checkpoint} holds no training state (it was not written by {report.command('train_model.py')})."
+        )
     changes = {k: v for k, v in (changes or {}).items() if v is not None}
     refused = refused_changes(changes, new_phase)
     if refused:

@@ -6,7 +6,7 @@
 - Held-out identities: up to `--pairs` genuine + as many impostor pairs among people never trained on
   (deterministic, seed 42); ROC AUC, EER, TAR at FAR 1e-3 / 1e-2, 10-fold accuracy. Model selection reads
   this set.
-- Calibration (faceid.calibration): on the same held-out people, the comparison the app makes (templates of
+- Calibration (faceid.model.calibration): on the same held-out people, the comparison the app makes (templates of
   5 images vs probes of 3), every cross-identity template/probe pair as an impostor comparison; the
   score->FAR table goes into the checkpoint. Never computed from benchmark files unless the run was
   started with --tune-on-benchmark (then the table says so).
@@ -31,15 +31,15 @@ import torch
 import torch.nn.functional as F
 
 from ..core import report
-from ..model.embeddings import EMBEDDING_DIM
 from ..data.datasets import FaceDataset
-from .feed import BatchFeed, FaceSamples, make_loader
-from .heads import Normalized
-from ..model.network import embed
-from ..model.preprocessing import PreprocessSpec
-from ..model.calibration import PROBE_SAMPLES, SAMPLES, Calibration, template_probe_scores
 from ..eval.pairs import load_bin_dataset
 from ..eval.verification_metrics import stratified_folds, verification_report
+from ..model.calibration import PROBE_SAMPLES, SAMPLES, Calibration, template_probe_scores
+from ..model.embeddings import EMBEDDING_DIM
+from ..model.network import embed
+from ..model.preprocessing import PreprocessSpec
+from .feed import BatchFeed, FaceSamples, make_loader
+from .heads import Normalized
 
 CALIBRATION_IMAGES = 20_000  # held-out images embedded for the calibration table per validation, at most
 
@@ -126,7 +126,7 @@ def heldout_pairs(heldout: FaceDataset, n_pairs: int, seed: int) -> PairSet:
 
 
 def bin_pairs(path: Path, spec: PreprocessSpec) -> PairSet:
-    """A .bin through the evaluator's loader (verification.load_bin_dataset): the same unique images, pairs and
+    """A .bin through the evaluator's loader (eval.pairs.load_bin_dataset): the same unique images, pairs and
     folds as evaluate_model.py --bin, so both report the same numbers for the same weights."""
     data = load_bin_dataset(path)
     return PairSet(path.stem, EncodedImages(data.items, spec, path.name), data.index, data.labels, folds=data.folds)

@@ -22,14 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from builders import make_random_checkpoint
+from shared_paths import STAND_IN
+
 from faceid.app.cli import parse_args, run
 from faceid.app.session import Session, load_pipeline
 from faceid.core.errors import run_cli
 from faceid.model.face import FacePipeline
-
-from shared_paths import STAND_IN
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from builders import make_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.model.face import Detection, FaceResult
 from faceid.app.liveness import ChallengeConfig, random_prompts, run_challenge
 from faceid.app.quality import QualityThresholds, assess, head_pose, sharpness
+from faceid.model.face import Detection, FaceResult
 
 RNG = np.random.default_rng(0)
 TEXTURE = RNG.integers(40, 215, (300, 300, 3), dtype=np.uint8)  # sharp, mid-grey: passes the gate
@@ -175,8 +175,8 @@ def random_pipeline():
     """The real detector with a randomly initialised embedder (the challenge only needs landmarks)."""
     import torch
 
-    from faceid.model.face import FaceDetector, FacePipeline
     from faceid.model.embedder import Embedder
+    from faceid.model.face import FaceDetector, FacePipeline
     from faceid.model.network import backbone_fingerprint, build_backbone
     from faceid.model.preprocessing import ALIGNED_SPEC
 

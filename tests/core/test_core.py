@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from shared_paths import STAND_IN
 
-from faceid.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from faceid.core.errors import FaceIDError
 from faceid.core.fileio import atomic_write, atomic_write_json, sha256_file
-from faceid.model.checkpoint import read_state_dict
+from faceid.model.checkpoint import Checkpoint, load_checkpoint, read_state_dict, save_checkpoint
 from faceid.model.embedder import load_embedder, optimized_for_cpu
 from faceid.model.network import WEIGHTS_ENV, build_backbone, load_backbone_weights, resolve_weights
 from faceid.model.preprocessing import (
@@ -26,8 +26,6 @@ from faceid.model.preprocessing import (
     box_crop,
     to_network_input,
 )
-
-from shared_paths import STAND_IN
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hostile import BAD_IMAGES, bomb_jpeg, bomb_png, small_jpeg
 
 from faceid.core.decode import (
     DEFAULT_MAX_PIXELS,
@@ -21,7 +22,6 @@ from faceid.core.decode import (
     max_bytes,
     read_image_file,
 )
-from hostile import BAD_IMAGES, bomb_jpeg, bomb_png, small_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
 

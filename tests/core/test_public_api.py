@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import faceid
 from shared_paths import REPO_ROOT
+
+import faceid
 
 
 def test_every_public_name_is_its_home_modules_object():

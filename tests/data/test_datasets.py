@@ -13,13 +13,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from faceid.data.datasets import find_verification_bins, open_dataset, split_identities, split_images
-from faceid.core.errors import FaceIDError
-from faceid.train.feed import BatchFeed, EpochSampler, FaceSamples, decode_face, make_loader
-from faceid.model.preprocessing import ALIGNED_SPEC
-
 from builders import face_jpeg, make_folder_tree, make_rec
+
+from faceid.core.errors import FaceIDError
+from faceid.data.datasets import find_verification_bins, open_dataset, split_identities, split_images
+from faceid.model.preprocessing import ALIGNED_SPEC
+from faceid.train.feed import BatchFeed, EpochSampler, FaceSamples, decode_face, make_loader
 
 
 def test_folder_filters_and_deterministic_cap(tmp_path):

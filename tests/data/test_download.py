@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 import pytest
 import requests
-
-from faceid.data import kaggle as kaggle_fetch
-from faceid.core.errors import FaceIDError
-from faceid.data.recordio import Record
 from recordio_writer import write_recordio
+
+from faceid.core.errors import FaceIDError
+from faceid.data import kaggle as kaggle_fetch
+from faceid.data.recordio import Record
 
 REPO = Path(__file__).resolve().parents[2]
 SLUG = "someone/casia-webface"

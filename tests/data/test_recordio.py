@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from recordio_writer import encode_record, pack_header, write_recordio
 
 from faceid.core.errors import FaceIDError
 from faceid.data.recordio import (
@@ -22,7 +23,6 @@ from faceid.data.recordio import (
     find_train_rec,
     unpack_header,
 )
-from recordio_writer import encode_record, pack_header, write_recordio
 
 
 def jpeg_bytes(seed: int, size: int = 24) -> bytes:

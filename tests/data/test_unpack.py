@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from recordio_writer import write_recordio
 
 from faceid.data.recordio import Record, RecordIOReader
-from recordio_writer import write_recordio
 from faceid.data.unpack import IDENTITIES_NAME, REPORT_NAME, unpack_recordio
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,18 +17,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_paths import STAND_IN
 
-from faceid.eval.embed_cache import EmbedCache, file_key
 from faceid.core.errors import FaceIDError
+from faceid.eval.embed_cache import EmbedCache, file_key
 from faceid.eval.evaluator import (
     central_index,
     embed_items,
     load_faceid_backend,
 )
-from faceid.eval.verification_run import evaluate_dataset
 from faceid.eval.pairs import load_bin_dataset, load_pairs_dataset, read_pairs
-
-from shared_paths import STAND_IN
+from faceid.eval.verification_run import evaluate_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 GRAY = "Gray_Nobody"
@@ -241,12 +240,12 @@ def test_training_validation_and_the_evaluator_give_the_same_numbers_on_a_bin(tm
 
     import torch
 
-    from faceid.train.feed import BatchFeed
+    from faceid.eval.pairs import load_verification_bin
     from faceid.model.checkpoint import read_state_dict
     from faceid.model.network import build_backbone, load_backbone_weights
     from faceid.model.preprocessing import PreprocessSpec
+    from faceid.train.feed import BatchFeed
     from faceid.train.validation import bin_pairs, score_pairs
-    from faceid.eval.pairs import load_verification_bin
 
     full = shared_data / "recordio/pins90_112x112/lfw_dev.bin"
     blobs, same = load_verification_bin(full)

@@ -13,7 +13,6 @@ import pytest
 from faceid.core.errors import FaceIDError
 from faceid.eval.pairs import load_verification_bin, read_pairs
 
-
 # ----------------------------------------------------------------------------- LFW pair lists
 
 

@@ -19,9 +19,9 @@ import pytest
 
 from faceid.gallery.names import display_name, validate_name
 from faceid.gallery.records import DB_NAME, INDEX_NAME, GalleryError, Match, ModelMismatchError, Person
+from faceid.gallery.search_index import EXACT_MAX, TemplateIndex, load_faiss
 from faceid.gallery.seed import load_seed_pickle
 from faceid.gallery.store import Gallery
-from faceid.gallery.search_index import EXACT_MAX, TemplateIndex, load_faiss
 
 REPO = Path(__file__).resolve().parents[2]
 FP_A, FP_B = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"

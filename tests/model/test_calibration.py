@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faceid.model.calibration import Calibration, far_for_fpir, fpir_from_far, template_probe_scores, wilson_interval
 from faceid.core.errors import FaceIDError
+from faceid.model.calibration import Calibration, far_for_fpir, fpir_from_far, template_probe_scores, wilson_interval
 
 RNG = np.random.default_rng(7)
 IMPOSTOR = RNG.normal(0.0, 0.1, 50_000)

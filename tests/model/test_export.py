@@ -14,24 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_paths import STAND_IN
 
+from faceid.core.decode import DecodeError, decode_image
+from faceid.core.errors import FaceIDError
 from faceid.model.checkpoint import (
     INFERENCE_KEYS,
     INFERENCE_KIND,
     Checkpoint,
     TrainingState,
     load_checkpoint,
+    read_state_dict,
     save_checkpoint,
     save_inference_checkpoint,
 )
-from faceid.core.decode import DecodeError, decode_image
-from faceid.core.errors import FaceIDError
 from faceid.model.embedder import load_embedder
-from faceid.model.checkpoint import read_state_dict
 from faceid.model.network import build_backbone
 from faceid.model.preprocessing import ALIGNED_SPEC, crops_to_tensor, to_network_input
-
-from shared_paths import STAND_IN
 
 REPO = Path(__file__).resolve().parents[2]
 N_CROPS = 24

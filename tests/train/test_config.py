@@ -1,4 +1,4 @@
-"""The training settings are declared once (faceid.config): flags, help, JSON files and continue rules follow."""
+"""The training settings are declared once (faceid.train.config): flags, help, JSON files and continue rules follow."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from faceid.train.config import SETTINGS, Change, TrainConfig, changeable, default_text, load_overrides
 from faceid.core.errors import FaceIDError, flag
 from faceid.train.cli import continue_parser, train_config, train_parser
+from faceid.train.config import SETTINGS, Change, TrainConfig, changeable, default_text, load_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from faceid.data.datasets import open_dataset
-from faceid.core.errors import FaceIDError
-from faceid.train.feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, PackedImages, make_loader
-
 from builders import make_folder_tree
+
+from faceid.core.errors import FaceIDError
+from faceid.data.datasets import open_dataset
+from faceid.train.feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, PackedImages, make_loader
 
 REPO = Path(__file__).resolve().parents[2]
 

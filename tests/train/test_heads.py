@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from faceid.core.errors import FaceIDError
-from faceid.train.heads import Normalized, SoftmaxHead, TrainNet, build_head, head_config
 from faceid.model.network import build_backbone
+from faceid.train.heads import Normalized, SoftmaxHead, TrainNet, build_head, head_config
 
 
 def _cos(head, x):

@@ -8,8 +8,8 @@ import signal
 import pytest
 import torch
 
-from faceid.core.errors import FaceIDError
 from faceid.core.device import resolve_device
+from faceid.core.errors import FaceIDError
 from faceid.train.recipe import StopFlag, set_determinism
 
 

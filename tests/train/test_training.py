@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import face_jpeg, make_folder_tree
 
+from faceid.core.errors import EXIT_INTERRUPTED, FaceIDError
 from faceid.model.calibration import Calibration
 from faceid.model.checkpoint import load_checkpoint, save_checkpoint
-from faceid.core.errors import EXIT_INTERRUPTED, FaceIDError
 from faceid.model.embedder import load_embedder
-from faceid.train.recipe import StopFlag
 from faceid.train.config import TrainConfig
+from faceid.train.recipe import StopFlag
 from faceid.train.runlog import tensorboard_available
 from faceid.train.trainer import BEST, FINAL, LAST, continue_training, train
-
-from builders import face_jpeg, make_folder_tree
 
 REPO = Path(__file__).resolve().parents[2]
 SLIM = "best_face_model_inference.pth"  # the slim inference checkpoint written beside best_face_model.pth

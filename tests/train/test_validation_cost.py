@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from builders import make_folder_tree
 
 from faceid.data.datasets import open_dataset
+from faceid.model.network import build_backbone
 from faceid.train.feed import BatchFeed
 from faceid.train.heads import TrainNet, build_head
-from faceid.model.network import build_backbone
 from faceid.train.recipe import autocast_context
 from faceid.train.report import epoch_line
 from faceid.train.validation import Validator, heldout_pairs
-
-from builders import make_folder_tree
 
 
 def test_validation_in_the_training_precision_with_a_capped_closed_set(tmp_path):
