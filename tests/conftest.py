@@ -5,7 +5,8 @@ Tests that need the data or the weights take `shared_data`, `shared_models` or `
 reason where they are absent (`FACEID_SHARED_DATA` / `FACEID_SHARED_MODELS` point elsewhere, e.g. a CI cache).
 
 Tiers: a test marked ``e2e`` runs a whole program or a real model over real media (seconds each); the rest are
-unit tests. ``pytest -m "not e2e"`` is the fast tier (about a minute); plain ``pytest`` runs both.
+unit tests. ``pytest -m "not e2e"`` is the fast tier (about a minute); plain ``pytest`` runs both. A test marked
+``cuda`` needs a GPU and skips without one; ``pytest -m cuda`` selects exactly those (the GPU check's step 2).
 """
 
 from __future__ import annotations
@@ -16,6 +17,23 @@ from pathlib import Path
 
 import pytest
 from shared_paths import SHARED_DATA, SHARED_MODELS, STAND_IN, shared_data_dir
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` skip, with the reason, where PyTorch finds no usable GPU (torch is imported only
+    when such a test was collected)."""
+    needs_gpu = [item for item in items if item.get_closest_marker("cuda")]
+    if not needs_gpu:
+        return
+    import torch
+
+    from faceid.core.device import cuda_problem
+
+    if torch.cuda.is_available() and cuda_problem(torch.device("cuda:0")) is None:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (pytest -m cuda runs these on one: bench/gpu_check.sh)")
+    for item in needs_gpu:
+        item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

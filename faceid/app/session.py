@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core import report
+from ..core.device import describe_device
 from .camera import FrameSource, Preview, display_available, open_source
 from .gallery_access import Gallery
 from .outcome import LIVE_FRAME_LIMIT
@@ -45,7 +46,7 @@ def load_model(args: argparse.Namespace) -> Embedder:
         runtime=args.runtime,
         threads=args.threads,
     )
-    report.note(f"network: {note}")
+    report.note(f"network: {note}, device {describe_device(embedder.device)}")
     if args.calibration is not None:  # a table measured for these weights (evaluate_model.py --calibrate)
         from dataclasses import replace
 

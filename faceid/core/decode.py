@@ -180,6 +180,54 @@ def _jpeg_size(buf) -> tuple[int, int]:
     raise ValueError("no frame header")
 
 
+# Markers `_jpeg_size` steps over without a length, or stops at: the vectorised walk leaves them to it.
+_NO_LENGTH_OR_END = np.array([0xFF, 0x01, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0xDA], np.uint8)
+_SOF_ARRAY = np.array(sorted(_SOF_MARKERS), np.uint8)
+_MAX_SEGMENTS = 32  # segments walked in lockstep before the frame header; a JFIF or EXIF JPEG has 3 to 8
+
+
+def check_packed_headers(data: np.ndarray, offsets: np.ndarray, name_of, limit: int | None = None) -> np.ndarray:
+    """The gate's header check (`image_size`) for a batch packed in one buffer (image i is
+    data[offsets[i]:offsets[i + 1]]), in one vectorised pass: returns which images are JPEGs.
+
+    The JPEG marker walk of `_jpeg_size` runs for every image at once, one numpy step per segment, and the size
+    and pixel limits are compared as arrays; only an image the walk cannot settle (a PNG, fill bytes, a damaged
+    or over-limit header) goes through `image_size` on its own, and only then is its name built (`name_of(i)`),
+    so the refusals and their sentences are exactly `image_size`'s. About 1 us per image instead of ~40."""
+    limit = max_pixels() if limit is None else limit
+    data = np.asarray(data, np.uint8).reshape(-1)
+    starts, ends = np.asarray(offsets[:-1], np.int64), np.asarray(offsets[1:], np.int64)
+    count, last = len(starts), max(len(data) - 1, 0)
+    lengths = ends - starts
+
+    def byte(at: np.ndarray) -> np.ndarray:
+        return data[np.minimum(at, last)].astype(np.int64) if len(data) else np.zeros(len(at), np.int64)
+
+    is_jpeg = (lengths > 2) & (byte(starts) == 0xFF) & (byte(starts + 1) == 0xD8)
+    width, height = np.zeros(count, np.int64), np.zeros(count, np.int64)
+    settled = np.zeros(count, bool)
+    pos = starts + 2
+    walking = np.nonzero(is_jpeg & (lengths <= max_bytes(limit)))[0]
+    for _ in range(_MAX_SEGMENTS):
+        if not len(walking):
+            break
+        p, end = pos[walking], ends[walking]
+        marker, size = byte(p + 1), (byte(p + 2) << 8) | byte(p + 3)
+        plain = (p + 4 <= end) & (byte(p) == 0xFF) & ~np.isin(marker, _NO_LENGTH_OR_END) & (size >= 2)
+        frame = plain & np.isin(marker, _SOF_ARRAY) & (p + 9 <= end) & (size >= 7)
+        found = walking[frame]
+        height[found] = (byte(p[frame] + 5) << 8) | byte(p[frame] + 6)
+        width[found] = (byte(p[frame] + 7) << 8) | byte(p[frame] + 8)
+        settled[found] = True
+        onward = plain & ~frame  # anything else (not plain) is left to image_size
+        pos[walking[onward]] = p[onward] + 2 + size[onward]
+        walking = walking[onward]
+    passed = settled & (width >= 1) & (height >= 1) & (width * height <= limit)
+    for i in np.nonzero(~passed)[0]:
+        image_size(data[starts[i] : ends[i]], name_of(int(i)), limit)  # raises, or accepts a PNG, BMP ...
+    return is_jpeg
+
+
 def _png_size(buf) -> tuple[int, int]:
     """(width, height) from the IHDR chunk, which the PNG standard puts first, right after the signature."""
     if len(buf) < 24 or bytes(buf[12:16]) != b"IHDR":

@@ -25,12 +25,15 @@ def check_device_name(name: str | None) -> None:
 
 def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
     """auto (or None): this rank's GPU (cuda:LOCAL_RANK) when CUDA works, else the CPU. cuda or cuda:N
-    without a usable GPU is an error, never a silent CPU run; so is a GPU index this machine lacks."""
+    without a usable GPU is an error, never a silent CPU run; so is a GPU index this machine lacks, and a GPU
+    that PyTorch lists but cannot run a kernel on (a driver too old for its CUDA, a build without this chip's
+    code): `cuda_problem` tries one small allocation and operation first."""
     import torch
 
     check_device_name(name)
     if name is None or name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        device = torch.device(f"cuda:{local_rank}")
+        return device if torch.cuda.is_available() and cuda_problem(device) is None else torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -45,4 +48,35 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
         raise FaceIDError(
             f"GPU {index} does not exist here (this machine has {count}: cuda:0 to cuda:{count - 1}).", "device"
         )
-    return torch.device(f"cuda:{index}")
+    device = torch.device(f"cuda:{index}")
+    problem = cuda_problem(device)
+    if problem is not None:
+        raise FaceIDError(f"The device {name} cannot be used ({problem}); use the CPU (or auto).", "device")
+    return device
+
+
+_CHECKED: dict[str, str | None] = {}  # device -> the problem found, once per process
+
+
+def cuda_problem(device: torch.device) -> str | None:
+    """None when `device` runs a small kernel, else the first line of the error PyTorch raised (checked once per
+    process and device)."""
+    import torch
+
+    key = str(device)
+    if key not in _CHECKED:
+        try:
+            (torch.ones(2, device=device) * 2).sum().item()
+            _CHECKED[key] = None
+        except (RuntimeError, AssertionError) as err:  # torch raises AssertionError where it was built without CUDA
+            _CHECKED[key] = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+    return _CHECKED[key]
+
+
+def describe_device(device: torch.device) -> str:
+    """What a program says it runs on, at start: the GPU's name and index ("NVIDIA H200 (cuda:0)"), or "CPU"."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({device})"
+    return "CPU"

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..core import report
 from ..core.decode import check_image_file, decode_image, image_size, read_image_file
+from ..core.device import describe_device
 from ..core.errors import FaceIDError
 from ..model.embeddings import EMBEDDING_DIM, template_of
 from .embed_cache import CacheKey, EmbedCache, bytes_key, file_key
@@ -183,6 +184,7 @@ def load_faceid_backend(
     from ..model.embedder import choose_embedder
 
     embedder = choose_embedder(model, weights, crop, device, download=True, calibration=calibration)
+    report.note(f"device: {describe_device(embedder.device)}")
     return FaceIDBackend(embedder, batch_size=batch_size, flip=flip)
 
 

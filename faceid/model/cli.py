@@ -17,7 +17,7 @@ import argparse
 import json
 
 from ..core.errors import ArgumentParser
-from ..core.report import add_verbosity_options, set_verbosity
+from ..core.report import add_verbosity_options, note, set_verbosity
 from .export import OPSET, run_export
 from .options import add_model_options
 
@@ -39,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_verbosity(args.quiet, args.verbose)
+    note("device: CPU (the export and its onnxruntime check run on the CPU)")
     report = run_export(
         args.model,
         args.weights,

@@ -24,8 +24,9 @@ class Phase:
 
 
 def fresh_progress() -> dict:
-    """An epoch's running totals before its first step (loss_sum / steps / images / seconds)."""
-    return {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}
+    """An epoch's running totals before its first step (loss_sum / steps / images / seconds, and the images the
+    GPU decode handed to the CPU decoder)."""
+    return {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0, "cpu_decoded": 0}
 
 
 @dataclass

@@ -346,6 +346,16 @@ class TrainConfig:
         help="stop each epoch after this many steps: for smoke tests",
         default_text="whole epochs",
     )
+    time_limit: float | None = setting(
+        None,
+        group="speed and hardware",
+        changes=Change.RESUME,
+        valid=ABOVE_0,
+        help="stop after this many minutes of training in this process (validation not counted): the epoch "
+        "under way ends at the next step, is validated, and the final checkpoint is written; for runs "
+        "compared at equal minutes (bench/gpu_check.py)",
+        default_text="none (the whole phase)",
+    )
     deterministic: bool = setting(
         False,
         group="speed and hardware",

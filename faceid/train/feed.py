@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..core.decode import DecodeError, decode_image, image_size
+from ..core import report
+from ..core.decode import DecodeError, check_packed_headers, decode_image
 from ..core.errors import FaceIDError
 from ..data.datasets import FaceDataset
 from ..model.preprocessing import PreprocessSpec, to_network_input
@@ -211,55 +212,84 @@ def _fit(img: torch.Tensor, size: int) -> torch.Tensor:
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
-def gpu_decode(data: list[torch.Tensor], size: int, device: torch.device, name_of=None) -> torch.Tensor:
-    """Encoded images (1-D uint8 CPU tensors) -> uint8 (B, 3, size, size) on `device`.
+def gpu_decode(
+    packed: PackedImages, size: int, device: torch.device, name_of=None, strict: bool = False
+) -> tuple[torch.Tensor, list[int]]:
+    """A packed batch of encoded images -> (uint8 (B, 3, size, size) on `device`, the indices decoded on the CPU).
 
-    JPEGs go to nvJPEG in one batched call; anything else (PNG in a folder tree), and any JPEG nvJPEG refuses
-    (e.g. CMYK), is decoded by torchvision on the CPU. A file neither can decode raises FaceIDError naming it
-    (`name_of(i)` when given).
+    The gate's header check runs over the whole buffer at once (`check_packed_headers`). JPEGs go to nvJPEG in
+    one batched call; anything else (a PNG in a folder tree), and any JPEG nvJPEG refuses (e.g. CMYK), is
+    decoded by torchvision on the CPU and listed in the second value, unless `strict` (an explicit
+    ``--decode gpu``), where it is an error instead. A file neither decoder can read raises FaceIDError naming
+    it; names (`name_of(i)`) are built only for a failure.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
-    from torchvision.io import decode_image as tv_decode_image
 
     def name(i: int) -> str:
         return name_of(i) if name_of is not None else f"batch image {i}"
 
-    def on_cpu(i: int) -> torch.Tensor:
-        try:
-            return tv_decode_image(data[i], mode=ImageReadMode.RGB).to(device, non_blocking=True)
-        except RuntimeError:
-            raise DecodeError("Cannot decode", name(i), "its image data is damaged or truncated.") from None
-
-    for i, t in enumerate(data):  # the decode gate's header check: no decoder meets a pixel bomb
-        image_size(t.numpy(), name(i))
-
-    is_jpeg = [len(t) > 2 and int(t[0]) == 0xFF and int(t[1]) == 0xD8 for t in data]
+    data = packed.unpack()
+    is_jpeg = check_packed_headers(packed.data.numpy(), packed.offsets.numpy(), name)
     out: dict[int, torch.Tensor] = {}
-    jpeg_idx = [i for i, j in enumerate(is_jpeg) if j]
+    jpeg_idx = np.nonzero(is_jpeg)[0].tolist()
     if jpeg_idx:
         try:
-            for i, img in zip(
-                jpeg_idx, decode_jpeg([data[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device)
-            ):
-                out[i] = img
+            decoded = decode_jpeg([data[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device)
+            out.update(zip(jpeg_idx, decoded))
         except RuntimeError:  # one bad file fails the whole batched call: decode one by one instead
             for i in jpeg_idx:
                 try:
                     out[i] = decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device)
-                except RuntimeError:
-                    out[i] = on_cpu(i)
-    for i, j in enumerate(is_jpeg):
-        if not j:
-            out[i] = on_cpu(i)
-    return torch.stack([_fit(out[i], size) for i in range(len(data))])
+                except RuntimeError as err:
+                    if strict:
+                        _cpu_decode(data[i], device, name(i))  # a damaged file says so; else nvJPEG's refusal:
+                        raise DecodeError(
+                            "Cannot decode",
+                            name(i),
+                            f"nvJPEG refused it ({_first_line(err)}); --decode auto decodes such images on the CPU.",
+                            "decode",
+                        ) from None
+    on_cpu = [i for i in range(len(data)) if i not in out]
+    if strict and on_cpu:
+        raise DecodeError(
+            "Cannot decode",
+            name(on_cpu[0]),
+            "it is not a JPEG, and --decode gpu decodes JPEGs only; --decode auto decodes other images on the CPU.",
+            "decode",
+        )
+    for i in on_cpu:
+        out[i] = _cpu_decode(data[i], device, name(i))
+    return torch.stack([_fit(out[i], size) for i in range(len(data))]), on_cpu
+
+
+def _cpu_decode(data: torch.Tensor, device: torch.device, what: str) -> torch.Tensor:
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_image as tv_decode_image
+
+    try:
+        return tv_decode_image(data, mode=ImageReadMode.RGB).to(device, non_blocking=True)
+    except RuntimeError:
+        raise DecodeError("Cannot decode", what, "its image data is damaged or truncated.") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
 
 
 class BatchFeed:
     """Turns a loader batch into (x, labels) on `device`: x float32 (B, 3, spec.size, spec.size) in about
-    [-1, 1], channels_last if asked; with `augment`, each image is mirrored with probability 1/2."""
+    [-1, 1], channels_last if asked; with `augment`, each image is mirrored with probability 1/2.
 
-    def __init__(self, spec: PreprocessSpec, device: torch.device, decode: str, channels_last: bool):
+    GPU decode: `strict` (an explicit --decode gpu) makes an image nvJPEG cannot take an error; otherwise it is
+    decoded on the CPU, the first time with one warning, and counted in `cpu_decoded` (the epoch line says how
+    many), so a slow fallback is never silent."""
+
+    def __init__(
+        self, spec: PreprocessSpec, device: torch.device, decode: str, channels_last: bool, strict: bool = False
+    ):
         self.spec, self.device, self.decode, self.channels_last = spec, device, decode, channels_last
+        self.strict = strict
+        self.cpu_decoded = 0  # images of GPU-decoded batches that went to the CPU decoder, since construction
 
     def crops(self, batch, source=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Loader batch -> (uint8 (B, 3, crop, crop) on device, labels (B,) int64 on device).
@@ -268,7 +298,16 @@ class BatchFeed:
         images, labels = batch[0], batch[1]
         if self.decode == "gpu":
             name_of = (lambda i: source.describe(int(batch[2][i]))) if source is not None else None
-            crops = gpu_decode(images.unpack(), self.spec.crop_size, self.device, name_of)
+            crops, on_cpu = gpu_decode(images, self.spec.crop_size, self.device, name_of, self.strict)
+            if on_cpu:
+                if not self.cpu_decoded:
+                    first = name_of(on_cpu[0]) if name_of is not None else f"batch image {on_cpu[0]}"
+                    report.warn(
+                        f"warning: {len(on_cpu)} image(s) of a batch went to the CPU decoder (nvJPEG cannot take "
+                        f"them: not JPEGs, or JPEGs it refuses, such as {first}); training goes on, slower, and each "
+                        f"epoch line counts them (--decode gpu makes this an error, --decode cpu avoids nvJPEG)"
+                    )
+                self.cpu_decoded += len(on_cpu)
         else:
             crops = images.to(self.device, non_blocking=True)
         return crops, labels.to(self.device, non_blocking=True)

@@ -95,6 +95,8 @@ def epoch_line(record: dict, selection: tuple[str, str], is_best: bool) -> str:
     for name, rep in record.items():
         if isinstance(rep, dict) and "auc" in rep:
             parts.append(f"{name} AUC {rep['auc']:.4f} EER {rep['eer']:.4f} TAR@1e-2 {rep['tar@far=0.01']:.4f}")
+    if record.get("cpu_decoded"):
+        parts.append(f"{record['cpu_decoded']} images decoded on the CPU (nvJPEG could not take them)")
     if "validation_seconds" in record:
         share = record["validation_seconds"] / max(record["validation_seconds"] + record["train_seconds"], 1e-9)
         parts.append(f"validation {fmt_time(record['validation_seconds'])} ({share:.0%} of the epoch)")
@@ -149,6 +151,14 @@ def run_summary(setup: RunSetup, book: Bookkeeping, seconds: float) -> str:
     lines.append("              (* = that FAR is finer than the impostor pairs can resolve)")
     lines.append(rule)
     return "\n".join(lines)
+
+
+def time_limit_line(cfg: TrainConfig, book: Bookkeeping, phase: Phase) -> str:
+    """Why a run ended before its last epoch: --time-limit."""
+    return (
+        f"time limit of {cfg.time_limit:g} minutes of training reached in epoch {book.epoch} of {phase.end_epoch} "
+        f"(step {book.step}); that epoch was validated and the final checkpoint written"
+    )
 
 
 def resume_command(world: int, checkpoint: Path) -> str:

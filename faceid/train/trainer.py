@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ..core import report
 from ..core.defaults import BEST_CHECKPOINT, FINAL_CHECKPOINT, HISTORY, LABEL_MAP, LAST_CHECKPOINT
+from ..core.device import describe_device
 from ..core.errors import FaceIDError
 from ..core.fileio import atomic_write_json
 from ..data.datasets import find_verification_bins, open_dataset, split_identities, split_images
@@ -63,7 +64,7 @@ from .recipe import (
     setup_distributed,
     stop_agreed,
 )
-from .report import RunSetup, epoch_line, interruption_line, run_header, run_summary
+from .report import RunSetup, epoch_line, interruption_line, run_header, run_summary, time_limit_line
 from .runlog import RunLog
 from .selection import best_record, choose_selection, improves
 from .state import (
@@ -78,6 +79,7 @@ from .state import (
 from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
 
 BEST, FINAL, LAST = BEST_CHECKPOINT, FINAL_CHECKPOINT, LAST_CHECKPOINT
+COMPILE_BACKEND_ENV = "FACEID_COMPILE_BACKEND"
 
 
 class Trainer:
@@ -99,7 +101,10 @@ class Trainer:
         self.out = Path(cfg.out).expanduser()
         self.log = RunLog(self.out, enabled=env.main)
         self._open_data()
-        self.feed = BatchFeed(self.data.spec, env.device, self.decode, self.channels_last)
+        # an explicit --decode gpu fails on an image nvJPEG cannot take; auto decodes it on the CPU and says so
+        self.feed = BatchFeed(self.data.spec, env.device, self.decode, self.channels_last, strict=cfg.decode == "gpu")
+        self.trained_seconds = 0.0  # training time in this process, for --time-limit
+        self.out_of_time = False
         self._build_network(init_weights=origin is None)
         self.book = Bookkeeping()
         if origin is not None:
@@ -219,8 +224,12 @@ class Trainer:
             # reduce-overhead = CUDA graphs: the fastest single-GPU mode; under DDP the gradient all-reduce
             # cannot be captured in a graph, so multi-process runs use the default mode.
             single_gpu = self.env.device.type == "cuda" and self.env.world == 1
+            # $FACEID_COMPILE_BACKEND (default inductor): the GPU check's CPU dry run takes "eager", which traces
+            # the same graphs in seconds where inductor's CPU code generation takes minutes (bench/gpu_check.py).
+            backend = os.environ.get(COMPILE_BACKEND_ENV, "").strip() or "inductor"
+            mode = ("reduce-overhead" if single_gpu else "default") if backend == "inductor" else None
             # torch.compile returns an OptimizedModule for a Module; its stub says Callable
-            model = torch.compile(model, mode="reduce-overhead" if single_gpu else "default")  # type: ignore[assignment]
+            model = torch.compile(model, mode=mode, backend=backend)  # type: ignore[assignment]
         return model
 
     # --- state and text ---------------------------------------------------------------------------
@@ -258,7 +267,7 @@ class Trainer:
             channels_last=self.channels_last,
             decode=self.decode,
             workers=self.workers,
-            device=str(self.env.device),
+            device=describe_device(self.env.device),
             steps_per_epoch=self.steps_per_epoch,
             out=self.out,
         )
@@ -281,9 +290,14 @@ class Trainer:
         loss_acc = torch.zeros((), dtype=torch.float64, device=env.device)
         acc_steps, window_start, window_images = 0, time.perf_counter(), 0
         epoch_start = time.perf_counter()
+        limit_s = cfg.time_limit * 60 if cfg.time_limit else math.inf
+        decoded_before = self.feed.cpu_decoded
         batches = DecodeAhead(self.loader, self.feed, self.data)  # decodes batch i + 1 while batch i trains
         try:
             while book.step_in_epoch < self.steps_per_epoch:
+                if self.time_up(epoch_start, limit_s):
+                    self.out_of_time = True  # this epoch ends here, is validated, and the run ends (`run`)
+                    break
                 crops = next(batches, None)
                 if crops is None:
                     break
@@ -332,8 +346,22 @@ class Trainer:
         finally:
             batches.close()
             progress["seconds"] += time.perf_counter() - epoch_start
+            self.trained_seconds += time.perf_counter() - epoch_start
+            progress["cpu_decoded"] = progress.get("cpu_decoded", 0) + self.feed.cpu_decoded - decoded_before
             bar.close()
         return True
+
+    def time_up(self, epoch_start: float, limit_s: float) -> bool:
+        """--time-limit: whether this process has trained `limit_s` seconds; under DDP the ranks agree (the
+        largest wins, over the CPU control group), so they all stop at the same step."""
+        if limit_s == math.inf:
+            return False
+        up = self.trained_seconds + time.perf_counter() - epoch_start >= limit_s
+        if self.env.world > 1:
+            flag = torch.tensor([int(up)], dtype=torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.env.control)
+            up = bool(int(flag))
+        return up
 
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -351,6 +379,7 @@ class Trainer:
             "train_loss": progress["loss_sum"] / max(progress["steps"], 1),
             "images_per_s": progress["images"] / max(progress["seconds"], 1e-9),
             "train_seconds": progress["seconds"],
+            "cpu_decoded": progress.get("cpu_decoded", 0),  # GPU decode: images nvJPEG could not take
         }
         book.progress = fresh_progress()  # the next epoch's; the checkpoints below are at its start
         metrics = None
@@ -406,18 +435,26 @@ class Trainer:
         model = self.wrap()
         self.net.train()
         started = time.perf_counter()
-        while book.epoch < self.phase.end_epoch:
-            finished = self.train_epoch(model, stop, book.progress)
-            if finished:
-                self.end_epoch(validator, selection, book.progress)
-            if not finished or (book.epoch < self.phase.end_epoch and stop_agreed(env, stop, book.step)):
-                self.save_many([(LAST, "interrupted")])
-                if env.main:
-                    self.log.line(interruption_line(self.setup(), book))
-                    self.log.close()
-                return stop.exit_code
+        try:
+            while book.epoch < self.phase.end_epoch and not self.out_of_time:
+                finished = self.train_epoch(model, stop, book.progress)
+                if finished:
+                    self.end_epoch(validator, selection, book.progress)
+                if not finished or (
+                    book.epoch < self.phase.end_epoch and not self.out_of_time and stop_agreed(env, stop, book.step)
+                ):
+                    self.save_many([(LAST, "interrupted")])
+                    if env.main:
+                        self.log.line(interruption_line(self.setup(), book))
+                        self.log.close()
+                    return stop.exit_code
+        finally:
+            if validator is not None:
+                validator.close()
         self.save_many([(FINAL, "final")])
         if env.main:
+            if self.out_of_time:
+                self.log.line(time_limit_line(self.cfg, book, self.phase))
             self.log.line(run_summary(self.setup(), book, time.perf_counter() - started))
             self.log.close()
         return 0

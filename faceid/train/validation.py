@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from ..core import report
 from ..data.datasets import FaceDataset
@@ -132,6 +133,27 @@ def bin_pairs(path: Path, spec: PreprocessSpec) -> PairSet:
     return PairSet(path.stem, EncodedImages(data.items, spec, path.name), data.index, data.labels, folds=data.folds)
 
 
+class Loaders:
+    """One DataLoader per (source, images) that validation reads, made on first use and kept, with their worker
+    processes alive between epochs: building four pools of workers per epoch cost more than embedding pins90's
+    validation images on a GPU (epochs of about a second). `close()` ends the workers."""
+
+    def __init__(self, feed: BatchFeed, batch_size: int, workers: int):
+        self.feed, self.batch_size, self.workers = feed, batch_size, workers
+        self._made: dict[str, DataLoader] = {}
+
+    def get(self, key: str, source, indices: np.ndarray) -> DataLoader:
+        if key not in self._made:
+            samples = FaceSamples(source, indices, decode_on_cpu=self.feed.decode == "cpu")
+            self._made[key] = make_loader(
+                samples, self.batch_size, self.workers, persistent=True, pin_memory=self.feed.device.type == "cuda"
+            )
+        return self._made[key]
+
+    def close(self) -> None:
+        self._made.clear()  # a DataLoader's persistent workers end when it is released
+
+
 @torch.no_grad()
 def embed_samples(
     backbone: torch.nn.Module,
@@ -142,11 +164,12 @@ def embed_samples(
     workers: int,
     desc: str,
     amp=nullcontext,
+    loaders: Loaders | None = None,
 ) -> torch.Tensor:
     """(len(indices), 512) float32 CPU embeddings, flip-summed, from a raw-feature backbone in eval mode;
-    `amp()`: the precision context the network runs in."""
-    samples = FaceSamples(source, indices, decode_on_cpu=feed.decode == "cpu")
-    loader = make_loader(samples, batch_size, workers, persistent=False, pin_memory=feed.device.type == "cuda")
+    `amp()`: the precision context the network runs in; `loaders`: where the loader for `desc` is kept."""
+    loaders = loaders or Loaders(feed, batch_size, workers)
+    loader = loaders.get(desc, source, indices)
     net = Normalized(backbone)
     out = []
     for batch in report.progress(loader, desc=desc, leave=False, unit="batch"):
@@ -156,10 +179,20 @@ def embed_samples(
     return torch.cat(out) if out else torch.zeros(0, EMBEDDING_DIM)
 
 
-def score_pairs(backbone, pair_set: PairSet, feed: BatchFeed, batch_size: int, workers: int, amp=nullcontext) -> dict:
+def score_pairs(
+    backbone,
+    pair_set: PairSet,
+    feed: BatchFeed,
+    batch_size: int,
+    workers: int,
+    amp=nullcontext,
+    loaders: Loaders | None = None,
+) -> dict:
     """Embed the images the pairs use, score them by cosine, and report (plus the note, if any)."""
     used, inverse = np.unique(pair_set.pairs, return_inverse=True)
-    emb = embed_samples(backbone, pair_set.source, used, feed, batch_size, workers, f"embed {pair_set.name}", amp)
+    emb = embed_samples(
+        backbone, pair_set.source, used, feed, batch_size, workers, f"embed {pair_set.name}", amp, loaders
+    )
     inv = torch.from_numpy(inverse.reshape(-1, 2))
     pair_set.scores = (emb[inv[:, 0]] * emb[inv[:, 1]]).sum(1).double().numpy()
     folds = pair_set.folds if pair_set.folds is not None else stratified_folds(pair_set.issame, 10)
@@ -171,11 +204,17 @@ def score_pairs(backbone, pair_set: PairSet, feed: BatchFeed, batch_size: int, w
 
 @torch.no_grad()
 def closed_set(
-    net, source: FaceDataset, indices: np.ndarray, feed: BatchFeed, batch_size: int, workers: int, amp=nullcontext
+    net,
+    source: FaceDataset,
+    indices: np.ndarray,
+    feed: BatchFeed,
+    batch_size: int,
+    workers: int,
+    amp=nullcontext,
+    loaders: Loaders | None = None,
 ) -> dict:
     """Accuracy of the head's margin-free argmax and the training loss (with margin) on these images."""
-    samples = FaceSamples(source, indices, decode_on_cpu=feed.decode == "cpu")
-    loader = make_loader(samples, batch_size, workers, persistent=False, pin_memory=feed.device.type == "cuda")
+    loader = (loaders or Loaders(feed, batch_size, workers)).get("closed-set", source, indices)
     correct, loss_sum, n = 0, 0.0, 0
     for batch in report.progress(loader, desc="closed-set", leave=False, unit="batch"):
         x, y = feed(batch, source=source)
@@ -201,7 +240,13 @@ def calibration_indices(labels: np.ndarray, budget: int = CALIBRATION_IMAGES, se
 
 
 def heldout_calibration(
-    backbone, heldout: FaceDataset, feed: BatchFeed, batch_size: int, workers: int, amp=nullcontext
+    backbone,
+    heldout: FaceDataset,
+    feed: BatchFeed,
+    batch_size: int,
+    workers: int,
+    amp=nullcontext,
+    loaders: Loaders | None = None,
 ) -> Calibration | None:
     """The app's comparison (template of SAMPLES vs probe of PROBE_SAMPLES) on the held-out identities; None
     when fewer than two of them have the SAMPLES + PROBE_SAMPLES images it needs."""
@@ -209,7 +254,7 @@ def heldout_calibration(
     if int((per_person >= SAMPLES + PROBE_SAMPLES).sum()) < 2:
         return None
     idx = calibration_indices(heldout.labels)
-    emb = embed_samples(backbone, heldout, idx, feed, batch_size, workers, "embed calibration", amp).numpy()
+    emb = embed_samples(backbone, heldout, idx, feed, batch_size, workers, "embed calibration", amp, loaders).numpy()
     genuine, impostor, counts = template_probe_scores(emb, heldout.labels[idx], SAMPLES, PROBE_SAMPLES)
     source = (
         f"{counts['identities']} held-out identities ({len(idx):,} images, {counts['templates']} templates, "
@@ -271,6 +316,7 @@ class Validator:
         self.train_set, self.val_indices, self.pair_sets = train_set, val_indices, pair_sets
         self.feed, self.batch_size, self.workers, self.target_far = feed, batch_size, workers, target_far
         self.amp = amp
+        self.loaders = Loaders(feed, batch_size, workers)  # kept across epochs (`close()` ends their workers)
         self.heldout, self.tune_on_benchmark = heldout, tune_on_benchmark
         self.last_calibration: Calibration | None = None  # the table of the latest run(), for the checkpoint
 
@@ -290,13 +336,17 @@ class Validator:
         metrics: dict = {}
         if len(self.val_indices):
             metrics["closed_set"] = closed_set(
-                net, self.train_set, self.val_indices, self.feed, self.batch_size, self.workers, self.amp
+                net, self.train_set, self.val_indices, self.feed, self.batch_size, self.workers, self.amp, self.loaders
             )
         for ps in self.pair_sets:
-            metrics[ps.name] = score_pairs(net.backbone, ps, self.feed, self.batch_size, self.workers, self.amp)
+            metrics[ps.name] = score_pairs(
+                net.backbone, ps, self.feed, self.batch_size, self.workers, self.amp, self.loaders
+            )
         table = None
         if self.heldout is not None:
-            table = heldout_calibration(net.backbone, self.heldout, self.feed, self.batch_size, self.workers, self.amp)
+            table = heldout_calibration(
+                net.backbone, self.heldout, self.feed, self.batch_size, self.workers, self.amp, self.loaders
+            )
         elif self.tune_on_benchmark and self.pair_sets:
             table = benchmark_calibration(self.pair_sets[0])
         self.last_calibration = table
@@ -310,6 +360,10 @@ class Validator:
             )
         net.train(was_training)
         return metrics
+
+    def close(self) -> None:
+        """End the validation loaders' worker processes (the run is over)."""
+        self.loaders.close()
 
 
 def metric_value(metrics: dict, set_name: str, metric: str) -> float | None:

@@ -17,6 +17,7 @@ from faceid.core.decode import (
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
     DecodeError,
+    check_packed_headers,
     decode_image,
     image_size,
     max_bytes,
@@ -114,3 +115,49 @@ def test_decode_error_survives_a_process_boundary():
     err = copy.copy(DecodeError("Refused", "x.jpg", "too big.", "max_pixels"))
     assert str(err) == "Refused x.jpg: too big." and err.reason == "too big." and err.exit_code == 2
     assert err.settings == ("max_pixels",)
+
+
+def _packed(images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(images) + 1, np.int64)
+    np.cumsum([len(b) for b in images], out=offsets[1:])
+    return np.frombuffer(b"".join(images), np.uint8), offsets
+
+
+def test_the_packed_header_check_is_image_size_on_every_image_at_once(shared_data):
+    """The training feed's vectorised gate: the same images pass, the same sentences refuse, names built only
+    for a refusal (the .rec payloads are real JPEGs; the rest are the hostile corpus and other formats)."""
+    from faceid.data.recordio import RecordIOReader
+
+    reader = RecordIOReader(shared_data / "recordio" / "pins90_112x112" / "train.rec")
+    faces = [reader.read(k).payload for k in range(1, 65)]
+    rgb = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    others = [
+        cv2.imencode(".png", rgb)[1].tobytes(),
+        cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes(),
+        b"\xff\xd8\xff\xff" + small_jpeg()[2:],  # a fill byte before the first marker: left to image_size
+    ]
+    built: list[int] = []
+
+    def name_of(i: int) -> str:
+        built.append(i)
+        return f"image {i}"
+
+    good = faces + others
+    is_jpeg = check_packed_headers(*_packed(good), name_of)
+    assert is_jpeg.tolist() == [True] * 64 + [False, True, True]
+    assert all(image_size(b) for b in good) and built == [64, 66]  # the PNG and the fill byte: image_size's path
+    refused = 0
+    for name, make in sorted(BAD_IMAGES.items()):  # truncated.jpg has a sound header: refused by the decoder
+        batch = _packed(faces[:3] + [make()] + faces[3:6])
+        try:
+            image_size(make(), "image 3")
+        except DecodeError as expected:
+            built.clear()
+            with pytest.raises(DecodeError) as got:
+                check_packed_headers(*batch, name_of)
+            assert str(got.value) == str(expected) and built == [3], name
+            refused += 1
+        else:
+            assert check_packed_headers(*batch, name_of).all(), name
+    assert refused == len(BAD_IMAGES) - 1
+    assert check_packed_headers(*_packed([]), name_of).tolist() == []

@@ -163,24 +163,22 @@ def test_epoch_sampler_shards_and_resumes():
     "device",
     [
         "cpu",
-        pytest.param(
-            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG decode needs a CUDA GPU")
-        ),
+        pytest.param("cuda", marks=pytest.mark.cuda),
     ],
 )
 def test_batch_decode_matches_worker_decode(device):
     """The GPU feed's batched decode (run through torchvision's CPU decoder where there is no GPU)."""
-    from faceid.train.feed import gpu_decode
+    from faceid.train.feed import PackedImages, gpu_decode
 
     data = [face_jpeg(0, i) for i in range(3)] + [
         cv2.imencode(".png", np.full((112, 112, 3), 7, np.uint8))[1].tobytes()
     ]
-    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
-    out = gpu_decode(tensors, 112, torch.device(device))
+    out, on_cpu = gpu_decode(PackedImages.pack(data), 112, torch.device(device))
     ref = torch.stack([torch.from_numpy(decode_face(d, 112)).permute(2, 0, 1) for d in data])
-    assert out.shape == (4, 3, 112, 112) and out.dtype == torch.uint8
+    assert out.shape == (4, 3, 112, 112) and out.dtype == torch.uint8 and out.device.type == device
     assert (out.cpu().int() - ref.int()).abs().float().mean() < 2.0
-    bad = tensors[:2] + [torch.frombuffer(bytearray(b"\xff\xd8 broken"), dtype=torch.uint8)]
+    assert on_cpu == [3]  # the PNG: nvJPEG reads JPEGs only
+    bad = PackedImages.pack(data[:2] + [b"\xff\xd8 broken"])
     with pytest.raises(FaceIDError, match="Cannot decode item 2"):
         gpu_decode(bad, 112, torch.device(device), name_of=lambda i: f"item {i}")
 

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from builders import make_folder_tree
@@ -106,10 +107,7 @@ def test_decode_ahead_stops_early_and_passes_errors_on(tmp_path):
         list(ahead)
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="the side-stream decode needs a CUDA GPU (its CPU mirror runs in the tests above)",
-)
+@pytest.mark.cuda  # the side-stream decode needs a GPU; its CPU mirror runs in the tests above
 def test_decode_ahead_on_a_cuda_side_stream(tmp_path):
     ds = open_dataset(make_folder_tree(tmp_path / "t", {"a": 6, "b": 6}))
     samples = FaceSamples(ds, None, decode_on_cpu=False)
@@ -155,3 +153,42 @@ def test_workers_start_after_opencv_threads_have_run(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "4"
+
+
+def _tree_with_a_png(tmp_path) -> Path:
+    """2 people x 4 faces; one face of each is a PNG (a folder tree may mix formats; nvJPEG reads JPEGs only)."""
+    import cv2
+
+    root = make_folder_tree(tmp_path / "t", {"a": 4, "b": 4})
+    for person in ("a", "b"):
+        jpg = root / person / "001.jpg"
+        rgb = cv2.imdecode(np.frombuffer(jpg.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        (root / person / "001.png").write_bytes(cv2.imencode(".png", rgb)[1].tobytes())
+        jpg.unlink()
+    return root
+
+
+def test_gpu_decode_hands_what_nvjpeg_cannot_take_to_the_cpu_with_one_warning_and_a_count(tmp_path, capsys):
+    ds = open_dataset(_tree_with_a_png(tmp_path), min_images=4)
+    loader = make_loader(FaceSamples(ds, None, decode_on_cpu=False), 4, 0, EpochSampler(len(ds), 4, shuffle=False))
+    feed = BatchFeed(ds.spec, torch.device("cpu"), "gpu", channels_last=False)  # the GPU path, run on the CPU
+    for batch in loader:
+        crops, _ = feed.crops(batch, ds)
+        assert crops.shape == (4, 3, 112, 112)
+    assert feed.cpu_decoded == 2
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "001.png" in warnings[0] and "each epoch line counts them" in warnings[0]
+
+    strict = BatchFeed(ds.spec, torch.device("cpu"), "gpu", channels_last=False, strict=True)  # --decode gpu
+    with pytest.raises(FaceIDError, match=r"Cannot decode .*001\.png: it is not a JPEG, and --decode gpu"):
+        for batch in loader:
+            strict.crops(batch, ds)
+    assert strict.cpu_decoded == 0
+
+
+def test_the_epoch_line_counts_the_images_decoded_on_the_cpu():
+    from faceid.train.report import epoch_line
+
+    record = {"epoch": 1, "train_loss": 1.0, "images_per_s": 9.0, "train_seconds": 1.0, "cpu_decoded": 0}
+    assert "CPU" not in epoch_line(record, ("heldout", "auc"), False)
+    assert "12 images decoded on the CPU" in epoch_line({**record, "cpu_decoded": 12}, ("heldout", "auc"), False)

@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 
-from faceid.core.device import resolve_device
+from faceid.core.device import cuda_problem, describe_device, resolve_device
 from faceid.core.errors import FaceIDError
 from faceid.train.recipe import StopFlag, set_determinism
 
@@ -26,11 +26,16 @@ def test_cuda_without_a_gpu_is_an_error_not_a_cpu_run():
     for name in ("cuda", "cuda:0"):
         with pytest.raises(FaceIDError, match=f"The device {name} needs a CUDA GPU"):
             resolve_device(name)
+    # what auto and the test marker check: no kernel runs, so no silent half-working GPU either
+    assert cuda_problem(torch.device("cuda:0")) and resolve_device("auto") == torch.device("cpu")
+    assert describe_device(torch.device("cpu")) == "CPU"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_devices_by_rank_and_index():
     assert resolve_device("cuda", local_rank=0) == torch.device("cuda:0")
+    assert cuda_problem(torch.device("cuda:0")) is None
+    assert describe_device(torch.device("cuda:0")) == f"{torch.cuda.get_device_name(0)} (cuda:0)"
     with pytest.raises(FaceIDError, match="does not exist"):
         resolve_device(f"cuda:{torch.cuda.device_count()}")
 

@@ -59,6 +59,7 @@ def tiny_config(data: Path, out: Path, **kw) -> TrainConfig:
         eval_batch_size=8,
         head="arcface",
         min_images=4,
+        device="cpu",  # CPU tests stay on the CPU on a GPU machine too (the CUDA ones below say cuda)
     )
     return TrainConfig(**{**base, **kw})
 
@@ -400,3 +401,69 @@ def test_no_tuning_on_benchmark_data_without_the_flag(tiny_data, tmp_path):
     )
     table = Calibration.from_dict(load_checkpoint(tmp_path / "b" / BEST).calibration)
     assert table.benchmark_data and "ON BENCHMARK DATA" in table.threshold_for_far(1e-3).text
+
+
+_RESUME_ON_CUDA = """
+import sys
+import torch
+sys.path.insert(0, sys.argv[3])
+from test_training import StopAt, tiny_config
+from faceid.train.recipe import StopFlag
+from faceid.train.trainer import LAST, continue_training, train
+data, out = sys.argv[1], sys.argv[2]
+for name, stop in (("reference", StopFlag(enabled=False)), ("resumed", StopAt(3))):
+    torch.manual_seed(0)
+    code = train(tiny_config(data, f"{out}/{name}", device="cuda", deterministic=True, bins=False), stop=stop)
+    if name == "resumed":
+        assert code == 130, code
+        assert continue_training(f"{out}/{name}/{LAST}", stop=StopFlag(enabled=False)) == 0
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.cuda
+def test_exact_resume_on_cuda_is_bitwise(tiny_data, tmp_path):
+    """On a GPU an exact resume needs --deterministic: by default cuDNN benchmarks kernels per shape and may pick
+    others after the restart, so the CPU test's comparison would fail by rounding. With it (no benchmarking,
+    deterministic algorithms, cuBLAS's fixed workspace set before the process's first GEMM: hence fresh
+    processes) interrupted + resumed must equal uninterrupted bit for bit, nvJPEG decode and bf16 included."""
+    res = subprocess.run(
+        [PY, "-c", _RESUME_ON_CUDA, str(tiny_data), str(tmp_path), str(REPO / "tests" / "train")],
+        cwd=REPO,
+        env={**_env(), "PYTHONPATH": str(REPO / "tests")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed, reference = load_checkpoint(tmp_path / "resumed" / FINAL), load_checkpoint(tmp_path / "reference" / FINAL)
+    assert resumed.training.step == reference.training.step == 4
+    assert resumed.training.config["device"] == "cuda" and resumed.training.config["decode"] == "auto"
+    for part, res_part, ref_part in (
+        ("model", resumed.model, reference.model),
+        ("head", resumed.training.head, reference.training.head),
+    ):
+        for k, v in ref_part.items():
+            assert torch.equal(res_part[k], v), f"{part}.{k} differs"
+
+
+@pytest.mark.e2e
+@pytest.mark.cuda
+def test_nvjpeg_fallback_is_counted_and_an_explicit_gpu_decode_refuses_it(tmp_path):
+    """A PNG in a folder tree: --decode auto decodes it on the CPU and each epoch line counts it; --decode gpu
+    stops with one sentence naming it."""
+    import cv2
+    import numpy as np
+
+    root = make_folder_tree(tmp_path / "faces", {f"person{i}": 8 for i in range(5)})
+    jpg = root / "person0" / "001.jpg"
+    rgb = cv2.imdecode(np.frombuffer(jpg.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    (root / "person0" / "001.png").write_bytes(cv2.imencode(".png", rgb)[1].tobytes())
+    jpg.unlink()
+    base = dict(device="cuda", batch_size=8, limit_steps=None, epochs=1, holdout_fraction=0, val_fraction=0)
+    with pytest.raises(FaceIDError, match=r"001\.png: it is not a JPEG, and --decode gpu"):
+        train(tiny_config(root, tmp_path / "strict", decode="gpu", **base), stop=StopFlag(enabled=False))
+    assert train(tiny_config(root, tmp_path / "auto", **base), stop=StopFlag(enabled=False)) == 0
+    history = load_checkpoint(tmp_path / "auto" / FINAL).training.history
+    assert history[-1]["cpu_decoded"] >= 1
+    assert "images decoded on the CPU" in (tmp_path / "auto" / "train.log").read_text(encoding="utf-8")
