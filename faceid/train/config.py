@@ -296,6 +296,15 @@ class TrainConfig:
         "epoch (a fixed random subset), so validation stays a small part of an "
         "epoch on CASIA-sized data; its cost is printed per epoch",
     )
+    val_every: int = setting(
+        1,
+        group="validation and model selection",
+        changes=Change.RESUME,
+        valid=AT_LEAST_1,
+        help="validate every N epochs, and always after the phase's last one (and a --time-limit run's last); "
+        "the epochs in between record their training numbers only and write no checkpoint (Ctrl-C still "
+        "saves one): for sets whose epochs take seconds, such as pins90 on a GPU",
+    )
     bins: bool = setting(
         True,
         group="validation and model selection",

@@ -219,3 +219,36 @@ def stop_agreed(env: Dist, stop: StopFlag, step: int) -> bool:
     if int(flag) and not stop.requested:
         stop.requested, stop.signum = True, signal.Signals(int(flag) - 128)
     return bool(int(flag))
+
+
+COMPILE_BACKEND_ENV = "FACEID_COMPILE_BACKEND"
+
+
+def wrap_model(net: torch.nn.Module, env: Dist, compile_: bool) -> torch.nn.Module:
+    """The module the training step calls: DDP when distributed, torch.compile'd when asked.
+
+    reduce-overhead = CUDA graphs: the fastest single-GPU mode; under DDP the gradient all-reduce cannot be
+    captured in a graph, so multi-process runs use the default mode. $FACEID_COMPILE_BACKEND (default inductor):
+    the GPU check's CPU dry run takes "eager", which traces the same graphs in seconds where inductor's CPU code
+    generation takes minutes (bench/gpu_check.py)."""
+    model: torch.nn.Module = net
+    if env.world > 1:
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if compile_:
+        single_gpu = env.device.type == "cuda" and env.world == 1
+        backend = os.environ.get(COMPILE_BACKEND_ENV, "").strip() or "inductor"
+        mode = ("reduce-overhead" if single_gpu else "default") if backend == "inductor" else None
+        # torch.compile returns an OptimizedModule for a Module; its stub says Callable
+        model = torch.compile(model, mode=mode, backend=backend)  # type: ignore[assignment]
+    return model
+
+
+def any_rank(env: Dist, flag: bool) -> bool:
+    """Whether `flag` holds on any rank (all ranks call it at the same step; a CPU tensor over the control group,
+    like `stop_agreed`); `flag` itself in a single process."""
+    if env.world == 1:
+        return flag
+    box = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX, group=env.control)
+    return bool(int(box))

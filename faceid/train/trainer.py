@@ -53,6 +53,7 @@ from .plots import plot_history
 from .recipe import (
     Dist,
     StopFlag,
+    any_rank,
     autocast_context,
     broadcast_from_main,
     build_optimizer,
@@ -63,6 +64,7 @@ from .recipe import (
     scaled_lr,
     setup_distributed,
     stop_agreed,
+    wrap_model,
 )
 from .report import RunSetup, epoch_line, interruption_line, run_header, run_summary, time_limit_line
 from .runlog import RunLog
@@ -76,10 +78,9 @@ from .state import (
     training_checkpoint,
     training_state_of,
 )
-from .validation import LOWER_IS_BETTER, Validator, bin_pairs, heldout_pairs, metric_value
+from .validation import LOWER_IS_BETTER, Validator, metric_value
 
 BEST, FINAL, LAST = BEST_CHECKPOINT, FINAL_CHECKPOINT, LAST_CHECKPOINT
-COMPILE_BACKEND_ENV = "FACEID_COMPILE_BACKEND"
 
 
 class Trainer:
@@ -164,27 +165,9 @@ class Trainer:
         )
 
     def _validator(self) -> Validator:
-        cfg = self.cfg
-        pair_sets = []
-        if self.heldout is not None:
-            pair_sets.append(heldout_pairs(self.heldout, cfg.pairs, cfg.seed))
-        if cfg.bins:
-            pair_sets += [bin_pairs(p, self.data.spec) for p in find_verification_bins(self.data.root)]
-        eval_batch = self.cfg.eval_batch_size or min(256, self.batch_size * 2)
         amp = lambda: autocast_context(self.precision, self.env.device)  # noqa: E731  (validate as we train)
-        return Validator(
-            self.data,
-            self.val_idx,
-            pair_sets,
-            self.feed,
-            eval_batch,
-            self.workers,
-            cfg.target_far,
-            amp=amp,
-            closed_set_images=cfg.val_images,
-            seed=cfg.seed,
-            heldout=self.heldout,
-            tune_on_benchmark=cfg.tune_on_benchmark,
+        return Validator.for_run(
+            self.cfg, self.data, self.val_idx, self.heldout, self.feed, self.batch_size, self.workers, amp
         )
 
     def _selection(self) -> tuple[str, str]:
@@ -215,22 +198,8 @@ class Trainer:
         return path
 
     def wrap(self) -> torch.nn.Module:
-        """The module the training step calls: DDP when distributed, compiled when asked."""
-        model: torch.nn.Module = self.net
-        if self.env.world > 1:
-            ids = [self.env.device.index] if self.env.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if self.cfg.compile:
-            # reduce-overhead = CUDA graphs: the fastest single-GPU mode; under DDP the gradient all-reduce
-            # cannot be captured in a graph, so multi-process runs use the default mode.
-            single_gpu = self.env.device.type == "cuda" and self.env.world == 1
-            # $FACEID_COMPILE_BACKEND (default inductor): the GPU check's CPU dry run takes "eager", which traces
-            # the same graphs in seconds where inductor's CPU code generation takes minutes (bench/gpu_check.py).
-            backend = os.environ.get(COMPILE_BACKEND_ENV, "").strip() or "inductor"
-            mode = ("reduce-overhead" if single_gpu else "default") if backend == "inductor" else None
-            # torch.compile returns an OptimizedModule for a Module; its stub says Callable
-            model = torch.compile(model, mode=mode, backend=backend)  # type: ignore[assignment]
-        return model
+        """The module the training step calls: DDP when distributed, compiled when asked (`recipe.wrap_model`)."""
+        return wrap_model(self.net, self.env, self.cfg.compile)
 
     # --- state and text ---------------------------------------------------------------------------
     def state(self, kind: str) -> Checkpoint:
@@ -356,12 +325,7 @@ class Trainer:
         largest wins, over the CPU control group), so they all stop at the same step."""
         if limit_s == math.inf:
             return False
-        up = self.trained_seconds + time.perf_counter() - epoch_start >= limit_s
-        if self.env.world > 1:
-            flag = torch.tensor([int(up)], dtype=torch.int32)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.env.control)
-            up = bool(int(flag))
-        return up
+        return any_rank(self.env, self.trained_seconds + time.perf_counter() - epoch_start >= limit_s)
 
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -382,6 +346,15 @@ class Trainer:
             "cpu_decoded": progress.get("cpu_decoded", 0),  # GPU decode: images nvJPEG could not take
         }
         book.progress = fresh_progress()  # the next epoch's; the checkpoints below are at its start
+        if not self.validates(book.epoch):  # every rank decides alike: no validation, no checkpoint
+            if not self.per_step and not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step()  # (the plateau schedule counts validated epochs only)
+            book.history.append(record)
+            if env.main:
+                atomic_write_json(self.out / HISTORY, book.history)
+                self.log.line(epoch_line(record, selection, False))
+                self.log.scalars(record)
+            return record
         metrics = None
         if validator is not None:  # rank 0's; the other ranks have none
             t0 = time.perf_counter()
@@ -409,6 +382,11 @@ class Trainer:
             self.log.line(epoch_line(record, selection, is_best))
             self.log.scalars(record)
         return record
+
+    def validates(self, epoch: int) -> bool:
+        """--val-every: whether the epoch just completed is validated (always the phase's last, and the last
+        before the time limit)."""
+        return epoch % self.cfg.val_every == 0 or epoch >= self.phase.end_epoch or self.out_of_time
 
     def save_many(self, targets: list[tuple[str, str]]) -> None:
         """Write each checkpoint; beside best_face_model.pth also its slim inference checkpoint

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..core import report
-from ..data.datasets import FaceDataset
+from ..data.datasets import FaceDataset, find_verification_bins
 from ..eval.pairs import load_bin_dataset
 from ..eval.verification_metrics import stratified_folds, verification_report
 from ..model.calibration import PROBE_SAMPLES, SAMPLES, Calibration, template_probe_scores
@@ -319,6 +319,30 @@ class Validator:
         self.loaders = Loaders(feed, batch_size, workers)  # kept across epochs (`close()` ends their workers)
         self.heldout, self.tune_on_benchmark = heldout, tune_on_benchmark
         self.last_calibration: Calibration | None = None  # the table of the latest run(), for the checkpoint
+
+    @classmethod
+    def for_run(
+        cls, cfg, data: FaceDataset, val_idx, heldout: FaceDataset | None, feed, batch_size: int, workers: int, amp
+    ) -> Validator:
+        """A training run's validator (`cfg`: its TrainConfig): the held-out pairs, every .bin beside the data
+        (unless --no-bins), the closed set; at the run's precision (`amp`) and eval batch."""
+        pair_sets = [heldout_pairs(heldout, cfg.pairs, cfg.seed)] if heldout is not None else []
+        if cfg.bins:
+            pair_sets += [bin_pairs(p, data.spec) for p in find_verification_bins(data.root)]
+        return cls(
+            data,
+            val_idx,
+            pair_sets,
+            feed,
+            cfg.eval_batch_size or min(256, batch_size * 2),
+            workers,
+            cfg.target_far,
+            amp=amp,
+            closed_set_images=cfg.val_images,
+            seed=cfg.seed,
+            heldout=heldout,
+            tune_on_benchmark=cfg.tune_on_benchmark,
+        )
 
     def describe(self) -> list[str]:
         capped = f" of the {self.held_back} held back" if len(self.val_indices) < self.held_back else ""

@@ -467,3 +467,21 @@ def test_nvjpeg_fallback_is_counted_and_an_explicit_gpu_decode_refuses_it(tmp_pa
     history = load_checkpoint(tmp_path / "auto" / FINAL).training.history
     assert history[-1]["cpu_decoded"] >= 1
     assert "images decoded on the CPU" in (tmp_path / "auto" / "train.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.e2e
+def test_validation_every_k_epochs_and_a_time_limit(tiny_data, tmp_path):
+    """--val-every 2: epochs 1 and 3 of 3 (the last is always validated) go without; --time-limit stops the
+    run at a step boundary, validates that epoch and writes the final checkpoint."""
+    cfg = tiny_config(tiny_data, tmp_path / "k", epochs=3, limit_steps=1, val_every=2, bins=False)
+    assert train(cfg, stop=StopFlag(enabled=False)) == 0
+    history = load_checkpoint(tmp_path / "k" / FINAL).training.history
+    assert [("heldout" in h, h["epoch"]) for h in history] == [(False, 1), (True, 2), (True, 3)]
+    assert load_checkpoint(tmp_path / "k" / BEST).training.epoch in (2, 3)  # chosen among validated epochs only
+
+    cfg = tiny_config(tiny_data, tmp_path / "t", epochs=50, time_limit=0.001, val_every=10, bins=False)
+    assert train(cfg, stop=StopFlag(enabled=False)) == 0
+    final = load_checkpoint(tmp_path / "t" / FINAL).training
+    assert final.epoch == 1 and final.step == 1 and "heldout" in final.history[-1]
+    log = (tmp_path / "t" / "train.log").read_text(encoding="utf-8")
+    assert "time limit of 0.001 minutes of training reached in epoch 1 of 50 (step 1)" in log
