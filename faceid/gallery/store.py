@@ -58,7 +58,7 @@ from .records import (
     mismatch_message,
 )
 from .seed import load_seed_pickle
-from .vectors import check_embeddings, from_blob, query_vector, to_blob
+from .vectors import check_embeddings, from_blob, query_vector, template_sample, to_blob
 
 _PEOPLE_SQL = (
     "SELECT p.id, p.name, p.created, (SELECT COUNT(*) FROM samples s WHERE s.person_id = p.id), "
@@ -402,6 +402,13 @@ class Gallery:
         if len(names) != len(set(wanted)):  # the index is current, so this is a damaged database
             raise corrupt_database(self.db_path)
         return [Match(names[i], float(s)) for s, i in zip(scores, wanted)]
+
+    @db_errors
+    def template_sample(self, fingerprint: str, limit: int, seed: int = 0) -> tuple[np.ndarray, int]:
+        """(up to `limit` templates of `fingerprint`, how many the gallery holds): `vectors.template_sample`.
+        Their cross-person pairs are impostor comparisons of this model (`faceid.model.gallery_pairs`)."""
+        total = int(self.fingerprints().get(fingerprint, 0))
+        return template_sample(self._conn, self.db_path, fingerprint, total, limit, seed), total
 
     def best_other_match(self, embedding: np.ndarray, fingerprint: str, exclude_name: str) -> Match | None:
         """The best match that isn't `exclude_name` (for "this face already looks like X" at registration)."""

@@ -3,6 +3,7 @@ little-endian BLOBs of `EMBEDDING_DIM` values, and refused as corrupt when a sto
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,28 @@ def from_blob(blob: bytes, db: Path) -> np.ndarray:
     if not isinstance(blob, bytes) or len(blob) != EMBEDDING_DIM * 4:
         raise corrupt_database(db)
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def template_sample(
+    conn: sqlite3.Connection, db: Path, fingerprint: str, total: int, limit: int, seed: int = 0
+) -> np.ndarray:
+    """(<= limit, 512) templates of `fingerprint` read from the database: every one when it holds no more than
+    `limit` (`total` of them), else a seeded sample by id, so a million-template gallery reads about `limit`
+    rows, not all of them."""
+    query = "SELECT vector FROM templates WHERE fingerprint = ?"
+    if total <= limit:
+        rows = conn.execute(query, (fingerprint,)).fetchall()
+    else:
+        low, high = conn.execute("SELECT MIN(person_id), MAX(person_id) FROM templates").fetchone()
+        span = int(high) - int(low) + 1
+        ids = np.sort(np.random.default_rng(seed).choice(span, size=min(span, 2 * limit), replace=False) + low)
+        rows = []
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start : start + 500]]
+            rows += conn.execute(f"{query} AND person_id IN ({','.join('?' * len(chunk))})", (fingerprint, *chunk))
+            if len(rows) >= limit:
+                break
+        rows = rows[:limit]
+    if not rows:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    return np.stack([from_blob(r[0], db) for r in rows])

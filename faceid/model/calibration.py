@@ -6,35 +6,36 @@ people, so the chance that *someone* is accepted (FPIR, the false-positive ident
 with N: about 1 - (1 - FAR)^N (~1% at N=10, ~10% at N=100, ~63% at N=1,000 for FAR 1e-3). The table
 keeps the highest impostor scores, so any FAR (or FPIR for any gallery size) can be read from it later.
 
-What is compared (the app's comparison, not single images): a template averaged from ``samples`` images
-(register's ``--samples``) against a probe averaged from ``probe_samples`` images (``--probe-samples``),
-both made by the template rule (`embeddings.template_of`, the function the app and the gallery call),
-cosine score. `template_probe_scores` builds these from embeddings of held-out
-identities: each person's images, shuffled once, give disjoint templates (first half) and probes (second
-half); genuine scores pair a person's templates with their own probes, impostor scores every template
-with every other person's probes (cheap once the embeddings exist).
+What is compared: a template of ``samples`` images against a probe of ``probe_samples`` images of held-out
+people (`faceid.model.heldout` builds the scores). One table holds a kind per sample count the app uses (5 vs 3,
+1 vs 3, 5 vs 1, 1 vs 1: `variants`); a decision reads the kind of the comparison it makes
+(`Calibration.for_comparison`) and says so when the table has no exact one. Each kind carries its margin
+(`faceid.model.margin`): how far ahead of the others a candidate must be.
 
 Resolution: a FAR is "resolved" when at least 100/FAR impostor comparisons were made. Below that, the
-rate comes with its 95% interval (Wilson); a target below 1/impostors cannot be met from the data: the
-threshold is then the strictest point measured (just above the highest impostor score), marked so.
+rate comes with its 95% interval (Wilson). A target below 1/impostors is past the highest impostor score
+measured: the threshold comes from a tail fit of the highest scores (`faceid.model.tail_fit`, stated with its
+95% range), or, for a table too small to fit, is the strictest point measured, marked so.
 
 FPIR by gallery size uses FPIR = 1 - (1 - FAR)^N (independent impostor scores): the evaluator's 1:N mode
 measures the real FPIR on people never seen, to check it.
 
-Training's validation and the evaluator both build tables with `template_probe_scores` and
-`Calibration.from_scores`; the checkpoint stores `to_dict()`; the app reads it with `from_dict`.
-Benchmark data (LFW, .bin files) is never used unless explicitly asked, and then `benchmark_data` says so.
+Training's validation and the evaluator both build tables with `heldout.build_tables`; the checkpoint stores
+`to_dict()`; the app reads it with `from_dict`. Benchmark data (LFW, .bin files) is never used unless
+explicitly asked, and then `benchmark_data` says so.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
 from ..core.errors import FaceIDError
-from .embeddings import template_of
+from .margin import DEFAULT_MARGIN, Margin, MarginMeasure, margin_text
+from .tail_fit import TAIL_EXCEEDANCES, TailFit
 
 SAMPLES = 5  # images averaged into a registered template (the app's --samples default)
 PROBE_SAMPLES = 3  # frames averaged into a probe (the app's --probe-samples default)
@@ -43,7 +44,7 @@ FPIR_TARGET = 1e-3  # identify's default chance that an unregistered person is a
 RESOLVE_FACTOR = 100  # a rate is resolved with at least this many / rate impostor comparisons
 MAX_TABLE_FAR = 0.1  # the table keeps the impostor scores needed for any FAR up to this
 FORMAT = "faceid-calibration"
-VERSION = 1
+VERSION = 2  # 2: a kind per sample count (variants), each with its margin; the real genuine count
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -67,82 +68,12 @@ def far_for_fpir(fpir: float, gallery_size: int) -> float:
 
 
 @dataclass(frozen=True)
-class Split:
-    """Which images make which comparison: index groups of `samples` images (templates) and of `probe_samples`
-    images (probes) per person, disjoint within a person, and whose each group is."""
-
-    template_groups: list[np.ndarray]
-    template_owner: np.ndarray
-    probe_groups: list[np.ndarray]
-    probe_owner: np.ndarray
-    skipped_identities: int
-
-
-def split_by_person(labels: np.ndarray, samples: int, probe_samples: int, seed: int = 42) -> Split:
-    """Each person's images, shuffled once: the first half gives templates of `samples`, the rest probes of
-    `probe_samples`. People with fewer than samples + probe_samples images are left out (counted)."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    t_groups: list[np.ndarray] = []
-    p_groups: list[np.ndarray] = []
-    t_owner, p_owner, skipped = [], [], 0
-    for person in np.unique(labels):
-        idx = rng.permutation(np.nonzero(labels == person)[0])
-        if len(idx) < samples + probe_samples:
-            skipped += 1
-            continue
-        n_templates = max(1, (len(idx) // 2) // samples)
-        n_probes = (len(idx) - n_templates * samples) // probe_samples
-        t_groups += [idx[t * samples : (t + 1) * samples] for t in range(n_templates)]
-        t_owner += [person] * n_templates
-        rest = idx[n_templates * samples :]
-        p_groups += [rest[p * probe_samples : (p + 1) * probe_samples] for p in range(n_probes)]
-        p_owner += [person] * n_probes
-    return Split(t_groups, np.asarray(t_owner), p_groups, np.asarray(p_owner), skipped)
-
-
-def templates_of(embeddings: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
-    """(G, D): one template per index group, by the rule the app and the gallery use (`template_of`)."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    return np.stack([template_of(embeddings[g]) for g in groups])
-
-
-def template_probe_scores(
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    samples: int = SAMPLES,
-    probe_samples: int = PROBE_SAMPLES,
-    seed: int = 42,
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(genuine scores, impostor scores, counts) of templates of `samples` vs probes of `probe_samples`.
-
-    embeddings: (N, D) unit vectors, one per image; labels: (N,) identity of each; the split is `split_by_person`.
-    Deterministic for a given seed.
-    """
-    split = split_by_person(labels, samples, probe_samples, seed)
-    if not split.template_groups:
-        raise FaceIDError(
-            f"No identity has the {samples + probe_samples} images a template of {samples} and a "
-            f"probe of {probe_samples} need; calibration needs more images per person."
-        )
-    scores = templates_of(embeddings, split.template_groups) @ templates_of(embeddings, split.probe_groups).T
-    same = split.template_owner[:, None] == split.probe_owner[None, :]
-    counts = {
-        "identities": int(len(np.unique(split.template_owner))),
-        "skipped_identities": split.skipped_identities,
-        "templates": len(split.template_groups),
-        "probes": len(split.probe_groups),
-        "images": int(len(labels)),
-    }
-    return scores[same].astype(np.float64), scores[~same].astype(np.float64), counts
-
-
-@dataclass(frozen=True)
 class Threshold:
     """A decision threshold and what it means; `text` is what the app prints. `source` says where it came from:
-    "table" (read from a calibration table at a target rate; the reading's fields are then set), "option"
-    (``--threshold``), "checkpoint" (a checkpoint's single 1:1 threshold, uncalibrated for 1:N) or "default"
-    (the seed's uncalibrated 0.6)."""
+    "table" (read from a calibration table at a target rate; the reading's fields are then set), "gallery"
+    (read from the gallery's own cross-person template pairs, or raised to what they show:
+    `faceid.model.gallery_pairs`), "option" (``--threshold``), "checkpoint" (a checkpoint's single 1:1
+    threshold, uncalibrated for 1:N) or "default" (the seed's uncalibrated 0.6)."""
 
     value: float
     text: str
@@ -153,8 +84,13 @@ class Threshold:
     rate: float | None = None  # the measured rate at this threshold (per comparison for FAR; per gallery for FPIR)
     rate_high: float | None = None  # upper end of its 95% interval
     resolved: bool = False
-    beyond_data: bool = False  # the target is below 1/impostors: strictest point measured
+    beyond_data: bool = False  # the target is below 1/impostors: past the highest impostor score measured
     tar: float | None = None  # genuine template/probe comparisons accepted
+    tail_fit: bool = False  # read from the tail fit (beyond_data and a table big enough to fit)
+    value_range: tuple[float, float] | None = None  # the tail fit's 95% range of this threshold
+    measured_for: str | None = None  # the table's comparison kind ("template of 5 vs probe of 3")
+    used_for: str | None = None  # the comparison made, when the table has no kind for it
+    gallery: dict | None = None  # what the gallery's own pairs said about it (`gallery_pairs.GalleryPairs`)
 
     def to_dict(self) -> dict:
         """The table reading (None for a threshold that does not come from a table)."""
@@ -169,6 +105,11 @@ class Threshold:
             "beyond_data": self.beyond_data,
             "tar": self.tar,
             "text": self.text,
+            "tail_fit": self.tail_fit,
+            "threshold_95_range": None if self.value_range is None else [round(v, 6) for v in self.value_range],
+            "measured_for": self.measured_for,
+            "used_for": self.used_for,
+            "gallery": self.gallery,
         }
 
     def decision_fields(self) -> dict:
@@ -177,8 +118,22 @@ class Threshold:
             "threshold": round(self.value, 4),
             "threshold_source": self.source,
             "threshold_text": self.text,
-            "calibration": self.to_dict() if self.source == "table" else None,
+            "calibration": self.to_dict() if self.source in ("table", "gallery") else None,
         }
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One reading of a table at a per-comparison FAR: the threshold, the rate it stands for and its 95% upper
+    bound, and how it was read (measured ranks, past them by the tail fit, or the strictest point)."""
+
+    value: float
+    rate: float
+    low: float
+    high: float
+    beyond: bool
+    fit: TailFit | None = None
+    value_range: tuple[float, float] | None = None
 
 
 def _rank_grid(count: int) -> np.ndarray:
@@ -200,10 +155,12 @@ def _quantiles(scores: np.ndarray, keep: int = 2001) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Calibration:
-    """One comparison kind's impostor tail and genuine scores.
+    """One comparison kind's impostor tail and genuine scores, and the other kinds measured with it.
 
     ranks / rank_scores: rank_scores[i] is the (ranks[i]+1)-th highest impostor score (ranks ascending from 0);
-    impostors: how many impostor comparisons were made; genuine: sorted genuine scores (or their quantiles).
+    impostors: how many impostor comparisons were made; genuine: sorted genuine scores (or their quantiles),
+    genuine_total: how many there were; margin: this kind's measured margin (None: too few people with two
+    templates); variants: the tables of the other kinds (each without variants of its own).
     """
 
     ranks: np.ndarray
@@ -215,6 +172,9 @@ class Calibration:
     source: str
     benchmark_data: bool = False
     identities: int = 0
+    margin: MarginMeasure | None = None
+    variants: tuple[Calibration, ...] = field(default=(), repr=False)
+    genuine_total: int = 0
 
     @classmethod
     def from_scores(
@@ -226,10 +186,12 @@ class Calibration:
         source: str,
         benchmark_data: bool = False,
         identities: int = 0,
+        margin: MarginMeasure | None = None,
+        need_genuine: bool = True,
     ) -> "Calibration":
         impostor = np.asarray(impostor, dtype=np.float64).reshape(-1)
         genuine = np.asarray(genuine, dtype=np.float64).reshape(-1)
-        if len(impostor) == 0 or len(genuine) == 0:
+        if len(impostor) == 0 or (need_genuine and len(genuine) == 0):
             raise FaceIDError("Calibration needs both genuine and impostor comparisons (at least two people).")
         ranks = _rank_grid(len(impostor))
         top = -np.sort(-np.partition(impostor, len(impostor) - 1 - ranks[-1])[len(impostor) - 1 - ranks[-1] :])
@@ -243,9 +205,42 @@ class Calibration:
             str(source),
             bool(benchmark_data),
             int(identities),
+            margin,
+            (),
+            int(len(genuine)),
+        )
+
+    def with_variants(self, variants: tuple[Calibration, ...]) -> Calibration:
+        """This table with the tables of the other comparison kinds measured alongside."""
+        return replace(self, variants=tuple(replace(v, variants=()) for v in variants))
+
+    def kinds(self) -> tuple[Calibration, ...]:
+        """Every comparison kind of the table, this one first."""
+        return (self, *self.variants)
+
+    def for_comparison(self, samples: int, probe_samples: int) -> Calibration:
+        """The kind for a template of `samples` vs a probe of `probe_samples` images: the exact one, else the
+        closest kind measured with at most as many images on each side (fewer images, heavier impostor
+        tail: a threshold at least as strict), else the closest of all."""
+        kinds = self.kinds()
+        fewer = [k for k in kinds if k.samples <= samples and k.probe_samples <= probe_samples]
+        return min(
+            fewer or kinds,
+            key=lambda k: (
+                abs(k.samples - samples) + abs(k.probe_samples - probe_samples),
+                k.samples + k.probe_samples,
+            ),
         )
 
     # ------------------------------------------------------------------ reading the table
+    @cached_property
+    def tail(self) -> TailFit | None:
+        """The tail fit past the highest measured scores (None for a table too small to fit)."""
+        m = TAIL_EXCEEDANCES
+        if len(self.ranks) <= m or not np.array_equal(self.ranks[: m + 1], np.arange(m + 1)):
+            return None
+        return TailFit.from_top_scores(self.rank_scores[: m + 1], self.impostors)
+
     def far_at(self, threshold: float) -> tuple[float, float, float]:
         """(FAR, its 95% low, high) of accepting score >= threshold (between kept ranks: the higher count)."""
         above = int(np.sum(self.rank_scores >= threshold))
@@ -257,54 +252,71 @@ class Calibration:
             k = self.impostors if self.ranks[-1] + 1 >= self.impostors else int(self.ranks[-1]) + 1
         return k / self.impostors, *wilson_interval(k, self.impostors)
 
-    def tar_at(self, threshold: float) -> float:
+    def tar_at(self, threshold: float) -> float | None:
+        if len(self.genuine) == 0:
+            return None
         return float(1.0 - np.searchsorted(self.genuine, threshold, side="left") / len(self.genuine))
 
-    def _at_far(self, far: float) -> tuple[float, int, bool]:
-        """(threshold, impostors it accepts, beyond data) for the loosest kept threshold with FAR <= far."""
-        wanted = int(math.floor(far * self.impostors + 1e-9))
+    def read(self, far: float, tail: bool = True) -> Reading:
+        """The loosest threshold with FAR <= far: from the measured ranks, or past the highest score measured
+        by the tail fit (`tail=False`: the strictest point measured instead, as before the fit existed)."""
         if far > MAX_TABLE_FAR:
             raise FaceIDError(
                 f"The calibration table covers false-accept rates up to {MAX_TABLE_FAR:g}; {far:g} is outside it."
             )
+        beyond = far * self.impostors < 1
+        fit = self.tail if tail and beyond else None
+        if fit is not None:
+            value = fit.threshold_for_far(far)
+            return Reading(value, fit.far_at(value), *fit.far_bounds(value), True, fit, fit.threshold_range(far))
+        wanted = int(math.floor(far * self.impostors + 1e-9))
         i = int(np.searchsorted(self.ranks, min(wanted, int(self.ranks[-1])), side="right")) - 1
         k = int(self.ranks[i])
         # accept strictly above the (k+1)-th highest impostor score: exactly k accepted (ties aside)
-        return float(np.nextafter(self.rank_scores[i], np.inf)), k, far * self.impostors < 1
+        value = float(np.nextafter(self.rank_scores[i], np.inf))
+        return Reading(value, k / self.impostors, *wilson_interval(k, self.impostors), beyond)
 
     def comparison(self) -> str:
         """What the table was measured for, in words: "template of 5 vs probe of 3"."""
+        if self.samples == 0:
+            return "template vs template"
         return f"template of {self.samples} vs probe of {self.probe_samples}"
 
-    def threshold_for_far(self, far: float) -> Threshold:
-        """verify: the threshold at this per-comparison FAR."""
-        value, k, beyond = self._at_far(far)
-        low, high = wilson_interval(k, self.impostors)
-        return self._threshold(
-            value, "FAR", far, None, k / self.impostors, high, beyond, f"threshold {value:.3f} = FAR {far:g}"
-        )
+    def threshold_for_far(self, far: float, comparison: tuple[int, int] | None = None, tail: bool = True) -> Threshold:
+        """verify: the threshold at this per-comparison FAR, from the kind for `comparison` (template, probe
+        images; None: this kind)."""
+        table = self if comparison is None else self.for_comparison(*comparison)
+        return table._threshold(table.read(far, tail), "FAR", far, None, comparison, f"FAR {far:g}")
 
-    def threshold_for_fpir(self, fpir: float, gallery_size: int) -> Threshold:
+    def threshold_for_fpir(
+        self, fpir: float, gallery_size: int, comparison: tuple[int, int] | None = None, tail: bool = True
+    ) -> Threshold:
         """identify: the threshold at which a stranger is accepted as one of `gallery_size` people with
         probability `fpir`."""
         n = max(int(gallery_size), 1)
-        value, k, beyond = self._at_far(far_for_fpir(fpir, n))
-        low, high = wilson_interval(k, self.impostors)
+        table = self if comparison is None else self.for_comparison(*comparison)
         people = "1 person" if n == 1 else f"{n:,} people"
-        return self._threshold(
-            value,
-            "FPIR",
-            fpir,
-            n,
-            fpir_from_far(k / self.impostors, n),
-            fpir_from_far(high, n),
-            beyond,
-            f"threshold {value:.3f} = FPIR {fpir:g} for {people}",
+        return table._threshold(
+            table.read(far_for_fpir(fpir, n), tail), "FPIR", fpir, n, comparison, f"FPIR {fpir:g} for {people}"
         )
 
-    def _threshold(self, value, name, target, n, rate, high, beyond, head) -> Threshold:
-        resolved = self.impostors * (target if n is None else far_for_fpir(target, n)) >= RESOLVE_FACTOR
-        if beyond:
+    def _threshold(self, r: Reading, name, target, n, comparison, rate_words) -> Threshold:
+        far = target if n is None else far_for_fpir(target, n)
+        resolved = self.impostors * far >= RESOLVE_FACTOR
+        rate = r.rate if n is None else fpir_from_far(r.rate, n)
+        high = r.high if n is None else fpir_from_far(r.high, n)
+        if r.fit is not None and r.value >= 1.0:
+            note = (
+                f"; past the highest of {self.impostors:,} impostor scores, {r.fit.describe()} reaches this rate "
+                f"only at a cosine of 1: no one can be accepted (calibrate on more people)"
+            )
+        elif r.fit is not None and r.value_range is not None:
+            low_v, high_v = r.value_range
+            note = (
+                f"; past the highest of {self.impostors:,} impostor scores: {r.fit.describe()}, threshold "
+                f"95% range {low_v:.3f}-{high_v:.3f}, {name} <= {high:.2g} at 95%"
+            )
+        elif r.beyond:
             note = (
                 f"; the target is below what {self.impostors:,} impostor comparisons can show: strictest "
                 f"point measured, {name} <= {high:.2g} at 95%"
@@ -313,10 +325,14 @@ class Calibration:
             note = f"; coarse: {name} <= {high:.2g} at 95% from {self.impostors:,} impostor comparisons"
         else:
             note = ""
+        used = None
+        if comparison is not None and tuple(comparison) != (self.samples, self.probe_samples):
+            used = f"template of {comparison[0]} vs probe of {comparison[1]}"
         stamp = " ON BENCHMARK DATA" if self.benchmark_data else ""
-        text = f"{head}, calibrated{stamp} on {self.source}, {self.comparison()}{note}"
+        kind = self.comparison() + ("" if used is None else f", used for {used} (no table for that)")
+        text = f"threshold {r.value:.3f} = {rate_words}, calibrated{stamp} on {self.source}, {kind}{note}"
         return Threshold(
-            value=value,
+            value=r.value,
             text=text,
             rate_name=name,
             target=float(target),
@@ -324,37 +340,58 @@ class Calibration:
             rate=float(rate),
             rate_high=float(high),
             resolved=bool(resolved),
-            beyond_data=bool(beyond),
-            tar=self.tar_at(value),
+            beyond_data=bool(r.beyond),
+            tar=self.tar_at(r.value),
+            tail_fit=r.fit is not None,
+            value_range=r.value_range,
+            measured_for=self.comparison(),
+            used_for=used,
         )
+
+    def margin_for(self, comparison: tuple[int, int] | None = None) -> Margin:
+        """The margin of the kind for `comparison` (the default, uncalibrated, when it was not measured)."""
+        table = self if comparison is None else self.for_comparison(*comparison)
+        if table.margin is None:
+            return Margin(
+                DEFAULT_MARGIN,
+                "default",
+                f"margin {DEFAULT_MARGIN:.3f} is the UNCALIBRATED default: the calibration table measured none "
+                f"(too few held-out people with two templates)",
+            )
+        return Margin(table.margin.value, "table", margin_text(table.margin, table.comparison()))
 
     def table(self, fars: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)) -> list[dict]:
         """JSON rows: FAR target -> threshold, measured FAR with its 95% interval, genuine accept rate."""
         rows = []
         for far in fars:
-            value, k, beyond = self._at_far(far)
-            low, high = wilson_interval(k, self.impostors)
+            r = self.read(far)
             rows.append(
                 {
                     "far": far,
-                    "threshold": round(value, 6),
-                    "measured_far": k / self.impostors,
-                    "far_95": [low, high],
-                    "tar": self.tar_at(value),
-                    "beyond_data": beyond,
+                    "threshold": round(r.value, 6),
+                    "measured_far": r.rate,
+                    "far_95": [r.low, r.high],
+                    "tar": self.tar_at(r.value),
+                    "beyond_data": r.beyond,
+                    "tail_fit": r.fit is not None,
                     "resolved": self.impostors * far >= RESOLVE_FACTOR,
                 }
             )
         return rows
 
     def summary(self) -> dict:
+        """The table for people: every kind with its counts, margin and FAR rows (the first kind's at the top)."""
+        return {**self._kind_summary(), "kinds": [k._kind_summary() for k in self.kinds()]}
+
+    def _kind_summary(self) -> dict:
         return {
             "source": self.source,
             "benchmark_data": self.benchmark_data,
             "comparison": self.comparison(),
             "identities": self.identities,
-            "genuine_comparisons": int(len(self.genuine)),
+            "genuine_comparisons": self.genuine_total or int(len(self.genuine)),
             "impostor_comparisons": self.impostors,
+            "margin": None if self.margin is None else self.margin.to_dict(),
             "table": self.table(),
         }
 
@@ -373,6 +410,9 @@ class Calibration:
             "ranks": [int(r) for r in self.ranks],
             "rank_scores": [float(x) for x in self.rank_scores],
             "genuine": [float(x) for x in self.genuine],
+            "genuine_comparisons": self.genuine_total or int(len(self.genuine)),
+            "margin": None if self.margin is None else self.margin.to_dict(),
+            "variants": [v.to_dict() for v in self.variants],
         }
 
     @classmethod
@@ -405,7 +445,41 @@ class Calibration:
             and np.all(np.diff(genuine) >= 0)
         ):
             raise FaceIDError(f"{bad} (scores must be sorted cosines in [-1, 1] and counts consistent).")
-        return cls(ranks, top, impostors, genuine, samples, probe, source, benchmark, identities)
+        margin = _margin_from_dict(data.get("margin"), bad)
+        total = data.get("genuine_comparisons", len(genuine))
+        if type(total) is not int or not len(genuine) <= total <= MAX_COMPARISONS:
+            raise FaceIDError(f"{bad} (genuine_comparisons must be a count no smaller than the scores kept).")
+        table = cls(ranks, top, impostors, genuine, samples, probe, source, benchmark, identities, margin, (), total)
+        variants = data.get("variants", [])
+        if not isinstance(variants, list) or len(variants) > MAX_KINDS or (variants and "variants" in where):
+            raise FaceIDError(f"{bad} (variants must be a short list of tables without variants of their own).")
+        kinds = [cls.from_dict(v, where=f"{where} (variants)") for v in variants]
+        if len({(k.samples, k.probe_samples) for k in (table, *kinds)}) != len(kinds) + 1:
+            raise FaceIDError(f"{bad} (two tables for the same comparison kind).")
+        return table.with_variants(tuple(kinds))
+
+
+MAX_KINDS = 8  # comparison kinds one table may hold
+MAX_COMPARISONS = 10**13  # more comparisons than any calibration could make
+
+
+def _margin_from_dict(data, bad: str) -> MarginMeasure | None:
+    """A stored margin: {"value": cosine gap in [0, 2], "pairs": count, "people": count}, or None."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or set(data) != {"value", "pairs", "people"}:
+        raise FaceIDError(f"{bad} (margin must hold value, pairs and people).")
+    value, pairs, people = data["value"], data["pairs"], data["people"]
+    if not (
+        type(value) in (int, float)
+        and math.isfinite(value)
+        and 0 <= value <= 2
+        and type(pairs) is int
+        and type(people) is int
+        and 1 <= people <= pairs <= MAX_COMPARISONS
+    ):
+        raise FaceIDError(f"{bad} (the margin must be a cosine gap in [0, 2] with positive counts).")
+    return MarginMeasure(float(value), pairs, people)
 
 
 # ---------------------------------------------------------------------------- a table for backbone weights

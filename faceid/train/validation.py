@@ -6,9 +6,9 @@
 - Held-out identities: up to `--pairs` genuine + as many impostor pairs among people never trained on
   (deterministic, seed 42); ROC AUC, EER, TAR at FAR 1e-3 / 1e-2, 10-fold accuracy. Model selection reads
   this set.
-- Calibration (faceid.model.calibration): on the same held-out people, the comparison the app makes (templates of
-  5 images vs probes of 3), every cross-identity template/probe pair as an impostor comparison; the
-  score->FAR table goes into the checkpoint. Never computed from benchmark files unless the run was
+- Calibration (faceid.model.calibration): on the same held-out people, the comparisons the app makes (templates of
+  5 images vs probes of 3, and the one-photo kinds: faceid.model.heldout), every cross-identity template/probe
+  pair as an impostor comparison, each kind with its margin; the score->FAR table goes into the checkpoint. Never computed from benchmark files unless the run was
   started with --tune-on-benchmark (then the table says so).
 - insightface verification files beside the data (lfw.bin, cfp_fp.bin, agedb_30.bin, any *.bin): the
   10-fold protocol plus the same ROC numbers, reported only.
@@ -35,8 +35,9 @@ from ..core import report
 from ..data.datasets import FaceDataset, find_verification_bins
 from ..eval.pairs import load_bin_dataset
 from ..eval.verification_metrics import stratified_folds, verification_report
-from ..model.calibration import PROBE_SAMPLES, SAMPLES, Calibration, template_probe_scores
+from ..model.calibration import PROBE_SAMPLES, SAMPLES, Calibration
 from ..model.embeddings import EMBEDDING_DIM
+from ..model.heldout import KINDS, build_tables
 from ..model.network import embed
 from ..model.preprocessing import PreprocessSpec
 from .feed import BatchFeed, FaceSamples, make_loader
@@ -248,19 +249,23 @@ def heldout_calibration(
     amp=nullcontext,
     loaders: Loaders | None = None,
 ) -> Calibration | None:
-    """The app's comparison (template of SAMPLES vs probe of PROBE_SAMPLES) on the held-out identities; None
-    when fewer than two of them have the SAMPLES + PROBE_SAMPLES images it needs."""
+    """The app's comparisons (templates vs probes, one table per kind of `heldout.KINDS`, each with its
+    margin) on the held-out identities; None when fewer than two of them have even the images of a 1-vs-1
+    comparison."""
     _, per_person = np.unique(heldout.labels, return_counts=True)
-    if int((per_person >= SAMPLES + PROBE_SAMPLES).sum()) < 2:
+    if int((per_person >= min(s + p for s, p in KINDS)).sum()) < 2:
         return None
     idx = calibration_indices(heldout.labels)
     emb = embed_samples(backbone, heldout, idx, feed, batch_size, workers, "embed calibration", amp, loaders).numpy()
-    genuine, impostor, counts = template_probe_scores(emb, heldout.labels[idx], SAMPLES, PROBE_SAMPLES)
-    source = (
-        f"{counts['identities']} held-out identities ({len(idx):,} images, {counts['templates']} templates, "
-        f"{counts['probes']} probes)"
-    )
-    return Calibration.from_scores(genuine, impostor, SAMPLES, PROBE_SAMPLES, source, identities=counts["identities"])
+
+    def source(counts: dict) -> str:
+        return (
+            f"{counts['identities']} held-out identities ({len(idx):,} images, {counts['templates']} templates, "
+            f"{counts['probes']} probes)"
+        )
+
+    table, _ = build_tables(emb, heldout.labels[idx], source)
+    return table
 
 
 def benchmark_calibration(pair_set: PairSet) -> Calibration:
@@ -275,6 +280,7 @@ def benchmark_calibration(pair_set: PairSet) -> Calibration:
 def calibration_summary(table: Calibration, target_far: float) -> dict:
     """JSON-ready record of a table for the history and the summary line."""
     t = table.threshold_for_far(target_far)
+    margin = table.margin_for()
     return {
         "threshold": t.value,
         "target_far": float(target_far),
@@ -284,7 +290,11 @@ def calibration_summary(table: Calibration, target_far: float) -> dict:
         "source": table.source,
         "benchmark_data": table.benchmark_data,
         "text": t.text,
+        "margin": margin.value,
+        "margin_source": margin.source,
+        "margin_text": margin.text,
         "table": table.table(),
+        "kinds": table.summary()["kinds"],
     }
 
 
@@ -378,9 +388,8 @@ class Validator:
             metrics["calibration"] = calibration_summary(table, self.target_far)
         elif self.heldout is not None:
             metrics["calibration_note"] = (
-                f"no calibration table: fewer than two held-out identities have the "
-                f"{SAMPLES + PROBE_SAMPLES} images a template of {SAMPLES} and a probe of "
-                f"{PROBE_SAMPLES} need"
+                "no calibration table: fewer than two held-out identities have the 2 images a template of 1 "
+                "and a probe of 1 need"
             )
         net.train(was_training)
         return metrics

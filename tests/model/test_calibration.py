@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 
 from faceid.core.errors import FaceIDError
-from faceid.model.calibration import Calibration, far_for_fpir, fpir_from_far, template_probe_scores, wilson_interval
+from faceid.model.calibration import Calibration, far_for_fpir, fpir_from_far, wilson_interval
+from faceid.model.heldout import template_probe_scores
 
 RNG = np.random.default_rng(7)
 IMPOSTOR = RNG.normal(0.0, 0.1, 50_000)
@@ -33,10 +36,41 @@ def test_identify_threshold_rises_with_gallery_size_and_meets_the_fpir():
         assert f"FPIR 0.01 for {n:,} " in t.text and "template of 5 vs probe of 3" in t.text
 
 
-def test_target_below_the_data_is_the_strictest_point_and_says_so():
-    t = TABLE.threshold_for_fpir(1e-3, 1000)  # needs FAR 1e-6 from 50,000 comparisons
-    assert t.beyond_data and not t.resolved and t.value > IMPOSTOR.max()
+def test_threshold_keeps_rising_past_the_last_measured_rank():
+    # FPIR 1e-3 among N people needs a FAR of ~1e-3 / N: 50,000 comparisons measure it up to N = 10 (FAR 1e-4, the
+    # 5th highest score); past that the table used to freeze at its highest score (issue 23: 6x the FPIR asked at
+    # N = 1,000); the tail fit keeps the threshold rising, close to where the real distribution puts it
+    readings = {n: TABLE.threshold_for_fpir(1e-3, n) for n in (10, 100, 1000, 10_000)}
+    values = [t.value for t in readings.values()]
+    assert values == sorted(values) and len(set(values)) == 4, values
+    for n in (100, 1000, 10_000):
+        t = readings[n]
+        assert t.beyond_data and t.tail_fit and t.value > IMPOSTOR.max(), (n, t)
+        assert "tail fit (generalised Pareto on the 100 highest of 50,000 impostor scores)" in t.text
+        low, high = t.value_range
+        assert low <= t.value <= high and "threshold 95% range" in t.text
+        true_far = 1 - NormalDist(0.0, 0.1).cdf(t.value)  # what the impostor scores really are
+        true_fpir = fpir_from_far(true_far, n)
+        assert true_fpir <= t.rate_high, (n, true_fpir, t.rate_high)  # the stated 95% bound holds
+        assert 1e-4 < true_fpir < 1e-2, (n, true_fpir)  # within 10x of the target, 3 decades past the data
+    # the rule as it was: the strictest point measured, the same for every N past the data
+    frozen = [TABLE.threshold_for_fpir(1e-3, n, tail=False) for n in (100, 1000)]
+    assert frozen[0].value == frozen[1].value == pytest.approx(IMPOSTOR.max())
+    assert "strictest point measured" in frozen[1].text and not frozen[1].tail_fit
+
+
+def test_a_table_too_small_to_fit_stays_at_the_strictest_point_and_says_so():
+    small = Calibration.from_scores(GENUINE, IMPOSTOR[:500], 5, 3, "500 scores")
+    t = small.threshold_for_fpir(1e-3, 1000)
+    assert t.beyond_data and not t.tail_fit and t.value > IMPOSTOR[:500].max()
     assert "strictest point measured" in t.text and t.rate_high > 1e-3
+
+
+def test_the_genuine_count_is_the_real_one_not_the_thinned_one():
+    table = Calibration.from_scores(RNG.normal(0.6, 0.1, 5_000), IMPOSTOR, 5, 3, "5,000 genuine scores")
+    assert len(table.genuine) == 2001  # kept as quantiles
+    assert table.summary()["genuine_comparisons"] == 5_000
+    assert Calibration.from_dict(table.to_dict()).summary()["genuine_comparisons"] == 5_000
 
 
 def test_fpir_far_conversions_are_inverse():

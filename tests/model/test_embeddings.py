@@ -8,8 +8,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from faceid.model.calibration import split_by_person, template_probe_scores, templates_of
 from faceid.model.embeddings import EMBEDDING_DIM, normalize_rows, template_of, unit_rows
+from faceid.model.heldout import split_by_person, template_probe_scores, templates_of
 
 
 def _unit(n: int, seed: int) -> np.ndarray:
