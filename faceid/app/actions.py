@@ -2,7 +2,8 @@
 import-seed and liveness. Each takes the `Session`, does its work and returns its result type
 (`faceid.app.outcome`); what a person or a script reads is made from that by `faceid.app.render`.
 
-Exit codes: 0 match / success, 1 no match / rejected (below threshold, nobody identified, liveness failed),
+Exit codes: 0 match / success, 1 no match / rejected (below threshold, someone else clearly closer, nobody
+identified, ambiguous, liveness failed),
 2 error (bad input, no camera, no usable face, no weights, ...: a `FaceIDError`), 130 interrupted.
 
 The cheap checks fail first: the gallery (a missing name, a duplicate, a foreign model), then the source,
@@ -23,7 +24,18 @@ from ..core.errors import FaceIDError
 from ..model.embeddings import template_of
 from . import render
 from .capture import collect, probe, run_liveness
-from .decision import accepts, identified, identify_threshold, people_compared, threshold_source, verify_threshold
+from .decision import (
+    accepts,
+    comparison,
+    decision_margin,
+    gallery_pairs,
+    identified,
+    identify_threshold,
+    people_compared,
+    threshold_source,
+    verified,
+    verify_threshold,
+)
 from .gallery_access import clean_name, load_seed_pickle
 from .outcome import (
     Checked,
@@ -90,7 +102,8 @@ def register(session: Session, name: str, replace: bool = False) -> Registered |
 
 
 def verify(session: Session, name: str) -> Verified:
-    """1:1: is the face at the source `name`? (A failed --liveness challenge raises `Rejected`.)"""
+    """1:1: is the face at the source `name`, and nobody else clearly more so? (A failed --liveness challenge
+    raises `Rejected`.)"""
     name = clean_name(name)
     with session.gallery() as g:
         if g.get(name) is None:
@@ -102,22 +115,30 @@ def verify(session: Session, name: str) -> Verified:
     with session.gallery() as g:
         score = float(g.verify(name, sample.embedding, fp))
         other = g.best_other_match(sample.embedding, fp, exclude_name=name)
-    threshold = verify_threshold(session.args, session.embedder)
+        person = g.get(name)
+        pairs = gallery_pairs(session.args, g, fp)
+    kind = comparison(person.n_samples if person else 1, sample.count)
+    threshold = verify_threshold(session.args, session.embedder, kind, pairs)
+    margin = decision_margin(session.args, session.embedder, kind)
+    match, beaten = verified(score, other, threshold, margin)
     return Verified(
         name=name,
         score=score,
         threshold=threshold,
-        match=accepts(score, threshold),
+        match=match,
         closest_other=other,
         quality=sample.metrics,
         notes=notes,
         liveness=liveness,
         model=model_info(session),
+        margin=margin,
+        beaten_by=other if beaten else None,
     )
 
 
 def identify(session: Session) -> Identified:
-    """1:N: who is the face at the source? The top --top-k names. (A failed --liveness raises `Rejected`.)"""
+    """1:N: who is the face at the source? The top --top-k names; AMBIGUOUS when the best two are both above
+    the threshold and within the margin. (A failed --liveness raises `Rejected`.)"""
     with session.gallery() as g:
         if not g.fingerprints():
             raise FaceIDError("No one is registered yet; register someone first.")
@@ -125,17 +146,27 @@ def identify(session: Session) -> Identified:
         g.check_model(session.embedder.fingerprint)
     sample, notes, liveness = probe(session, "v")
     fp = session.embedder.fingerprint
+    args = session.args
     with session.gallery() as g:
-        matches = g.identify(sample.embedding, fp, k=session.args.top_k)
-        threshold = identify_threshold(session.args, session.embedder, people_compared(g.fingerprints(), fp))
+        matches = g.identify(sample.embedding, fp, k=max(args.top_k, 2))  # the margin needs the second
+        best = g.get(matches[0].name) if matches else None
+        people = people_compared(g.fingerprints(), fp)
+        pairs = gallery_pairs(args, g, fp)
+    kind = comparison(best.n_samples if best else 1, sample.count)
+    threshold = identify_threshold(args, session.embedder, people, kind, pairs)
+    margin = decision_margin(args, session.embedder, kind)
+    decision, person, candidates = identified(matches, threshold, margin)
     return Identified(
-        matches=matches,
+        matches=matches[: args.top_k],
         threshold=threshold,
-        identified=identified(matches, threshold),
+        identified=person,
         quality=sample.metrics,
         notes=notes,
         liveness=liveness,
         model=model_info(session),
+        margin=margin,
+        decision=decision,
+        candidates=candidates,
     )
 
 

@@ -133,7 +133,7 @@ def probe(session: Session, key: str) -> tuple[Sample, list[str], LivenessResult
         n = session.args.probe_samples
         samples, notes = collect(session, n, key, per_key=n)
         template = template_of(np.stack([s.embedding for s in samples]))
-        return Sample(samples[0].crop, template, samples[0].metrics), notes, None
+        return Sample(samples[0].crop, template, samples[0].metrics, count=len(samples)), notes, None
     result = run_liveness(session)
     if not result.passed:
         raise Rejected(result)

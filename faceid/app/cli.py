@@ -10,6 +10,7 @@ from ..core.defaults import DATA_DIR
 from ..core.errors import ArgumentParser, FaceIDError
 from ..core.report import add_verbosity_options, command, set_verbosity
 from ..model.calibration import FAR_TARGET, FPIR_TARGET, MAX_TABLE_FAR, PROBE_SAMPLES, SAMPLES
+from ..model.margin import DEFAULT_MARGIN
 from ..model.options import add_model_options, check_model_options
 from . import render
 from .actions import run_action
@@ -101,6 +102,15 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
         "person is accepted as someone, for the number of people registered; the threshold rises with "
         f"the gallery (default: {FPIR_TARGET:g})",
     )
+    g.add_argument(
+        "--margin",
+        type=float,
+        default=d(None),
+        help="fixed score margin for every decision: verify says NO MATCH when someone else scores more than "
+        "this above the claimed person, identify says AMBIGUOUS when the best two are both above the "
+        "threshold and closer than this (default: the calibration table's, measured with its threshold; "
+        f"without a table {DEFAULT_MARGIN:g}, and says it is uncalibrated)",
+    )
     g.add_argument("--top-k", type=int, default=d(5), help="identify: how many names to list (default: 5)")
     g.add_argument(
         "--liveness",
@@ -151,6 +161,8 @@ def _check_args(args: argparse.Namespace) -> None:
     check_model_options(args)  # before the gallery or the source is touched
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise FaceIDError("--threshold is a cosine similarity: give a value between -1 and 1.")
+    if args.margin is not None and not 0.0 <= args.margin <= 2.0:
+        raise FaceIDError("--margin is a difference of two cosines: give a value between 0 and 2.")
     if not (0 < args.far <= MAX_TABLE_FAR and 0 < args.fpir <= MAX_TABLE_FAR):
         raise FaceIDError(f"--far and --fpir are rates: give values above 0 and at most {MAX_TABLE_FAR:g}.")
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.errors import EXIT_OK
 from ..model.calibration import Calibration, Threshold
+from ..model.margin import IDENTIFIED, Margin
 
 if TYPE_CHECKING:
     from .gallery_access import Match, Person
@@ -36,11 +37,13 @@ class Outcome:
 
 @dataclass
 class Sample:
-    """One quality-gated face: its crop (stored by register), embedding and quality measurements."""
+    """One quality-gated face: its crop (stored by register), embedding and quality measurements; a probe's
+    embedding is the template of `count` such faces (the comparison kind its threshold is read for)."""
 
     crop: np.ndarray
     embedding: np.ndarray
     metrics: dict
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ class LivenessRefused:
 
 @dataclass
 class Verified:
-    """verify: `name`'s template against the probe, decided at `threshold`."""
+    """verify: `name`'s template against the probe, decided at `threshold` and `margin`; `beaten_by` is the
+    other person who scored more than the margin above `name` (then no match, whatever the threshold says)."""
 
     name: str
     score: float
@@ -100,6 +104,8 @@ class Verified:
     notes: list[str]
     liveness: LivenessResult | None
     model: ModelInfo
+    margin: Margin
+    beaten_by: Match | None = None
 
     @property
     def exit_code(self) -> int:
@@ -108,7 +114,9 @@ class Verified:
 
 @dataclass
 class Identified:
-    """identify: the top `matches` (best first) and the person identified at `threshold`, if any."""
+    """identify: the top `matches` (best first) and the `decision` at `threshold` and `margin`: "identified"
+    (`identified` is the person), "ambiguous" (the `candidates` at or above the threshold within the margin of
+    the best: no one is named) or "unknown" (`faceid.model.margin`)."""
 
     matches: list[Match]
     threshold: Threshold
@@ -117,6 +125,9 @@ class Identified:
     notes: list[str]
     liveness: LivenessResult | None
     model: ModelInfo
+    margin: Margin
+    decision: str = IDENTIFIED
+    candidates: list[Match] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..model.margin import AMBIGUOUS
 from .decision import accepts
 from .gallery_access import Match, display_name
 from .outcome import (
@@ -45,6 +46,8 @@ def verdict_caption(result: Result) -> tuple[str, bool] | None:
         label = (
             f"{best.name} {best.score:.3f}"
             if best
+            else "ambiguous: " + " / ".join(f"{m.name} {m.score:.3f}" for m in result.candidates)
+            if result.decision == AMBIGUOUS
             else f"unknown (best {matches[0].score:.3f})"
             if matches
             else "unknown (nobody compared)"
@@ -101,18 +104,30 @@ def _liveness_refused(r: LivenessRefused) -> Rendered:
 
 
 def _verified(r: Verified) -> Rendered:
-    t = r.threshold
+    t, m, beaten = r.threshold, r.margin, r.beaten_by
     verdict = "MATCH" if r.match else "NO MATCH"
-    lines = [f"{verdict}: {r.name!r} score {r.score:.3f} {'>=' if r.match else '<'} {t.value:.3f} ({t.text})."]
+    if beaten is not None:
+        head = (
+            f"NO MATCH: {r.name!r} score {r.score:.3f}, but {beaten.name!r} scores {beaten.score:.3f}, more than "
+            f"the margin {m.value:.3f} higher ({t.text})."
+        )
+    else:
+        head = f"{verdict}: {r.name!r} score {r.score:.3f} {'>=' if accepts(r.score, t) else '<'} {t.value:.3f} ({t.text})."
+    lines = [head]
     if r.closest_other is not None:
         lines.append(f"closest other person: {r.closest_other.name!r} {r.closest_other.score:.3f}")
+    lines.append(f"{m.text}.")
     lines += _notes(r.notes)
+    reason = None if r.match else "beaten by another person" if beaten is not None else "below threshold"
     data = {
         "action": "verify",
         "name": r.name,
         "match": r.match,
         "score": round(r.score, 4),
         **t.decision_fields(),
+        **m.decision_fields(),
+        "reason": reason,
+        "beaten_by": _match(beaten),
         "closest_other": _match(r.closest_other),
         "quality": r.quality,
         "notes": r.notes,
@@ -123,22 +138,32 @@ def _verified(r: Verified) -> Rendered:
 
 
 def _identified(r: Identified) -> Rendered:
-    t, best = r.threshold, r.identified
-    lines = [
-        f"IDENTIFIED: {best.name!r} score {best.score:.3f} >= {t.value:.3f} ({t.text})."
-        if best
-        else f"UNKNOWN: nobody scored at or above {t.value:.3f} ({t.text})."
-    ]
+    t, m, best = r.threshold, r.margin, r.identified
+    if best is not None:
+        head = f"IDENTIFIED: {best.name!r} score {best.score:.3f} >= {t.value:.3f} ({t.text})."
+    elif r.decision == AMBIGUOUS:
+        named = " and ".join(f"{c.name!r} {c.score:.3f}" for c in r.candidates)
+        head = (
+            f"AMBIGUOUS: {named} are all at or above {t.value:.3f} and within the margin {m.value:.3f} of "
+            f"each other: no one is named ({t.text})."
+        )
+    else:
+        head = f"UNKNOWN: nobody scored at or above {t.value:.3f} ({t.text})."
+    lines = [head]
     lines += [
-        f"  {i}. {m.name:<24} {m.score:.3f}{'  <- above threshold' if accepts(m.score, t) else ''}"
-        for i, m in enumerate(r.matches, 1)
+        f"  {i}. {x.name:<24} {x.score:.3f}{'  <- above threshold' if accepts(x.score, t) else ''}"
+        for i, x in enumerate(r.matches, 1)
     ]
+    lines.append(f"{m.text}.")
     lines += _notes(r.notes)
     data = {
         "action": "identify",
+        "decision": r.decision,
         "identified": None if best is None else best.name,
-        "matches": [_match(m) for m in r.matches],
+        "candidates": [_match(c) for c in r.candidates],
+        "matches": [_match(x) for x in r.matches],
         **t.decision_fields(),
+        **m.decision_fields(),
         "quality": r.quality,
         "notes": r.notes,
         "liveness": None if r.liveness is None else r.liveness.to_dict(),

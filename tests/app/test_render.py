@@ -38,7 +38,15 @@ MODEL = {
     "calibration": OPTIONAL_DICT,
 }
 TABLE_MODEL_CALIBRATION = {"source": str, "benchmark_data": bool, "comparison": str, "impostor_comparisons": int}
-DECISION = {"threshold": float, "threshold_source": str, "threshold_text": str, "calibration": OPTIONAL_DICT}
+DECISION = {
+    "threshold": float,
+    "threshold_source": str,
+    "threshold_text": str,
+    "calibration": OPTIONAL_DICT,
+    "margin": float,
+    "margin_source": str,
+    "margin_text": str,
+}
 TABLE_READING = {
     "threshold": float,
     "rate": str,
@@ -48,8 +56,13 @@ TABLE_READING = {
     "rate_95_high": float,
     "resolved": bool,
     "beyond_data": bool,
-    "tar": float,
+    "tar": (float, type(None)),
     "text": str,
+    "tail_fit": bool,
+    "threshold_95_range": (list, type(None)),
+    "measured_for": str,
+    "used_for": OPTIONAL_STR,
+    "gallery": OPTIONAL_DICT,
 }
 LIVENESS = {
     "passed": bool,
@@ -79,6 +92,8 @@ SCHEMAS = {
         "match": bool,
         "score": float,
         **DECISION,
+        "reason": OPTIONAL_STR,
+        "beaten_by": OPTIONAL_DICT,
         "closest_other": OPTIONAL_DICT,
         "quality": dict,
         "notes": list,
@@ -87,7 +102,9 @@ SCHEMAS = {
     },
     "identify": {
         "action": str,
+        "decision": str,
         "identified": OPTIONAL_STR,
+        "candidates": list,
         "matches": list,
         **DECISION,
         "quality": dict,
@@ -300,8 +317,17 @@ def test_verify_text_and_json_agree(world):
         assert first.startswith(("MATCH: " if data["match"] else "NO MATCH: ") + repr(data["name"]))
         assert out.code == (EXIT_OK if data["match"] else EXIT_NO_MATCH)
         assert close(number_after("score", first), data["score"])
-        assert close(number_after(">=" if data["match"] else "<", first), data["threshold"])
+        assert (data["reason"] is None) == data["match"]
+        beaten = data["beaten_by"]
+        assert (beaten is not None) == (data["reason"] == "beaten by another person")
+        if beaten is not None:  # someone else scores more than the margin above the claimed person
+            assert f"but {beaten['name']!r} scores" in first and close(number_after("scores", first), beaten["score"])
+            assert close(number_after("the margin", first), data["margin"])
+            assert beaten["score"] - data["score"] > data["margin"] and beaten == data["closest_other"]
+        else:
+            assert close(number_after(">=" if data["match"] else "<", first), data["threshold"])
         assert f"({data['threshold_text']})." in first
+        assert f"{data['margin_text']}." in out.lines
         other = data["closest_other"]
         closest = [line for line in out.lines if line.startswith("closest other person:")]
         assert len(closest) == (other is not None)
@@ -318,11 +344,15 @@ def test_identify_text_and_json_agree(world):
         out = world[what]
         data, first = out.data, out.lines[0]
         assert out.code == (EXIT_OK if data["identified"] else EXIT_NO_MATCH)
+        assert data["decision"] == ("identified" if data["identified"] else data["decision"])
         if data["identified"] is not None:
-            assert first.startswith(f"IDENTIFIED: {data['identified']!r}")
+            assert first.startswith(f"IDENTIFIED: {data['identified']!r}") and data["candidates"] == []
             assert data["identified"] == data["matches"][0]["name"]
+        elif data["decision"] == "ambiguous":
+            assert first.startswith("AMBIGUOUS: ") and len(data["candidates"]) >= 2
+            assert all(repr(c["name"]) in first for c in data["candidates"])
         else:
-            assert first.startswith("UNKNOWN: nobody scored at or above")
+            assert data["decision"] == "unknown" and first.startswith("UNKNOWN: nobody scored at or above")
         assert f"({data['threshold_text']})." in first
         ranked = out.lines[1 : 1 + len(data["matches"])]
         assert len(ranked) == len(data["matches"]) > 0
@@ -332,7 +362,7 @@ def test_identify_text_and_json_agree(world):
             )
             if abs(match["score"] - data["threshold"]) > 0.001:
                 assert ("<- above threshold" in line) == (match["score"] >= data["threshold"])
-        assert out.lines[1 + len(ranked) :] == [f"note: {n}" for n in data["notes"]]
+        assert out.lines[1 + len(ranked) :] == [f"{data['margin_text']}."] + [f"note: {n}" for n in data["notes"]]
     assert world["identify"].data["identified"] == "d18"
 
 
