@@ -24,7 +24,7 @@ from ..core.decode import add_max_pixels_argument, apply_max_pixels
 from ..core.defaults import CALIBRATION_FILE, EVAL_CACHE, EVAL_DIR
 from ..core.errors import ArgumentParser, FaceIDError
 from ..core.report import add_verbosity_options, set_verbosity
-from ..model.calibration import SAMPLES
+from ..model.calibration import FPIR_TARGET, MAX_TABLE_FAR, SAMPLES
 from ..model.options import add_model_options, check_model_options
 from .identification_metrics import GALLERY_SIZES
 from .verification_run import run_evaluation
@@ -86,6 +86,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=5,
         help="--open-set: random galleries per size below 'all', searches pooled (default: 5)",
+    )
+    one.add_argument(
+        "--distractors",
+        type=int,
+        default=0,
+        help="--open-set: this many of the one-image people (seeded choice) enrol with their image and have "
+        "no probe, so galleries can be larger than the people with a mate; the rest stay strangers (default: 0)",
+    )
+    one.add_argument(
+        "--fpir",
+        type=float,
+        default=FPIR_TARGET,
+        help=f"--open-set: the FPIR the app's own rule is measured at, as the app's --fpir (default: {FPIR_TARGET:g})",
     )
     one.add_argument(
         "--calibration-out",
@@ -188,6 +201,12 @@ def people_mode(args: argparse.Namespace) -> tuple[dict, str]:
             "batch_size",
             "gallery_sizes",
         )
+    if args.distractors < 0 or not 0 < args.fpir <= MAX_TABLE_FAR:
+        raise FaceIDError(
+            f"--distractors must be at least 0 and --fpir a rate above 0 and at most {MAX_TABLE_FAR:g}.",
+            "distractors",
+            "fpir",
+        )
     if args.calibrate:
         check_not_benchmark(args.calibrate, args.tune_on_benchmark)  # before the model loads: refusing costs nothing
     if args.threads:
@@ -216,6 +235,8 @@ def people_mode(args: argparse.Namespace) -> tuple[dict, str]:
             args.draws,
             args.batch_size,
             progress,
+            distractors=args.distractors,
+            fpir=args.fpir,
         )
         return report, format_identification(report)
     finally:

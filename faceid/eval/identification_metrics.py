@@ -43,16 +43,24 @@ class Enrollment:
     nonmated: np.ndarray  # (U,) probe image indices of people never enrolled
 
 
-def enroll(labels: np.ndarray, gallery_samples: int, seed: int = 42) -> Enrollment:
+def enroll(labels: np.ndarray, gallery_samples: int, seed: int = 42, distractors: int = 0) -> Enrollment:
     """People with >= 2 images enrol with up to `gallery_samples` of them (at least one left as a mated
-    probe, chosen at random, seeded); people with one image are non-mated probes."""
+    probe, chosen at random, seeded); people with one image are non-mated probes, except `distractors` of them
+    (chosen at random, seeded) who enrol with their one image and have no probe: a gallery can then be larger
+    than the people with a mate (as galleries are), while the strangers stay people never enrolled."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
+    people, counts = np.unique(labels, return_counts=True)
+    singles = people[counts == 1]
+    enrolled_singles = set(rng.choice(singles, size=min(distractors, len(singles)), replace=False).tolist())
     templates, mated, owner, nonmated = [], [], [], []
-    for person in np.unique(labels):
+    for person in people:
         idx = np.nonzero(labels == person)[0]
         if len(idx) == 1:
-            nonmated.append(int(idx[0]))
+            if int(person) in enrolled_singles:
+                templates.append(idx)
+            else:
+                nonmated.append(int(idx[0]))
             continue
         idx = rng.permutation(idx)
         k = min(gallery_samples, len(idx) - 1)
@@ -109,6 +117,12 @@ def gallery_sizes(requested: tuple[int, ...], enrollable: int) -> list[int]:
     return sorted({n for n in requested if n < enrollable} | {enrollable})
 
 
+def gallery_draws(total: int, n: int, draws: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The galleries of size `n` searched: every template when n >= total, else `draws` random ones (sorted
+    template indices), drawn from `rng` (the 1:N report and the app's rule draw the same ones)."""
+    return [np.arange(total)] if n >= total else [np.sort(rng.choice(total, n, replace=False)) for _ in range(draws)]
+
+
 def identification_report(
     templates: np.ndarray,
     probe_scores,
@@ -128,9 +142,7 @@ def identification_report(
     total = len(templates)
     report, curves = {}, {}
     for n in sizes:
-        runs = (
-            [np.arange(total)] if n >= total else [np.sort(rng.choice(total, n, replace=False)) for _ in range(draws)]
-        )
+        runs = gallery_draws(total, n, draws, rng)
         parts = [searches(s_mated, enrollment.mated_owner, s_non, cols) for cols in runs]
         mate, rank1, top = (np.concatenate([p[i] for p in parts]) for i in range(3))
         row: dict[str, object] = {

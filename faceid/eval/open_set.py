@@ -17,8 +17,10 @@ import os
 import numpy as np
 
 from ..core.errors import FaceIDError
-from ..model.calibration import FPIR_TARGET, SAMPLES
+from ..model.calibration import FAR_TARGET, FPIR_TARGET, SAMPLES
+from .app_rule import app_rule_report
 from .embed_cache import EmbedCache
+from .evaluator import keep_freed_memory
 from .identification_metrics import GALLERY_SIZES, enroll, gallery_sizes, identification_report, plot_det
 from .people import embed_people, load_people
 from .report import write_report_and_plot
@@ -48,10 +50,14 @@ def run_identification(
     batch_size: int = 64,
     progress: bool = True,
     per_probe: bool = False,
+    distractors: int = 0,
+    fpir: float = FPIR_TARGET,
 ) -> dict:
-    """Each backend on the same people, enrolment and galleries; one report JSON and one DET plot."""
+    """Each backend on the same people, enrolment and galleries; one report JSON and one DET plot. For this
+    project's backend, also what the app's own rule answers (`app_rule`), at `fpir`."""
     dataset, labels, names = load_people(root)
-    enrollment = enroll(labels, gallery_samples)
+    keep_freed_memory()  # as the pairs run: without it, a cold run spends a fifth of its time in the kernel
+    enrollment = enroll(labels, gallery_samples, distractors=distractors)
     if len(enrollment.templates) < 2 or len(enrollment.nonmated) == 0:
         raise FaceIDError(
             f"{root} needs at least two people with two or more images (mated) and one person with a "
@@ -67,8 +73,11 @@ def run_identification(
             "gallery_samples": gallery_samples,
             "gallery_sizes": chosen,
             "draws_below_all": draws,
+            "distractors": len(enrollment.templates) - len(np.unique(enrollment.mated_owner)),
             "rule": "people with >= 2 images enrol (template = mean of up to gallery_samples images, "
-            "at least one left as a mated probe); people with 1 image are non-mated probes",
+            "at least one left as a mated probe); people with 1 image are non-mated probes, except "
+            "`distractors` of them who enrol with their one image and have no probe",
+            "app_rule_fpir": fpir,
         },
         "backends": {},
     }
@@ -86,6 +95,18 @@ def run_identification(
             "detector_misses": misses,
             "speed": stats,
         }
+        embedder = getattr(backend, "embedder", None)
+        if embedder is not None:  # this project's backend: the app's own rule on the same galleries
+            report["backends"][backend.name]["app_rule"] = app_rule_report(
+                scores(enrollment.mated),
+                scores(enrollment.nonmated),
+                templates,
+                enrollment,
+                chosen,
+                embedder.calibration,
+                fpir,
+                draws,
+            )
         curves[backend.name] = det
     stem = f"{dataset.name}_1n"
     return write_report_and_plot(
@@ -119,5 +140,34 @@ def format_identification(report: dict) -> str:
                 f"{100 * r['fnir@fpir=0.01']:.1f}%{star('0.01')} | {100 * r['rank1']:.1f}% | {' | '.join(app)} |"
             )
     lines.append("(* = fewer non-mated searches than 1/FPIR: the strictest point measured)")
+    lines += _format_app_rule(report)
     lines += [f"wrote       {p}" for p in report.get("outputs", {}).values()]
     return "\n".join(lines)
+
+
+def _format_app_rule(report: dict) -> list[str]:
+    """The app's own rule per gallery size and variant (`app_rule`): what users get."""
+    lines = []
+    for name, b in report["backends"].items():
+        if "app_rule" not in b:
+            continue
+        lines += [
+            f"the app's rule ({name}, identify at FPIR {report['dataset']['app_rule_fpir']:g}, verify at FAR "
+            f"{FAR_TARGET:g}; threshold of a 1-photo template vs a 1-photo probe):",
+            "| gallery | rule | threshold | stated FPIR (95% up to) | FPIR measured (95%) | FNIR | wrong name | "
+            "AMBIGUOUS mated / strangers | verify: genuine / enrolled impostor accepted |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for size, rules in b["app_rule"].items():
+            for rule, r in rules.items():
+                lo, hi = r["threshold_1v1"]
+                thr = f"{lo:.3f}" if lo == hi else f"{lo:.3f}-{hi:.3f}"
+                stated = "-" if r["stated_fpir_95_high"] is None else f"{100 * r['stated_fpir_95_high']:.2g}%"
+                lines.append(
+                    f"| {int(size):,} | {rule} | {thr} | {stated} | {100 * r['fpir']:.2f}% "
+                    f"({100 * r['fpir_95'][0]:.2f}-{100 * r['fpir_95'][1]:.2f}%; {r['false_positive']}/"
+                    f"{r['nonmated']}) | {100 * r['fnir']:.1f}% | {100 * r['wrong_rate']:.1f}% | "
+                    f"{100 * r['ambiguous_mated_rate']:.1f}% / {100 * r['ambiguous_nonmated_rate']:.2f}% | "
+                    f"{100 * r['genuine_accept_rate']:.1f}% / {100 * r['impostor_accept_rate']:.1f}% |"
+                )
+    return lines

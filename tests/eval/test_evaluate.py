@@ -330,6 +330,31 @@ def test_open_set_on_real_lfw_people(tmp_path, small_lfw, backend):
         assert row["app_fixed_threshold"]["threshold"] == 0.6
     assert Path(report["outputs"]["det_png"]).read_bytes()[:4] == b"\x89PNG"
     assert json.loads(Path(report["outputs"]["report_json"]).read_text())["dataset"] == d
+    # the app's own rule on the same searches: without a table, "before" is the default 0.6 with no margin, so it
+    # must agree with the default-threshold column above, search for search
+    rule = report["backends"]["faceid"]["app_rule"]
+    for size, row in rows.items():
+        before = rule[size]["no table, before: 0.6, no margin"]
+        assert before["fpir"] == pytest.approx(row["app_fixed_threshold"]["fpir"])
+        assert before["fnir"] == pytest.approx(row["app_fixed_threshold"]["fnir"])
+        assert before["nonmated"] == row["nonmated_searches"] and before["mated"] == row["mated_searches"]
+        now = rule[size]["no table, now: gallery pairs, default margin"]
+        assert now["ambiguous_mated"] + now["hit"] + now["wrong"] <= now["mated"]
+        assert "before: table to its strictest point, no margin" not in rule[size]  # no table: no table rows
+    # distractors: one-image people enrolled without a probe, so the gallery outgrows the people with a mate
+    more = run_identification(
+        [backend],
+        images,
+        tmp_path / "more",
+        None,
+        gallery_samples=5,
+        sizes=(3,),
+        draws=2,
+        progress=False,
+        distractors=2,
+    )
+    assert more["dataset"]["enrolled"] == enrolled + 2 and more["dataset"]["distractors"] == 2
+    assert more["dataset"]["nonmated_probes"] == d["nonmated_probes"] - 2
 
 
 def test_calibration_refuses_benchmark_data(tmp_path, shared_data):
