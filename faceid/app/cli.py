@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog=command("faceid_app.py"),
         description="Register faces and recognise them. Without a subcommand: an interactive menu read from stdin.",
-        epilog="Exit codes: 0 match/success, 1 no match/rejected, 2 error, 130 interrupted.",
+        epilog="Exit codes: 0 match/success, 1 no match/ambiguous/rejected, 2 error, 130 interrupted.",
     )
     _add_common(parser, sub=False)
     subs = parser.add_subparsers(dest="action", metavar="ACTION")

@@ -144,7 +144,8 @@ def _identified(r: Identified) -> Rendered:
     elif r.decision == AMBIGUOUS:
         named = " and ".join(f"{c.name!r} {c.score:.3f}" for c in r.candidates)
         head = (
-            f"AMBIGUOUS: {named} are all at or above {t.value:.3f} and within the margin {m.value:.3f} of "
+            f"AMBIGUOUS: {named} are {'both' if len(r.candidates) == 2 else 'all'} at or above {t.value:.3f} and "
+            f"within the margin {m.value:.3f} of "
             f"each other: no one is named ({t.text})."
         )
     else:

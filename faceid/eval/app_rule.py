@@ -49,6 +49,7 @@ RULES = (
     Rule("+ gallery pairs", True, True, True, False),
     Rule("+ margin (the app now)", True, True, True, True),
     Rule("no table, before: 0.6, no margin", False, False, False, False),
+    Rule("no table: gallery pairs, no margin", False, True, True, False),
     Rule("no table, now: gallery pairs, default margin", False, True, True, True),
 )
 
