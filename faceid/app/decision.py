@@ -10,7 +10,8 @@ in this order:
    people the probe is compared with, so the threshold rises as the gallery grows (a stranger gets one chance
    per person), past the table's data by its tail fit. The gallery's own cross-person template pairs then
    check it: a table they contradict is refused, and a threshold looser than what they show is raised to it
-   ("gallery"; `faceid.model.gallery_pairs`);
+   ("gallery"; `faceid.model.gallery_pairs`); so is one the model's own validation record contradicts
+   (`faceid.model.validation_record`);
 3. without a table, the gallery's pairs when there are enough of them ("gallery"), else the checkpoint's
    single 1:1 threshold ("checkpoint"), else the default ("default"), both labelled uncalibrated.
 
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..model.calibration import Threshold
 from ..model.gallery_pairs import SAMPLED_TEMPLATES, GalleryPairs, decision_threshold, read_from_gallery
+from ..model.validation_record import check_with_record
 from ..model.margin import AMBIGUOUS, DEFAULT_MARGIN, IDENTIFIED, Margin, identify_decision, verify_decision
 
 if TYPE_CHECKING:
@@ -106,7 +108,8 @@ def _threshold(
         return Threshold(float(args.threshold), f"threshold {args.threshold:.3f} from --threshold", "option")
     fpir = None if gallery_size is None else args.fpir
     if embedder.calibration is not None:
-        return decision_threshold(embedder.calibration, args.far, fpir, gallery_size or 1, kind, pairs)
+        reading = decision_threshold(embedder.calibration, args.far, fpir, gallery_size or 1, kind, pairs)
+        return check_with_record(reading, embedder.validation)
     own = read_from_gallery(pairs, args.far, fpir, gallery_size or 0)
     if own is not None:
         return own

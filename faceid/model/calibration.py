@@ -34,6 +34,7 @@ from functools import cached_property
 import numpy as np
 
 from ..core.errors import FaceIDError
+from ..core.validate import Fields, load_json, shown
 from .margin import DEFAULT_MARGIN, Margin, MarginMeasure, margin_text
 from .tail_fit import TAIL_EXCEEDANCES, TailFit
 
@@ -417,69 +418,85 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data, where: str = "the checkpoint") -> "Calibration":
-        """Validate a stored table (a checkpoint is a file a user hands us); one sentence if it is wrong."""
+        """Validate a stored table (a checkpoint or a JSON file is a file a user hands us; every field goes through
+        `faceid.core.validate`), then check that it does not contradict itself (`check_plausible`); one sentence
+        if it is wrong."""
         bad = f"The calibration table in {where} is malformed"
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        f = Fields(data, bad)
+        if f.get("format", None) != FORMAT:
             raise FaceIDError(f"{bad} (not a {FORMAT} table).")
-        if not isinstance(data.get("version"), int) or data["version"] > VERSION:
-            raise FaceIDError(f"{bad} (version {data.get('version')!r}; this faceid reads up to {VERSION}).")
-        try:
-            samples, probe, impostors = int(data["samples"]), int(data["probe_samples"]), int(data["impostors"])
-            ranks = np.asarray(data["ranks"], dtype=np.int64).reshape(-1)
-            top = np.asarray(data["rank_scores"], dtype=np.float64).reshape(-1)
-            genuine = np.asarray(data["genuine"], dtype=np.float64).reshape(-1)
-            source, benchmark = str(data["source"]), data["benchmark_data"]
-            identities = int(data.get("identities", 0))
-        except (KeyError, TypeError, ValueError):
-            raise FaceIDError(f"{bad} (missing or non-numeric fields).") from None
-        scores_ok = all(len(a) and np.isfinite(a).all() and np.abs(a).max() <= 1.0 + 1e-4 for a in (top, genuine))
+        f.whole("version", 1, VERSION)
+        impostors = f.whole("impostors", 1, MAX_COMPARISONS)
+        ranks = f.wholes("ranks", 0, impostors - 1, MAX_RANKS)
+        top = f.cosines("rank_scores", MAX_RANKS)
+        genuine = f.cosines("genuine", MAX_GENUINE_KEPT)
         if not (
-            scores_ok
-            and min(samples, probe) >= 1
-            and isinstance(benchmark, bool)
+            len(top)
+            and len(genuine)
             and len(ranks) == len(top)
             and ranks[0] == 0
-            and ranks[-1] < impostors
             and np.all(np.diff(ranks) > 0)
             and np.all(np.diff(top) <= 0)
             and np.all(np.diff(genuine) >= 0)
         ):
             raise FaceIDError(f"{bad} (scores must be sorted cosines in [-1, 1] and counts consistent).")
-        margin = _margin_from_dict(data.get("margin"), bad)
-        total = data.get("genuine_comparisons", len(genuine))
-        if type(total) is not int or not len(genuine) <= total <= MAX_COMPARISONS:
-            raise FaceIDError(f"{bad} (genuine_comparisons must be a count no smaller than the scores kept).")
-        table = cls(ranks, top, impostors, genuine, samples, probe, source, benchmark, identities, margin, (), total)
-        variants = data.get("variants", [])
-        if not isinstance(variants, list) or len(variants) > MAX_KINDS or (variants and "variants" in where):
-            raise FaceIDError(f"{bad} (variants must be a short list of tables without variants of their own).")
+        total = f.whole("genuine_comparisons", len(genuine), MAX_COMPARISONS, default=len(genuine))
+        table = cls(
+            ranks,
+            top,
+            impostors,
+            genuine,
+            f.whole("samples", 1, MAX_IMAGES),
+            f.whole("probe_samples", 1, MAX_IMAGES),
+            f.text("source"),
+            f.flag("benchmark_data"),
+            f.whole("identities", 0, MAX_IDENTITIES, default=0),
+            _margin_from_dict(f, bad),
+            (),
+            total,
+        )
+        table.check_plausible(where)
+        variants = f.items("variants", MAX_KINDS, default=[])
+        if variants and "variants" in where:
+            raise FaceIDError(f"{bad} (variants must be tables without variants of their own).")
         kinds = [cls.from_dict(v, where=f"{where} (variants)") for v in variants]
         if len({(k.samples, k.probe_samples) for k in (table, *kinds)}) != len(kinds) + 1:
             raise FaceIDError(f"{bad} (two tables for the same comparison kind).")
         return table.with_variants(tuple(kinds))
 
+    def check_plausible(self, where: str) -> None:
+        """Refuse a table its own numbers contradict. Cosines between different people's faces centre on a
+        positive mean (for embeddings drawn alike, the mean of T . P is the squared length of the mean embedding,
+        never below 0), so when MIN_SIGN_CHECK or more impostor comparisons were made, the highest of them cannot
+        be below 0: a table claiming so was written by hand, and its thresholds would let everyone in."""
+        if self.impostors >= MIN_SIGN_CHECK and self.rank_scores[0] < 0:
+            raise FaceIDError(
+                f"The calibration table in {where} contradicts itself: the highest of its {self.impostors:,} impostor "
+                f"scores is {self.rank_scores[0]:.3f}, but different people's faces score around a positive mean, so "
+                f"it is not a measurement of any face model: calibrate the model (evaluate_model.py --calibrate).",
+                "calibration",
+            )
+
 
 MAX_KINDS = 8  # comparison kinds one table may hold
 MAX_COMPARISONS = 10**13  # more comparisons than any calibration could make
+MAX_RANKS = 10_000  # ranks a table keeps (`_rank_grid`: ~1,300 at MAX_COMPARISONS)
+MAX_GENUINE_KEPT = 10_000  # genuine scores a table keeps (`_quantiles`: 2,001)
+MAX_IMAGES = 1_000  # images averaged into one template or probe
+MAX_IDENTITIES = 10**8  # people a table was measured on
+MIN_SIGN_CHECK = 20  # impostor comparisons from which the highest must be above 0 (`check_plausible`)
 
 
-def _margin_from_dict(data, bad: str) -> MarginMeasure | None:
+def _margin_from_dict(f: Fields, bad: str) -> MarginMeasure | None:
     """A stored margin: {"value": cosine gap in [0, 2], "pairs": count, "people": count}, or None."""
-    if data is None:
+    if not f.has("margin"):
         return None
-    if not isinstance(data, dict) or set(data) != {"value", "pairs", "people"}:
+    m = f.sub("margin")
+    if set(m.data) != {"value", "pairs", "people"}:
         raise FaceIDError(f"{bad} (margin must hold value, pairs and people).")
-    value, pairs, people = data["value"], data["pairs"], data["people"]
-    if not (
-        type(value) in (int, float)
-        and math.isfinite(value)
-        and 0 <= value <= 2
-        and type(pairs) is int
-        and type(people) is int
-        and 1 <= people <= pairs <= MAX_COMPARISONS
-    ):
-        raise FaceIDError(f"{bad} (the margin must be a cosine gap in [0, 2] with positive counts).")
-    return MarginMeasure(float(value), pairs, people)
+    pairs = m.whole("pairs", 1, MAX_COMPARISONS)
+    people = m.whole("people", 1, pairs)
+    return MarginMeasure(m.real("value", 0.0, 2.0, what="a cosine gap"), pairs, people)
 
 
 # ---------------------------------------------------------------------------- a table for backbone weights
@@ -496,7 +513,6 @@ def write_calibration_file(path, table: Calibration, fingerprint: str, report: d
 
 def read_calibration_file(path, fingerprint: str) -> Calibration:
     """Read a table written by `write_calibration_file`; refuse one made for another model (one sentence)."""
-    import json
     import os
 
     try:
@@ -505,17 +521,16 @@ def read_calibration_file(path, fingerprint: str) -> Calibration:
             raise FaceIDError(
                 f"The calibration file {path} is {size:,} bytes; a table is far smaller, so it is not one."
             )
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as err:
         raise FaceIDError(f"Cannot read the calibration file {path}: {err.strerror or err}.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise FaceIDError(f"The calibration file {path} is not JSON.") from None
+    data = load_json(raw, f"The calibration file {path}")
     if not isinstance(data, dict) or "calibration" not in data:
         raise FaceIDError(f"{path} is not a calibration file (no 'calibration' table).")
     if data.get("fingerprint") != fingerprint:
         raise FaceIDError(
-            f"The calibration file {path} was measured for model {data.get('fingerprint')!r}, not the "
+            f"The calibration file {path} was measured for model {shown(data.get('fingerprint'))}, not the "
             f"loaded {fingerprint}; calibrate this model."
         )
     return Calibration.from_dict(data["calibration"], where=str(path))

@@ -11,7 +11,9 @@ opens it and no code runs on load. `Checkpoint` is that dict with names and type
   score->FAR table of the app's comparison on held-out people (`faceid.model.calibration`,
   ``Calibration.to_dict()``; validated by ``Calibration.from_dict`` on load) or None; the app reads its
   thresholds from it. ``threshold`` (its threshold at ``--target-far``, float or None) and
-  ``threshold_info`` (a summary) stay for readers of older checkpoints;
+  ``threshold_info`` (a summary) stay for readers of older checkpoints; ``validation``: the model's own
+  validation record, the held-out pairs scored in training, against which every table's threshold is checked
+  (`faceid.model.validation_record`), or None;
 - what training needs to continue (`TrainingState`, absent from checkpoints not written by the trainer):
   head, optimizer, scheduler, scaler, counters, RNG states of every rank, config, metrics, history, best.
 
@@ -32,13 +34,14 @@ import torch
 
 from ..core.errors import FaceIDError
 from ..core.fileio import atomic_torch_save
+from ..core.validate import Fields, check_depth, is_whole, shown
 from .network import DEFAULT_NETWORK, NETWORKS
 
 FORMAT = "faceid-checkpoint"
 VERSION = 1
 INFERENCE_KIND = "inference"
 # What the app reads from a checkpoint: the inference checkpoint and the ONNX metadata carry exactly these.
-INFERENCE_KEYS = ("network", "model", "preprocess", "threshold", "threshold_info", "calibration")
+INFERENCE_KEYS = ("network", "model", "preprocess", "threshold", "threshold_info", "calibration", "validation")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Checkpoint:
     threshold: float | None = None
     threshold_info: dict | None = None
     calibration: dict | None = None
+    validation: dict | None = None  # `validation_record`: the held-out pairs scored when it was written
     kind: str | None = None
     training: TrainingState | None = None
 
@@ -110,6 +114,7 @@ class Checkpoint:
             threshold=None if threshold is None else float(threshold),
             threshold_info=raw.get("threshold_info"),
             calibration=raw.get("calibration"),
+            validation=raw.get("validation"),
             kind=raw.get("kind"),
             training=training,
         )
@@ -148,8 +153,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not is_checkpoint(raw):
         raise FaceIDError(f"{path} is not a faceid checkpoint (a plain state_dict? load it as backbone weights).")
     version = raw.get("version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise FaceIDError(f"Checkpoint {path}: field 'version' is {version!r}, not a whole number.")
+    if not is_whole(version):
+        raise FaceIDError(f"Checkpoint {path}: field 'version' is {shown(version)}, not a whole number.")
     if version > VERSION:
         raise FaceIDError(f"{path} was written by a newer faceid (checkpoint version {version}).")
     return Checkpoint.from_dict(raw, str(path))
@@ -171,65 +176,54 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024  # network input side: InceptionResnetV1 needs >= ~32 px to pool
 
 
-def check_inference_fields(ckpt: dict[str, Any], where: str) -> None:
-    """Validate every field the app relies on (`INFERENCE_KEYS`), naming the first bad one in one sentence.
+def check_inference_fields(ckpt: dict[str, Any], where: str, weights: bool = True) -> None:
+    """Validate every field the app relies on (`INFERENCE_KEYS`; `weights` False: all but the weights, for an
+    ONNX file's metadata), naming the first bad one in one sentence (`faceid.core.validate`).
 
     A checkpoint that loads safely can still lie: ``threshold: -5`` would make every face MATCH (reported as
-    calibrated), ``size: 0`` would crash deep inside the network. Weights are checked where they are loaded
-    into the network (`model.load_backbone_weights`: shapes, finite values)."""
+    calibrated), ``size: 0`` would crash deep inside the network, ``size: 100000`` would allocate 120 GB.
+    Weights are checked where they are loaded into the network (`model.load_backbone_weights`: shapes, finite
+    values). A threshold is a cosine above 0: at or below it, about half of all strangers would be accepted
+    (different people's faces score around a positive mean: `Calibration.check_plausible`)."""
     from .preprocessing import CROP_STYLES
 
-    def bad(field: str, value: Any, expected: str) -> FaceIDError:
-        shown = repr(value) if len(repr(value)) <= 60 else f"{type(value).__name__} {repr(value)[:40]}..."
-        return FaceIDError(f"Checkpoint {where}: field {field!r} is {shown}; expected {expected}.")
-
-    network = ckpt.get("network", DEFAULT_NETWORK)
-    if network not in NETWORKS:
-        raise bad("network", network, f"one of {', '.join(sorted(NETWORKS))}")
-    model = ckpt.get("model")
-    if (
-        not isinstance(model, dict)
-        or not model
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
-    ):
-        raise bad("model", type(model).__name__, "a non-empty state_dict of named tensors")
-    pre = ckpt.get("preprocess")
-    if not isinstance(pre, dict):
-        raise bad("preprocess", pre, "a dict (crop, size, margin, normalize, flip)")
-    if pre.get("crop") not in CROP_STYLES:
-        raise bad("preprocess.crop", pre.get("crop"), f"one of {', '.join(CROP_STYLES)}")
-    size = pre.get("size", 160)
-    if not _is_int(size) or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
-        raise bad("preprocess.size", size, f"a whole number of pixels from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}")
-    margin = pre.get("margin", 0)
-    if not _is_int(margin) or not 0 <= margin < size // 2:
-        raise bad("preprocess.margin", margin, f"a whole number of pixels from 0 to {size // 2 - 1}")
-    if not isinstance(pre.get("flip", True), bool):
-        raise bad("preprocess.flip", pre.get("flip"), "true or false")
-    threshold = ckpt.get("threshold")
-    if threshold is not None and not (_is_real(threshold) and -1.0 <= float(threshold) <= 1.0):
-        raise bad("threshold", threshold, "a cosine similarity between -1 and 1 (or none)")
-    info = ckpt.get("threshold_info")
-    if info is not None and not isinstance(info, dict):
-        raise bad("threshold_info", info, "a dict (or none)")
-    for key in ("target_far", "threshold", "tar"):
-        value = (info or {}).get(key)
-        if value is not None and not (_is_real(value) and -1.0 <= float(value) <= 1.0):
-            raise bad(f"threshold_info.{key}", value, "a number between -1 and 1")
+    check_depth({k: v for k, v in ckpt.items() if k != "model"}, f"Checkpoint {where}")
+    f = Fields(ckpt, f"Checkpoint {where}")
+    f.choice("network", NETWORKS, default=DEFAULT_NETWORK)
+    if weights:
+        model = ckpt.get("model")
+        if (
+            not isinstance(model, dict)
+            or not model
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
+        ):
+            raise f.error("model", type(model).__name__, "a non-empty state_dict of named tensors")
+    pre = f.sub("preprocess")
+    pre.choice("crop", CROP_STYLES)
+    size = pre.whole("size", MIN_INPUT_SIZE, MAX_INPUT_SIZE, default=160)
+    pre.whole("margin", 0, size // 2 - 1, default=0)
+    pre.flag("flip", default=True)
+    pre.choice("normalize", ("fixed_image_standardization",), default="fixed_image_standardization")
+    if f.has("threshold"):
+        f.real("threshold", THRESHOLD_FLOOR, 1.0, expected="a cosine similarity above 0 and at most 1 (or none)")
+    if f.has("threshold_info"):
+        info = f.sub("threshold_info")
+        for key in ("threshold", "tar"):
+            if info.has(key):
+                info.cosine(key)
+        if info.has("target_far"):
+            info.real("target_far", 0.0, 1.0, what="a rate")
     if ckpt.get("calibration") is not None:
         from .calibration import Calibration
 
         Calibration.from_dict(ckpt["calibration"], where=f"checkpoint {where}")
+    if ckpt.get("validation") is not None:
+        from .validation_record import read_record
+
+        read_record(ckpt["validation"], f"checkpoint {where}")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    import math
-
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+THRESHOLD_FLOOR = 1e-6  # a model's own threshold must be a cosine above 0 (see check_inference_fields)
 
 
 def inference_checkpoint(checkpoint: Checkpoint) -> Checkpoint:

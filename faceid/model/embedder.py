@@ -30,6 +30,7 @@ from .network import (
 )
 from .options import default_model
 from .preprocessing import VGGFACE2_SPEC, PreprocessSpec
+from .validation_record import read_record
 
 DEFAULT_THRESHOLD = 0.6  # the seed's fixed cosine threshold; used only when no calibrated one exists
 
@@ -46,6 +47,7 @@ class Embedder:
     source: str  # human-readable: which file the weights came from
     device: torch.device
     calibration: Calibration | None = None  # score -> FAR table (checkpoint or --calibration); None: uncalibrated
+    validation: Calibration | None = None  # the model's own validation record (`validation_record`), if it has one
     # Another runtime's whole EmbeddingNetwork (onnxruntime, faceid.model.onnx_model): normalised input -> final
     # embeddings. When set, `model` is None: the torch network is never built.
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -96,11 +98,12 @@ def load_embedder(
         calibrated = threshold is not None
         source = str(model_path)
         table = None if ckpt.calibration is None else Calibration.from_dict(ckpt.calibration, where=str(model_path))
+        record = read_record(ckpt.validation, str(model_path))
     else:
         path = resolve_weights(weights, download=download)
         load_backbone_weights(model, read_state_dict(path), str(path))
         spec = VGGFACE2_SPEC if crop in (None, "box") else PreprocessSpec(crop=crop)
-        threshold, calibrated, source, table = None, False, str(path), None
+        threshold, calibrated, source, table, record = None, False, str(path), None, None
     model.eval().to(dev)
     fingerprint = backbone_fingerprint(model, spec)
     if calibration is not None:
@@ -114,6 +117,7 @@ def load_embedder(
         source=source,
         device=dev,
         calibration=table,
+        validation=record,
     )
 
 

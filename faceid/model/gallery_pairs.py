@@ -71,6 +71,13 @@ class GalleryPairs:
         return {"pairs": self.pairs, "templates": self.sampled, "people": self.people, "pairs_above": k}
 
 
+def contradicts(accepted: int, low: float, allowed: float) -> bool:
+    """Whether `accepted` impostor comparisons of a witness (the gallery's pairs, the model's validation record)
+    clearing a threshold, at least `low` of them by the lower end of their 95% interval, contradict a table that
+    allows the rate `allowed` there: the one refusal rule for tables."""
+    return accepted >= MIN_CONTRADICTING and low > CONTRADICTION_FACTOR * allowed
+
+
 def read_from_gallery(pairs: GalleryPairs | None, far: float, fpir: float | None, people: int) -> Threshold | None:
     """The threshold from the gallery's pairs alone (no table), or None when it has fewer than MIN_PAIRS.
     `fpir`: identify among `people` (then `far` is ignored); None: verify at `far`."""
@@ -93,7 +100,7 @@ def check_with_gallery(threshold: Threshold, pairs: GalleryPairs | None) -> Thre
         else far_for_fpir(min(threshold.rate_high, 1 - 1e-12), threshold.gallery_size)
     )
     k, low = pairs.accepted(threshold.value)
-    if k >= MIN_CONTRADICTING and low > CONTRADICTION_FACTOR * max(claimed_high, far):
+    if contradicts(k, low, max(claimed_high, far)):
         raise FaceIDError(
             f"The calibration table is contradicted by this gallery: {k:,} of its {pairs.pairs:,} cross-person "
             f"template pairs score at or above the threshold {threshold.value:.3f}, at least {low:.2g} of them "

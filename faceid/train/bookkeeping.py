@@ -42,4 +42,5 @@ class Bookkeeping:
     metrics: dict = field(default_factory=dict)  # the latest validation
     calibration: dict | None = None  # summary of the latest table (history, summary line)
     calibration_table: dict | None = None  # Calibration.to_dict() of the latest validation
+    validation_record: dict | None = None  # the held-out pairs it scored (`faceid.model.validation_record`)
     progress: dict = field(default_factory=fresh_progress)  # the current epoch's totals (kept across a resume)

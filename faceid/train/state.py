@@ -91,6 +91,7 @@ def training_checkpoint(
         threshold=cal.get("threshold"),
         threshold_info=cal or None,
         calibration=book.calibration_table,
+        validation=book.validation_record,
         kind=kind,
         training=training,
     )
@@ -129,6 +130,7 @@ def bookkeeping_of(ckpt: Checkpoint) -> Bookkeeping:
         metrics=dict(origin.metrics),
         calibration=ckpt.threshold_info,
         calibration_table=ckpt.calibration,
+        validation_record=ckpt.validation,
         progress=dict(origin.progress or fresh_progress()),
     )
 

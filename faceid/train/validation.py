@@ -36,6 +36,7 @@ from ..data.datasets import FaceDataset, find_verification_bins
 from ..eval.pairs import load_bin_dataset
 from ..eval.verification_metrics import stratified_folds, verification_report
 from ..model.calibration import PROBE_SAMPLES, SAMPLES, Calibration
+from ..model.validation_record import validation_record
 from ..model.embeddings import EMBEDDING_DIM
 from ..model.heldout import KINDS, build_tables
 from ..model.network import embed
@@ -43,6 +44,7 @@ from ..model.preprocessing import PreprocessSpec
 from .feed import BatchFeed, FaceSamples, make_loader
 from .heads import Normalized
 
+HELDOUT = "heldout"  # the pair set of held-out people (the others are benchmark files)
 CALIBRATION_IMAGES = 20_000  # held-out images embedded for the calibration table per validation, at most
 
 
@@ -124,7 +126,7 @@ def make_pairs(
 
 def heldout_pairs(heldout: FaceDataset, n_pairs: int, seed: int) -> PairSet:
     pairs, issame, note = make_pairs(heldout.labels, n_pairs, n_pairs, seed)
-    return PairSet("heldout", heldout, pairs, issame, note)
+    return PairSet(HELDOUT, heldout, pairs, issame, note)
 
 
 def bin_pairs(path: Path, spec: PreprocessSpec) -> PairSet:
@@ -329,6 +331,7 @@ class Validator:
         self.loaders = Loaders(feed, batch_size, workers)  # kept across epochs (`close()` ends their workers)
         self.heldout, self.tune_on_benchmark = heldout, tune_on_benchmark
         self.last_calibration: Calibration | None = None  # the table of the latest run(), for the checkpoint
+        self.last_record: Calibration | None = None  # the held-out pairs' validation record, for the checkpoint
 
     @classmethod
     def for_run(
@@ -377,6 +380,10 @@ class Validator:
                 net.backbone, ps, self.feed, self.batch_size, self.workers, self.amp, self.loaders
             )
         table = None
+        self.last_record = None
+        for ps in self.pair_sets:
+            if ps.name == HELDOUT and ps.scores is not None:  # held-out people only, never a benchmark file
+                self.last_record = validation_record(ps.scores, ps.issame, "held-out people's")
         if self.heldout is not None:
             table = heldout_calibration(
                 net.backbone, self.heldout, self.feed, self.batch_size, self.workers, self.amp, self.loaders

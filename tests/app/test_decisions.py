@@ -7,12 +7,13 @@ from frames of the clips. Each case failed on the code before the margin rule:
 - identify on d10 frames named d14 with d10 all but tied, no hint of ambiguity;
 - a table for templates of 5 vs probes of 3 was applied to a 1-photo template and probe without a word;
 - the identify threshold froze at the table's highest impostor score however large the gallery;
-- a hand-made table whose impostors score -0.99 turned a stranger into a MATCH.
+- a hand-made table whose impostors score -0.99 (or just above 0) turned a stranger into a MATCH.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -270,7 +271,9 @@ def test_without_a_table_a_big_gallery_sets_its_own_threshold(gallery1000, video
 
 def test_a_table_the_gallery_contradicts_is_refused(module_tmp, gallery, videos, options, pipeline, capsys):
     rng = np.random.default_rng(5)
-    fake = Calibration.from_scores(rng.uniform(0.5, 1, 200), rng.uniform(-1, -0.98, 20_000), 5, 3, "hand-made")
+    # impostors at -0.99 are refused by the table itself now (tests/model/test_hostile_tables.py); a forger who
+    # keeps them just above 0 still claims a threshold of 0.05 for FAR 1e-3
+    fake = Calibration.from_scores(rng.uniform(0.5, 1, 200), rng.uniform(0.0, 0.05, 20_000), 5, 3, "hand-made")
     path = module_tmp / "fake.cal.json"
     write_calibration_file(path, fake, pipeline.embedder.fingerprint)
     argv = [*map(str, ["--data-dir", gallery, *options, "--calibration", path, *second_half(videos, "d18")])]
@@ -281,5 +284,5 @@ def test_a_table_the_gallery_contradicts_is_refused(module_tmp, gallery, videos,
     out = capsys.readouterr()
     printed = json.loads(out.out)
     assert exited.value.code == 2 and printed["ok"] is False and printed["exit_code"] == 2, out
-    assert "contradicted by this gallery: 21 of its 21 cross-person template pairs" in printed["error"], printed
+    assert re.search(r"contradicted by this gallery: \d+ of its 21 cross-person template pairs", printed["error"]), printed
     assert printed["error"].count(". ") == 0 and "Traceback" not in out.err  # one sentence
