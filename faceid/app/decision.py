@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..model.calibration import Threshold
 from ..model.gallery_pairs import SAMPLED_TEMPLATES, GalleryPairs, decision_threshold, read_from_gallery
-from ..model.validation_record import check_with_record
 from ..model.margin import AMBIGUOUS, DEFAULT_MARGIN, IDENTIFIED, Margin, identify_decision, verify_decision
+from ..model.validation_record import check_with_record
 
 if TYPE_CHECKING:
     from ..model.embedder import Embedder

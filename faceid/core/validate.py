@@ -62,8 +62,9 @@ def clean_text(text: str, limit: int = MAX_TEXT) -> str:
 def shown(value: Any, limit: int = 60) -> str:
     """A value as an error sentence may quote it: short, cleaned, never a repr of a huge or deep structure."""
     if isinstance(value, (bool, int, float)) or value is None:
-        big = isinstance(value, int) and abs(value) >= 10**30  # str() of a huge int is slow, or refused past 4,300 digits
-        text = f"a {value.bit_length()}-bit number" if big else repr(value)
+        # str() of a huge int is slow, and refused past 4,300 digits
+        big = isinstance(value, int) and abs(value) >= 10**30
+        text = f"a {int(value or 0).bit_length()}-bit number" if big else repr(value)
     elif isinstance(value, str):
         text = repr(clean_text(value, limit))
     elif isinstance(value, (list, tuple, dict)):
@@ -99,7 +100,9 @@ def depth_of(obj: Any, limit: int = MAX_DEPTH) -> int:
 def check_depth(obj: Any, where: str, limit: int = MAX_DEPTH) -> None:
     """One sentence when `obj` nests deeper than `limit` (a file built to exhaust the stack of whoever walks it)."""
     if depth_of(obj, limit) > limit:
-        raise FaceIDError(f"{where} nests its data more than {limit} levels deep; no file of ours does, so it is not one.")
+        raise FaceIDError(
+            f"{where} nests its data more than {limit} levels deep; no file of ours does, so it is not one."
+        )
 
 
 def _refuse_constant(name: str) -> Any:
@@ -111,7 +114,9 @@ def load_json(text: str | bytes, where: str, limit: int = MAX_DEPTH) -> Any:
     try:
         data = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
-        raise FaceIDError(f"{where} nests its data more than {limit} levels deep; no file of ours does, so it is not one.") from None
+        raise FaceIDError(
+            f"{where} nests its data more than {limit} levels deep; no file of ours does, so it is not one."
+        ) from None
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError; so are NaN and huge ints
         detail = (
             "it holds NaN or Infinity, which are not numbers"
@@ -134,7 +139,9 @@ class Fields:
 
     def __init__(self, data: Any, where: str, prefix: str = ""):
         if not isinstance(data, Mapping):
-            raise FaceIDError(f"{where}: {prefix.rstrip('.') or 'the data'} is {shown(data)}; expected a mapping of named fields.")
+            raise FaceIDError(
+                f"{where}: {prefix.rstrip('.') or 'the data'} is {shown(data)}; expected a mapping of named fields."
+            )
         self.data, self.where, self.prefix = data, where, prefix
 
     def error(self, key: str, value: Any, expected: str) -> FaceIDError:

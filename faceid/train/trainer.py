@@ -369,8 +369,8 @@ class Trainer:
         book.metrics, book.calibration = metrics, metrics.get("calibration")
         table = validator.last_calibration if env.main and validator is not None else None
         book.calibration_table = broadcast_from_main(env, table.to_dict() if table is not None else None)
-        record = validator.last_record if env.main and validator is not None else None
-        book.validation_record = broadcast_from_main(env, record.to_dict() if record is not None else None)
+        held = validator.last_record if env.main and validator is not None else None
+        book.validation_record = broadcast_from_main(env, held.to_dict() if held is not None else None)
         record.update(metrics)
         book.history.append(record)
         is_best = improves(value, book.best, selection)

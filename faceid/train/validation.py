@@ -36,11 +36,11 @@ from ..data.datasets import FaceDataset, find_verification_bins
 from ..eval.pairs import load_bin_dataset
 from ..eval.verification_metrics import stratified_folds, verification_report
 from ..model.calibration import PROBE_SAMPLES, SAMPLES, Calibration
-from ..model.validation_record import validation_record
 from ..model.embeddings import EMBEDDING_DIM
 from ..model.heldout import KINDS, build_tables
 from ..model.network import embed
 from ..model.preprocessing import PreprocessSpec
+from ..model.validation_record import validation_record
 from .feed import BatchFeed, FaceSamples, make_loader
 from .heads import Normalized
 

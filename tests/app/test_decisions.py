@@ -284,5 +284,7 @@ def test_a_table_the_gallery_contradicts_is_refused(module_tmp, gallery, videos,
     out = capsys.readouterr()
     printed = json.loads(out.out)
     assert exited.value.code == 2 and printed["ok"] is False and printed["exit_code"] == 2, out
-    assert re.search(r"contradicted by this gallery: \d+ of its 21 cross-person template pairs", printed["error"]), printed
+    assert re.search(r"contradicted by this gallery: \d+ of its 21 cross-person template pairs", printed["error"]), (
+        printed
+    )
     assert printed["error"].count(". ") == 0 and "Traceback" not in out.err  # one sentence

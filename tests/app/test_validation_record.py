@@ -67,7 +67,9 @@ def models(module_tmp, shared_data, stand_in) -> dict[str, Path]:
         "lying": {"validation": record, "calibration": forged.to_dict()},
     }.items():
         out[name] = module_tmp / f"{name}.pth"
-        save_checkpoint(out[name], Checkpoint(model=weights, preprocess=ALIGNED_SPEC.to_dict(), threshold=0.5, **fields))
+        save_checkpoint(
+            out[name], Checkpoint(model=weights, preprocess=ALIGNED_SPEC.to_dict(), threshold=0.5, **fields)
+        )
     return out
 
 
@@ -88,7 +90,9 @@ def test_a_table_the_models_validation_record_contradicts_is_refused(module_tmp,
     photos = shared_data / "photos" / "face_recognition"
     data = module_tmp / "gallery"
     common = ["--data-dir", data, "--no-preview", "--offline", "--samples", "1", "--probe-samples", "1"]
-    code, reg = app(*common, "--model", models["plain"], "--source", photos / "obama.jpg", "register", "--name", "obama")
+    code, reg = app(
+        *common, "--model", models["plain"], "--source", photos / "obama.jpg", "register", "--name", "obama"
+    )
     assert code == 0, reg
     fingerprint = reg["model"]["fingerprint"]
     forged = Calibration.from_scores(RNG.uniform(0.5, 1, 200), RNG.uniform(0.0, 0.05, 20_000), 5, 3, "hand-made table")
@@ -109,7 +113,9 @@ def test_a_table_the_models_validation_record_contradicts_is_refused(module_tmp,
     code, fine = app(*common, "--model", models["recorded"], *stranger[:2], "--calibration", honest, *stranger[4:])
     assert code in (0, 1) and fine["threshold_source"] in ("table", "gallery"), fine
     # impostors at -0.99 inside the checkpoint itself: the table contradicts itself at load
-    code, lying = app(*common, "--model", models["lying"], "--source", photos / "biden.jpg", "verify", "--name", "obama")
+    code, lying = app(
+        *common, "--model", models["lying"], "--source", photos / "biden.jpg", "verify", "--name", "obama"
+    )
     assert code == 2 and "contradicts itself: the highest of its 20,000 impostor scores is -0.98" in lying["error"]
 
 

@@ -16,7 +16,9 @@ def test_counts_are_exact_ints_in_range():
     f = Fields({"n": 5, "yes": True, "float": 1e9, "big": 10**30, "neg": -1}, WHERE)
     assert f.whole("n", 1, 10) == 5
     for key in ("yes", "float", "big", "neg"):
-        with pytest.raises(FaceIDError, match=rf"^The test file: field '{key}' is .*; expected a whole number from 0 to 1,000\.$"):
+        with pytest.raises(
+            FaceIDError, match=rf"^The test file: field '{key}' is .*; expected a whole number from 0 to 1,000\.$"
+        ):
             f.whole(key, 0, 1000)
     with pytest.raises(FaceIDError, match="field 'absent' is missing"):
         f.whole("absent", 0, 1)
@@ -32,7 +34,9 @@ def test_reals_refuse_bools_nan_infinity_and_out_of_range():
     g = Fields({"scores": [0.9, 0.5, 1.00009], "ranks": [0, 2**70], "ok": [0.3, -0.2, 1.000001]}, WHERE)
     with pytest.raises(FaceIDError, match=r"field 'scores' is a list of 3 entries; expected cosines .*one is 1\.00009"):
         g.cosines("scores")
-    with pytest.raises(FaceIDError, match=r"field 'ranks' .*whole numbers from 0 to 100 \(one is 1180591620717411303424\)"):
+    with pytest.raises(
+        FaceIDError, match=r"field 'ranks' .*whole numbers from 0 to 100 \(one is 1180591620717411303424\)"
+    ):
         g.wholes("ranks", 0, 100)
     assert shown(10**5000) == "a 16610-bit number"
     assert g.cosines("ok").tolist() == [0.3, -0.2, 1.0]  # float32 rounding above 1 is clipped, not refused

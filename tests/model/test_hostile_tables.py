@@ -17,7 +17,9 @@ from faceid.model.checkpoint import load_checkpoint
 
 FP = "0123456789abcdef"
 RNG = np.random.default_rng(3)
-REAL = Calibration.from_scores(RNG.normal(0.6, 0.1, 500), RNG.normal(0.1, 0.1, 20_000), 5, 3, "40 people", identities=40)
+REAL = Calibration.from_scores(
+    RNG.normal(0.6, 0.1, 500), RNG.normal(0.1, 0.1, 20_000), 5, 3, "40 people", identities=40
+)
 
 
 def table_file(tmp_path: Path, text: str | None = None, **changes) -> Path:
@@ -45,7 +47,10 @@ def table_file(tmp_path: Path, text: str | None = None, **changes) -> Path:
         ({"rank_scores": [1.00009] + REAL.rank_scores[1:].tolist()}, r"field 'rank_scores' .*one is 1\.00009"),
         ({"ranks": [0, 2**70]}, r"field 'ranks' .*whole numbers from 0 to 19,999 \(one is 1180591620717411303424\)"),
         ({"genuine": ["0.5"]}, r"field 'genuine' is a list of 1 entries; expected cosines"),
-        ({"margin": {"value": 1e9, "pairs": 10, "people": 2}}, r"field 'margin.value' is 1000000000.0; expected a cosine gap"),
+        (
+            {"margin": {"value": 1e9, "pairs": 10, "people": 2}},
+            r"field 'margin.value' is 1000000000.0; expected a cosine gap",
+        ),
         ({"identities": -4}, r"field 'identities' is -4; expected a whole number from 0"),
         ({"variants": [{}] * 100}, r"field 'variants' is a list of 100 entries; expected a list of at most 8"),
     ],
