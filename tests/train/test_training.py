@@ -133,9 +133,13 @@ def test_tiny_run_writes_loadable_outputs(full_run):
     table = Calibration.from_dict(ckpt.calibration)
     assert not table.benchmark_data and table.impostors == 2 and (table.samples, table.probe_samples) == (5, 3)
     assert ckpt.threshold_info["source"].startswith("2 held-out identities") and not ckpt.threshold_info["resolved"]
+    # the model's own validation record: the held-out pairs it scored (faceid/model/validation_record.py)
+    record = Calibration.from_dict(ckpt.validation)
+    assert record.impostors == 40 and (record.samples, record.probe_samples) == (1, 1) and "held-out" in record.source
     embedder = load_embedder(model_path=full_run / BEST, device="cpu")
     slim, best = load_checkpoint(full_run / SLIM), load_checkpoint(full_run / BEST)
     assert slim.kind == "inference" and slim.training is None and slim.calibration == best.calibration
+    assert slim.validation == best.validation is not None
     assert load_embedder(model_path=full_run / SLIM, device="cpu").fingerprint == embedder.fingerprint
     assert embedder.threshold_calibrated and embedder.spec.size == 160
 
