@@ -9,6 +9,8 @@ Ctrl-C, never a traceback); the stage is imported only when its command runs, so
     faceid-export    export_model.py         faceid/model/cli.py   ONNX and the slim inference checkpoint
     faceid-download  download_dataset.py     faceid/data/cli.py    CASIA-WebFace from Kaggle
     faceid-unpack    preprocess_dataset.py   faceid/data/cli.py    train.rec -> a JPG tree
+    faceid-train-gan train_gan.py            faceid/synthetic/cli.py  a DCGAN face generator
+    faceid-generate  generate_faces.py       faceid/synthetic/cli.py  generated faces from it
 """
 
 from __future__ import annotations
@@ -58,3 +60,15 @@ def unpack() -> NoReturn:
     from .data.cli import unpack_main
 
     run_cli(unpack_main)
+
+
+def train_gan() -> NoReturn:
+    from .synthetic.cli import train_gan_main
+
+    run_cli(train_gan_main)
+
+
+def generate_faces() -> NoReturn:
+    from .synthetic.cli import generate_main
+
+    run_cli(generate_main)

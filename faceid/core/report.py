@@ -30,6 +30,8 @@ CONSOLE_COMMANDS = {
     "export_model.py": "faceid-export",
     "download_dataset.py": "faceid-download",
     "preprocess_dataset.py": "faceid-unpack",
+    "train_gan.py": "faceid-train-gan",
+    "generate_faces.py": "faceid-generate",
 }
 
 T = TypeVar("T")

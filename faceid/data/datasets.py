@@ -121,7 +121,11 @@ class FaceDataset:
 
 
 def open_dataset(
-    path: str | os.PathLike, min_images: int = 5, max_images: int = 100, seed: int = 42, crop_style: str = "aligned5"
+    path: str | os.PathLike,
+    min_images: int = 5,
+    max_images: int | None = 100,
+    seed: int = 42,
+    crop_style: str = "aligned5",
 ) -> FaceDataset:
     """A folder tree, a .rec file, or a directory holding train.rec -> filtered FaceDataset.
 

@@ -156,3 +156,11 @@ def crops_to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
     import torch
 
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+
+
+def from_network_input(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of `to_network_input`'s normalisation: float NCHW in about [-1, 1] -> uint8 NCHW pixels
+    (what a generator's output, trained on network input, looks like as an image)."""
+    import torch
+
+    return (x.detach().float() * 128.0 + 127.5).round_().clamp_(0, 255).to(torch.uint8)
