@@ -57,13 +57,18 @@ def load_model(args: argparse.Namespace) -> Embedder:
 
 
 def load_pipeline(args: argparse.Namespace) -> FacePipeline:
-    """The real model choice (`load_model`) on --threads CPU threads, with the face detector."""
-    import torch
+    """The real model choice (`load_model`) on --threads CPU threads, with the face detector that goes with it
+    (`face.detector_for`: an export with its detector files runs without importing torch)."""
+    from ..model.face import FacePipeline, detector_for
 
-    from ..model.face import FacePipeline
+    embedder = load_model(args)
+    detector = detector_for(embedder, args.threads)
+    if "torch" in (embedder.runtime, detector.runtime):
+        import torch
 
-    torch.set_num_threads(args.threads)
-    return FacePipeline(load_model(args))
+        torch.set_num_threads(args.threads)
+    report.note(f"detector: MTCNN on {detector.runtime}")
+    return FacePipeline(embedder, detector)
 
 
 class Session:

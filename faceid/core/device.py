@@ -73,10 +73,11 @@ def cuda_problem(device: torch.device) -> str | None:
     return _CHECKED[key]
 
 
-def describe_device(device: torch.device) -> str:
-    """What a program says it runs on, at start: the GPU's name and index ("NVIDIA H200 (cuda:0)"), or "CPU"."""
-    import torch
+def describe_device(device: torch.device | str) -> str:
+    """What a program says it runs on, at start: the GPU's name and index ("NVIDIA H200 (cuda:0)"), or "CPU".
+    A plain "cpu" (another runtime's embedder) needs no torch."""
+    if str(device).startswith("cuda"):
+        import torch
 
-    if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} ({device})"
     return "CPU"

@@ -8,7 +8,9 @@ Examples:
 The ONNX file: input 'input' float32 (batch, 3, S, S) RGB (pixel - 127.5) / 128; output 'embedding' float32
 (batch, 512) L2-normalised (mirror-averaged when the spec says flip); the preprocessing spec, threshold,
 calibration and model fingerprint in its metadata (faceid.*). Before it is written, onnxruntime's embeddings
-are checked against torch's (cosine >= 0.9999). The app runs it with --runtime onnx. See faceid/model/export.py.
+are checked against torch's (cosine >= 0.9999). Beside it go MTCNN's three stages (<stem>.pnet.onnx,
+<stem>.rnet.onnx, <stem>.onet.onnx), so that the app runs the exported model with no torch installed
+(--runtime onnx). See faceid/model/export.py and faceid/model/mtcnn_onnx.py.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{spec['size']}) RGB (x - 127.5) / 128, output 'embedding' float32 (batch, 512) L2-normalised; crop "
         f"{spec['crop']}, flip {spec['flip']}, fingerprint {onnx['fingerprint']}; onnxruntime vs torch: lowest "
         f"cosine {onnx['min_cosine_vs_torch']:.6f}"
+    )
+    stages = report["detector"]
+    print(
+        f"wrote the face detector beside it: {', '.join(s['path'] for s in stages.values())} "
+        f"({sum(s['bytes'] for s in stages.values()) / 2**20:.1f} MiB; MTCNN for --runtime onnx without torch)"
     )
     if report["inference_checkpoint"]:
         slim = report["inference_checkpoint"]

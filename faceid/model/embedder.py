@@ -11,26 +11,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-from torch import nn
+import numpy as np
 
 from ..core.device import resolve_device
 from ..core.errors import FaceIDError
 from .calibration import Calibration, read_calibration_file
-from .checkpoint import load_checkpoint, read_state_dict
-from .network import (
-    DEFAULT_NETWORK,
-    backbone_fingerprint,
-    build_backbone,
-    embed,
-    load_backbone_weights,
-    resolve_weights,
-)
 from .options import default_model
 from .preprocessing import VGGFACE2_SPEC, PreprocessSpec
 from .validation_record import read_record
+
+if TYPE_CHECKING:  # torch is imported where the torch network is built or run: an ONNX embedder needs none
+    import torch
+    from torch import nn
 
 DEFAULT_THRESHOLD = 0.6  # the seed's fixed cosine threshold; used only when no calibrated one exists
 
@@ -45,12 +39,12 @@ class Embedder:
     threshold_calibrated: bool
     fingerprint: str
     source: str  # human-readable: which file the weights came from
-    device: torch.device
+    device: torch.device | str  # "cpu" for another runtime (no torch needed)
     calibration: Calibration | None = None  # score -> FAR table (checkpoint or --calibration); None: uncalibrated
     validation: Calibration | None = None  # the model's own validation record (`validation_record`), if it has one
-    # Another runtime's whole EmbeddingNetwork (onnxruntime, faceid.model.onnx_model): normalised input -> final
-    # embeddings. When set, `model` is None: the torch network is never built.
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # Another runtime's whole EmbeddingNetwork (onnxruntime, faceid.model.onnx_model): normalised float32 NCHW
+    # numpy input -> final (N, 512) embeddings. When set, `model` is None: the torch network is never built.
+    forward: Callable[[np.ndarray], np.ndarray] | None = None
 
     @property
     def runtime(self) -> str:
@@ -63,13 +57,19 @@ class Embedder:
             return self
         if self.model is None:
             raise FaceIDError("An ONNX export has its mirror-averaging built in; use the torch runtime to change it.")
+        from .network import backbone_fingerprint
+
         spec = replace(self.spec, flip=flip)
         return replace(self, spec=spec, fingerprint=backbone_fingerprint(self.model, spec))
 
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         """x: normalised (N, 3, size, size) -> (N, 512) on CPU."""
+        import torch
+
+        from .network import embed
+
         if self.forward is not None:
-            return self.forward(x)
+            return torch.from_numpy(self.forward(x.detach().cpu().numpy()))
         assert self.model is not None  # an Embedder has either another runtime's `forward` or a torch `model`
         return embed(self.model, x.to(self.device), flip=self.spec.flip).cpu()
 
@@ -88,6 +88,9 @@ def load_embedder(
     VGGFace2) with the spec of `crop` ("box", VGGFace2's style, by default) and the seed's fixed threshold.
     calibration: a table file from `evaluate_model.py --calibrate` for these weights (replaces a checkpoint's).
     """
+    from .checkpoint import load_checkpoint, read_state_dict
+    from .network import DEFAULT_NETWORK, backbone_fingerprint, build_backbone, load_backbone_weights, resolve_weights
+
     dev = resolve_device(device)
     ckpt = load_checkpoint(model_path) if model_path is not None else None  # a bad field fails before the build
     model = build_backbone(ckpt.network if ckpt is not None else DEFAULT_NETWORK)
@@ -147,7 +150,9 @@ def optimized_for_cpu(embedder: Embedder) -> tuple[Embedder, str]:
 
     if embedder.forward is not None:
         return embedder, f"network: {embedder.runtime}"
-    if embedder.device.type != "cpu":
+    import torch
+
+    if str(embedder.device) != "cpu":
         return embedder, "network: eager (not on CPU)"
     model = embedder.model
     assert model is not None  # an Embedder without another runtime's `forward` has a torch `model`

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from ..core.errors import FaceIDError
 from ..core.fileio import atomic_write_bytes, sha256_file
 from .checkpoint import INFERENCE_KEYS, Checkpoint, load_checkpoint, save_inference_checkpoint
+from .mtcnn_onnx import export_detector
 from .onnx_model import INPUT_NAME, META_PREFIX, ONNX_FORMAT, OUTPUT_NAME, OnnxForward, require_module
 from .options import default_model
 
@@ -114,7 +115,7 @@ def check_onnx_matches(path: str | os.PathLike, network, size: int, batch: int =
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).clamp_(-1, 1)
     with torch.no_grad():
         ref = network(x).numpy()
-    got = OnnxForward(path, threads=1)(x).numpy()
+    got = OnnxForward(path, threads=1)(x.numpy())
     cos = float((ref * got).sum(axis=1).min())
     if not cos >= MATCH_COSINE:
         raise FaceIDError(
@@ -153,6 +154,7 @@ def run_export(
             sources.append(sha256_file(slim_out))
             report["inference_checkpoint"] = {"path": str(slim_out), "bytes": slim_out.stat().st_size}
         report["onnx"] = export_onnx(checkpoint, onnx_out, opset=opset, sources=sources)
+        report["detector"] = export_detector(onnx_out, opset)  # MTCNN beside it: --runtime onnx needs no torch
     except OSError as err:
         raise FaceIDError(
             f"Cannot write {err.filename or onnx_out}: {err.strerror}; choose another place for it.",

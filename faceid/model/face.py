@@ -1,20 +1,27 @@
 """Detect -> choose face -> crop per the checkpoint's spec -> embed. One pipeline for app and evaluator.
 
-Frames are RGB uint8 numpy arrays (H, W, 3). Detection is facenet-pytorch's MTCNN (its weights ship in
-the wheel). Embeddings are (N, 512) float32 numpy arrays, L2-normalised, so a dot product is the cosine.
+Frames are RGB uint8 numpy arrays (H, W, 3). Detection is MTCNN: facenet-pytorch's on torch (its weights ship
+in the wheel), or the same networks exported beside an ONNX embedder on onnxruntime (`mtcnn_onnx`), so an
+exported model runs without importing torch. Embeddings are (N, 512) float32 numpy arrays, L2-normalised, so a
+dot product is the cosine.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
-from .embedder import Embedder
 from .embeddings import EMBEDDING_DIM
-from .preprocessing import crop_face, crops_to_tensor, to_network_input
+from .preprocessing import crop_face, crops_to_tensor, to_network_array, to_network_input
+
+if TYPE_CHECKING:
+    import torch
+
+    from .embedder import Embedder
 
 
 @dataclass
@@ -57,7 +64,8 @@ DETECT_MAX_SIDE, DETECT_MIN_FACE = 320, 40
 
 class FaceDetector:
     """MTCNN wrapper. `max_side` downsizes big frames before detection (boxes are mapped back): a face
-    filling a webcam frame is found as well at 320 px, several times faster on a CPU."""
+    filling a webcam frame is found as well at 320 px, several times faster on a CPU. With `onnx_stages` (an
+    exported embedder whose detector files lie beside it) MTCNN runs on onnxruntime on `threads` threads."""
 
     def __init__(
         self,
@@ -65,10 +73,19 @@ class FaceDetector:
         min_face_size: int = DETECT_MIN_FACE,
         max_side: int | None = DETECT_MAX_SIDE,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        onnx_stages: str | os.PathLike | None = None,
+        threads: int = 1,
     ):
+        self.max_side = max_side
+        self.runtime = "torch" if onnx_stages is None else "onnx"
+        if onnx_stages is not None:
+            from .mtcnn_onnx import OnnxMTCNN
+
+            self.mtcnn: object = OnnxMTCNN(onnx_stages, min_face_size, thresholds, threads)
+            return
+        import torch
         from facenet_pytorch import MTCNN
 
-        self.max_side = max_side
         self.mtcnn = MTCNN(
             min_face_size=min_face_size,
             thresholds=list(thresholds),
@@ -93,7 +110,7 @@ class FaceDetector:
             by_shape.setdefault(small.shape, []).append(i)
         for idx in by_shape.values():
             batch = np.stack([scaled[i] for i in idx])
-            boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+            boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)  # type: ignore[attr-defined]
             for j, i in enumerate(idx):
                 if boxes[j] is None:
                     continue
@@ -117,13 +134,24 @@ class FaceDetector:
         return small, scale
 
 
+def detector_for(embedder: Embedder, threads: int = 1) -> FaceDetector:
+    """The detector that goes with `embedder`: MTCNN on onnxruntime when the embedder runs there and its export
+    has the detector's files beside it (no torch), else facenet-pytorch's on the embedder's device."""
+    if embedder.runtime == "onnx":
+        from .mtcnn_onnx import has_detector
+
+        if has_detector(embedder.source):
+            return FaceDetector(onnx_stages=embedder.source, threads=threads)
+    return FaceDetector(device=embedder.device)
+
+
 class FacePipeline:
     """detector + embedder: frame -> the largest face's crop and embedding."""
 
     def __init__(self, embedder: Embedder, detector: FaceDetector | None = None):
         self.embedder = embedder
         self.spec = embedder.spec
-        self.detector = detector or FaceDetector(device=embedder.device)
+        self.detector = detector or detector_for(embedder)
 
     def crop(self, frame_rgb: np.ndarray, det: Detection) -> np.ndarray:
         return crop_face(frame_rgb, det.box, det.landmarks, self.spec)
@@ -134,6 +162,9 @@ class FacePipeline:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         out = []
         for i in range(0, len(crops), batch_size):
+            if self.embedder.forward is not None:  # another runtime: numpy in and out, no torch
+                out.append(self.embedder.forward(to_network_array(crops[i : i + batch_size], self.spec)))
+                continue
             x = to_network_input(crops_to_tensor(crops[i : i + batch_size]), self.spec)
             out.append(self.embedder.embed_batch(x).numpy())
         return np.concatenate(out).astype(np.float32)

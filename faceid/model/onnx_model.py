@@ -46,7 +46,7 @@ def require_module(module: str, purpose: str):
 
 
 class OnnxForward:
-    """An onnxruntime session as a callable: normalised float32 NCHW tensor -> (N, 512) embeddings tensor."""
+    """An onnxruntime session as a callable: normalised float32 NCHW array -> (N, 512) embeddings array."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 1):
         ort = require_module("onnxruntime", "run the embedder on onnxruntime (or use --runtime torch)")
@@ -73,11 +73,9 @@ class OnnxForward:
             )
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def __call__(self, x):
-        import torch
-
-        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})
-        return torch.from_numpy(out[0])
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Normalised float32 (N, 3, size, size) numpy input -> (N, 512) embeddings (no torch)."""
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, np.float32)})[0]
 
 
 def read_metadata(forward: OnnxForward, path: Path) -> dict:
@@ -101,9 +99,8 @@ def read_metadata(forward: OnnxForward, path: Path) -> dict:
 
 
 def load_onnx_embedder(path: str | os.PathLike, threads: int = 1):
-    """An Embedder whose network runs on onnxruntime (CPU); spec, threshold and fingerprint from the metadata."""
-    import torch
-
+    """An Embedder whose network runs on onnxruntime (CPU); spec, threshold and fingerprint from the metadata.
+    Imports no torch."""
     from .embedder import DEFAULT_THRESHOLD, Embedder
     from .preprocessing import PreprocessSpec
 
@@ -122,7 +119,7 @@ def load_onnx_embedder(path: str | os.PathLike, threads: int = 1):
         threshold_calibrated=threshold is not None,
         fingerprint=meta["fingerprint"],
         source=str(path),
-        device=torch.device("cpu"),
+        device="cpu",
         forward=forward,
         calibration=table,
     )

@@ -36,6 +36,7 @@ ARCFACE_TEMPLATE_112 = np.array(
 )
 ALIGNED_SIZE = 112
 CROP_STYLES = ("aligned5", "box")
+PIXEL_CENTRE, PIXEL_SCALE = 127.5, 128.0  # fixed_image_standardization: (pixel - 127.5) / 128
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,21 @@ def to_network_input(crops: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     x = crops.float()
     if x.shape[-1] != spec.size or x.shape[-2] != spec.size:
         x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=False)
-    return (x - 127.5) / 128.0
+    return (x - PIXEL_CENTRE) / PIXEL_SCALE
+
+
+def to_network_array(crops: list[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
+    """`to_network_input` without torch, for onnxruntime: HxWx3 uint8 crops -> float32 NCHW, spec.size,
+    normalised. OpenCV's bilinear resize of float pixels is torch's ``interpolate(bilinear)`` to within 0.003 of
+    a grey level (tests/model/test_torch_free.py)."""
+    size = (spec.size, spec.size)
+    x = np.stack(
+        [
+            c.astype(np.float32) if c.shape[:2] == size else cv2.resize(c.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+            for c in crops
+        ]
+    )
+    return np.ascontiguousarray(((x - PIXEL_CENTRE) / PIXEL_SCALE).transpose(0, 3, 1, 2), np.float32)
 
 
 def crops_to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
