@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 Net = Callable[[np.ndarray], Sequence[np.ndarray]]
@@ -25,20 +26,29 @@ CELL, STRIDE = 12, 2  # P-net's window and its stride in the pyramid level
 MAX_CANDIDATES = 20_000  # per stage; far beyond any real frame (a crowded 640 px frame gives a few hundred)
 
 
-@lru_cache(maxsize=256)
-def _pool_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights of torch's area interpolation (adaptive average pooling) along one axis: output i
-    averages inputs floor(i * n_in / n_out) .. ceil((i + 1) * n_in / n_out) - 1."""
-    m = np.zeros((n_out, n_in), np.float32)
-    for i in range(n_out):
-        start, end = (i * n_in) // n_out, -(-(i + 1) * n_in // n_out)
-        m[i, start:end] = 1.0 / (end - start)
-    return m
+@lru_cache(maxsize=1024)
+def _area_ranges(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torch's area interpolation (adaptive average pooling) along one axis: output i averages inputs
+    floor(i * n_in / n_out) .. ceil((i + 1) * n_in / n_out) - 1. Returns (starts, ends, counts)."""
+    i = np.arange(n_out)
+    starts, ends = (i * n_in) // n_out, -(-(i + 1) * n_in // n_out)
+    return starts, ends, (ends - starts).astype(np.float64)
 
 
-def area_resize(chw: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float32 (..., C, H, W) -> (..., C, height, width) by area averaging (torch's ``mode="area"``)."""
-    return _pool_matrix(chw.shape[-2], height) @ chw @ _pool_matrix(chw.shape[-1], width).T
+def sum_table(image: np.ndarray) -> np.ndarray:
+    """The image's summed-area table (H + 1, W + 1, 3), float64: every area average below is four look-ups in it,
+    exact (integer sums), and the table is made once per image for the pyramid and every crop."""
+    return cv2.integral(np.ascontiguousarray(image), sdepth=cv2.CV_64F)
+
+
+def area_resize(table: np.ndarray, y0: int, y1: int, x0: int, x1: int, height: int, width: int) -> np.ndarray:
+    """The image's pixels [y0:y1, x0:x1] resized to height x width by area averaging (torch's ``mode="area"``),
+    as float32 (3, height, width)."""
+    sy, ey, cy = _area_ranges(y1 - y0, height)
+    sx, ex, cx = _area_ranges(x1 - x0, width)
+    sy, ey, sx, ex = sy + y0, ey + y0, sx + x0, ex + x0
+    total = table[np.ix_(ey, ex)] - table[np.ix_(sy, ex)] - table[np.ix_(ey, sx)] + table[np.ix_(sy, sx)]
+    return (total / (cy[:, None, None] * cx[None, :, None])).transpose(2, 0, 1).astype(np.float32)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -123,15 +133,16 @@ def regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def crops(image: np.ndarray, boxes: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+def crops(table: np.ndarray, boxes: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     """The boxes' pixels (1-based, clipped to the image as facenet-pytorch's `pad` does), each resized to
-    side x side by area and normalised: (n, 3, side, side), and the mask of boxes that overlap the image."""
-    h, w = image.shape[1:]
+    side x side by area and normalised: (n, 3, side, side), and the mask of boxes that overlap the image.
+    `table`: the image's `sum_table`."""
+    h, w = table.shape[0] - 1, table.shape[1] - 1
     b = np.trunc(boxes[:, :4]).astype(np.int32)
     x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
     ex, ey = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
     ok = (ey > y - 1) & (ex > x - 1)
-    out = [area_resize(image[:, y[k] - 1 : ey[k], x[k] - 1 : ex[k]], side, side) for k in np.nonzero(ok)[0]]
+    out = [area_resize(table, y[k] - 1, ey[k], x[k] - 1, ex[k], side, side) for k in np.nonzero(ok)[0]]
     stacked = np.stack(out) if out else np.zeros((0, 3, side, side), np.float32)
     return normalise(stacked).astype(np.float32), ok
 
@@ -155,26 +166,27 @@ def detect_faces(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Faces in each of a batch of equal-size RGB uint8 images (N, H, W, 3): per image (boxes (n, 5): x1, y1, x2,
     y2, probability; landmarks (n, 5, 2) in pixels: eyes, nose, mouth corners)."""
-    batch = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
-    n, _, h, w = batch.shape
+    n, h, w = images.shape[:3]
+    tables = [sum_table(image) for image in images]
     per_image: list[list[np.ndarray]] = [[] for _ in range(n)]
     for scale in pyramid_scales(h, w, min_face, factor):
-        level = normalise(area_resize(batch, int(h * scale + 1), int(w * scale + 1))).astype(np.float32)
+        size = int(h * scale + 1), int(w * scale + 1)
+        level = normalise(np.stack([area_resize(t, 0, h, 0, w, *size) for t in tables])).astype(np.float32)
         reg, prob = pnet(level)
         for i in range(n):
             found = candidate_boxes(reg[i], prob[i, 1], scale, thresholds[0])
             per_image[i].append(found[nms(found[:, :4], found[:, 4], 0.5)])
     empty = np.zeros((0, 9), np.float32)
     return [
-        _refine(batch[i], np.concatenate(per_image[i]) if per_image[i] else empty, rnet, onet, thresholds)
+        _refine(tables[i], np.concatenate(per_image[i]) if per_image[i] else empty, rnet, onet, thresholds)
         for i in range(n)
     ]
 
 
 def _refine(
-    image: np.ndarray, boxes: np.ndarray, rnet: Net, onet: Net, thresholds: Sequence[float]
+    table: np.ndarray, boxes: np.ndarray, rnet: Net, onet: Net, thresholds: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """R-net and O-net on P-net's candidates in one image (3, H, W): (boxes (n, 5), landmarks (n, 5, 2))."""
+    """R-net and O-net on P-net's candidates in one image (its `sum_table`): (boxes (n, 5), landmarks (n, 5, 2))."""
     none = (np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32))
     (boxes,) = _top(boxes)
     boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
@@ -184,7 +196,7 @@ def _refine(
     if not len(boxes):
         return none
     # Second stage: R-net on 24 x 24 crops
-    data, ok = crops(image, boxes, 24)
+    data, ok = crops(table, boxes, 24)
     boxes = boxes[ok]
     if not len(boxes):
         return none
@@ -198,7 +210,7 @@ def _refine(
     if not len(boxes):
         return none
     # Third stage: O-net on 48 x 48 crops, landmarks
-    data, ok = crops(image, boxes, 48)
+    data, ok = crops(table, boxes, 48)
     boxes = boxes[ok]
     if not len(boxes):
         return none
