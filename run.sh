@@ -19,7 +19,7 @@ else
   RUN_PYTHON="$VENV/bin/python"
 fi
 stamp="$VENV/.faceid-requirements"
-want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+want=$(cat requirements.txt requirements-onnx.txt requirements-torch.txt requirements-dev.txt | sha256sum | cut -c1-16)
 if [ "${FACEID_SYSTEM_PYTHON:-0}" != 1 ] && { [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; }; then
   echo "Setting up $VENV (first run or requirements changed) ..." >&2
   "$PYTHON" -m venv "$VENV"

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_cold_start.py                          # 1k, 100k, 1M templates
     .venv/bin/python bench/bench_cold_start.py --sizes 1000 --repeats 5  # quick
+    .venv/bin/python bench/bench_cold_start.py --onnx /tmp/m.onnx --repeats 5  # torch vs the torch-free ONNX path
 
 "today" is the app at --baseline-rev (default: the commit before the persistent search index), extracted
 with `git archive` into --work-dir and run from there; "now" is this checkout. Both run in the same
@@ -18,6 +19,11 @@ Galleries: n-1 synthetic L2-normalised templates plus "Probe Person", whose temp
 of IMAGE, added in bulk with `Gallery.add_templates` (not n registrations) under the model's fingerprint,
 cached in --work-dir between runs. The baseline gets a copy converted to its schema (version 1).
 The OS page cache is warm (files were just written/read); nothing else is cached between processes.
+
+With --onnx FILE (an export_model.py export of --weights, with its detector files beside it) it instead compares
+the runtimes on the smallest gallery, alternating in one run: `python -c "import onnxruntime, cv2, numpy"` (the
+floor: what any ONNX program pays to start), `verify` and `identify` with `--model FILE` (onnxruntime, no torch
+imported), and the same with `--weights` (torch: facenet-pytorch's MTCNN and the torch network).
 """
 
 from __future__ import annotations
@@ -78,6 +84,9 @@ def parse_args() -> argparse.Namespace:
         help="backbone weights both versions load (default: the stand-in weights)",
     )
     p.add_argument("--crop", default="aligned5", help="crop style for --weights (default: aligned5)")
+    p.add_argument(
+        "--onnx", help="an export of --weights (export_model.py): compare the ONNX path with torch's (see above)"
+    )
     p.add_argument("--json-out", help="also write the results to this JSON file")
     return p.parse_args()
 
@@ -160,6 +169,8 @@ def main() -> int:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     probe, fingerprint = probe_template(args)
+    if args.onnx:
+        return compare_runtimes(args, work, probe, fingerprint)
     trees = {"now": REPO}
     if not args.no_baseline:
         trees["today"] = extract_baseline(args.baseline_rev, work / f"baseline-{args.baseline_rev}")
@@ -225,6 +236,46 @@ def main() -> int:
                     record(n, what, version, seconds)
                     print(f"{n:>9,}  {version:<5}  {what:<9} {seconds:7.2f} s", flush=True)
     print_summary(results)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def compare_runtimes(args, work: Path, probe: np.ndarray, fingerprint: str) -> int:
+    """--onnx: the floor, the ONNX path and the torch path, alternating, on the smallest gallery."""
+    n = min(args.sizes)
+    gallery = work / f"gallery-{n}"
+    build_gallery(gallery, n, probe, fingerprint)
+    common = ["--data-dir", str(gallery), "--offline", "--no-preview", "--probe-samples", "1", "--source", args.image]
+    runtimes = {"onnx": ["--model", args.onnx], "torch": ["--weights", args.weights, "--crop", args.crop]}
+    actions = {"verify": ["verify", "--name", PROBE_NAME], "identify": ["identify"]}
+    floor = ["-c", "import onnxruntime, cv2, numpy; print('{}')"]
+    results: list[dict] = []
+    for _ in range(args.repeats):
+        seconds, _, _ = timed(REPO, floor)
+        results.append({"command": "import onnxruntime, cv2, numpy", "runtime": "floor", "seconds": seconds})
+        print(f"floor  import onnxruntime, cv2, numpy  {seconds:6.2f} s", flush=True)
+        for what, action in actions.items():
+            for runtime, flags in runtimes.items():
+                seconds, _, answer = timed(REPO, ["faceid_app.py", *common, *flags, *action, "--json"])
+                assert answer is not None and answer["model"]["runtime"] == runtime, answer
+                if what == "identify":
+                    assert answer["identified"] == PROBE_NAME, answer
+                else:
+                    assert answer["match"] is True or answer["score"] > 0.99, answer
+                results.append({"command": what, "runtime": runtime, "seconds": seconds})
+                print(f"{runtime:<6} {what:<30} {seconds:6.2f} s", flush=True)
+    med = {
+        (c, r): statistics.median(x["seconds"] for x in results if (x["command"], x["runtime"]) == (c, r))
+        for c, r in {(x["command"], x["runtime"]) for x in results}
+    }
+    base = med[("import onnxruntime, cv2, numpy", "floor")]
+    print(f"\nmedian seconds, process start to answer, {args.repeats} runs each, {n:,} templates (same run)")
+    print(f"floor (import onnxruntime, cv2, numpy): {base:.2f} s")
+    print(f"{'command':<10} {'torch':>7} {'onnx':>7} {'torch/onnx':>10} {'onnx/floor':>10}")
+    for what in actions:
+        t, o = med[(what, "torch")], med[(what, "onnx")]
+        print(f"{what:<10} {t:7.2f} {o:7.2f} {t / o:9.2f}x {o / base:9.2f}x")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
     return 0

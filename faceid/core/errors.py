@@ -100,6 +100,9 @@ def describe_unexpected(err: BaseException) -> str:
     )
 
 
+TORCH_MODULES = ("torch", "torchvision", "facenet_pytorch")  # what the slim install (requirements-onnx.txt) lacks
+
+
 def run_cli(main: Callable[[], int | None], argv: list[str] | None = None) -> NoReturn:
     """Run `main()` and exit with its code, turning every failure into one sentence (see module docstring).
 
@@ -119,6 +122,20 @@ def run_cli(main: Callable[[], int | None], argv: list[str] | None = None) -> No
         _quiet_broken_pipe()
     except SystemExit:
         raise
+    except ImportError as err:  # the slim install (no torch) running a command that needs torch
+        missing = (err.name or "").partition(".")[0]
+        if missing not in TORCH_MODULES:
+            if debug_enabled():
+                traceback.print_exc()
+            _fail(describe_unexpected(err), EXIT_ERROR, want_json, {})
+        _fail(
+            f"{missing} is not installed, and this needs it: without torch, faceid recognises faces only with an "
+            f"exported model (--model FILE.onnx); install requirements.txt for training, export and the torch "
+            f"runtime (docs/install.md).",
+            EXIT_ERROR,
+            want_json,
+            {},
+        )
     except Exception as err:  # a bug: still one sentence and exit 2 (never 1, which means "no match")
         if debug_enabled():
             traceback.print_exc()

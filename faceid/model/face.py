@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -81,7 +81,7 @@ class FaceDetector:
         if onnx_stages is not None:
             from .mtcnn_onnx import OnnxMTCNN
 
-            self.mtcnn: object = OnnxMTCNN(onnx_stages, min_face_size, thresholds, threads)
+            self.mtcnn: Any = OnnxMTCNN(onnx_stages, min_face_size, thresholds, threads)  # MTCNN.detect's answer
             return
         import torch
         from facenet_pytorch import MTCNN
@@ -110,7 +110,7 @@ class FaceDetector:
             by_shape.setdefault(small.shape, []).append(i)
         for idx in by_shape.values():
             batch = np.stack([scaled[i] for i in idx])
-            boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)  # type: ignore[attr-defined]
+            boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
             for j, i in enumerate(idx):
                 if boxes[j] is None:
                     continue

@@ -71,9 +71,11 @@ class _StageSession:
         names_ok = [i.name for i in self.session.get_inputs()] == [DETECTOR_INPUT] and tuple(
             o.name for o in self.session.get_outputs()
         ) == outputs
-        if not names_ok or meta.get(META_PREFIX + "format") != json.dumps(DETECTOR_FORMAT) or meta.get(
-            META_PREFIX + "stage"
-        ) != json.dumps(stage):
+        if (
+            not names_ok
+            or meta.get(META_PREFIX + "format") != json.dumps(DETECTOR_FORMAT)
+            or meta.get(META_PREFIX + "stage") != json.dumps(stage)
+        ):
             raise FaceIDError(
                 f"{path} is not the {stage} stage of a faceid detector; write it again with {command('export_model.py')}."
             )
@@ -81,7 +83,10 @@ class _StageSession:
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         if self.side is not None and len(x) == 0:
-            return [np.zeros((0, 4 if name == "offsets" else 10 if name == "landmarks" else 2), np.float32) for name in self.outputs]
+            return [
+                np.zeros((0, 4 if name == "offsets" else 10 if name == "landmarks" else 2), np.float32)
+                for name in self.outputs
+            ]
         return self.session.run(self.outputs, {DETECTOR_INPUT: np.ascontiguousarray(x, np.float32)})
 
 
@@ -119,13 +124,19 @@ class OnnxMTCNN:
             self.thresholds,
             self.factor,
         )
-        boxes, probs, points = [], [], []
+        boxes: list[np.ndarray | None] = []
+        probs: list[Any] = []
+        points: list[np.ndarray | None] = []
         for b, p in found:
             if not len(b):
-                boxes.append(None), probs.append([None]), points.append(None)
+                boxes.append(None)
+                probs.append([None])
+                points.append(None)
                 continue
             order = np.argsort((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[::-1]
-            boxes.append(b[order, :4]), probs.append(b[order, 4]), points.append(p[order])
+            boxes.append(b[order, :4])
+            probs.append(b[order, 4])
+            points.append(p[order])
         return boxes, probs, points
 
 
@@ -145,7 +156,9 @@ def export_detector(embedder_onnx: str | os.PathLike, opset: int) -> dict[str, A
         example = torch.rand(2, 3, edge, edge + (0 if side else 16), generator=gen) * 2 - 1
         dims: dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=1 << 20)}
         if side is None:
-            dims.update({2: torch.export.Dim("height", min=12, max=1 << 15), 3: torch.export.Dim("width", min=12, max=1 << 15)})
+            dims.update(
+                {2: torch.export.Dim("height", min=12, max=1 << 15), 3: torch.export.Dim("width", min=12, max=1 << 15)}
+            )
         with torch.no_grad():
             program = torch.onnx.export(
                 net,

@@ -41,7 +41,7 @@ def require_module(module: str, purpose: str):
     except ImportError:
         raise FaceIDError(
             f"{module} is not installed, which is needed to {purpose}; install the versions pinned "
-            f"in requirements-dev.txt (pip install -r requirements-dev.txt)."
+            f"in requirements.txt and requirements-dev.txt (pip install -r requirements-dev.txt)."
         ) from None
 
 

@@ -159,7 +159,9 @@ def to_network_array(crops: list[np.ndarray], spec: PreprocessSpec) -> np.ndarra
     size = (spec.size, spec.size)
     x = np.stack(
         [
-            c.astype(np.float32) if c.shape[:2] == size else cv2.resize(c.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+            c.astype(np.float32)
+            if c.shape[:2] == size
+            else cv2.resize(c.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
             for c in crops
         ]
     )

@@ -78,7 +78,7 @@ def choose_runtime(
             f"{Path(checkpoint).with_suffix('.onnx')})"
         )
     elif not _has("onnxruntime"):
-        why = "onnxruntime is not installed (pip install -r requirements-dev.txt)"
+        why = "onnxruntime is not installed (pip install -r requirements.txt)"
     if why is None:
         assert checkpoint is not None and onnx_file is not None  # either one None has set `why` above
         embedder = load_onnx_embedder(onnx_file, threads)
