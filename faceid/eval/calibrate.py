@@ -16,26 +16,12 @@ import os
 from pathlib import Path
 
 from ..core.errors import FaceIDError
+from ..model.benchmark import benchmark_reason
 from ..model.calibration import write_calibration_file
 from ..model.heldout import build_tables
 from .embed_cache import EmbedCache
 from .evaluator import keep_freed_memory
 from .people import embed_people, load_people
-
-BENCHMARK_MARKERS = ("pairs.txt", "pairsDevTest.txt", "pairsDevTrain.txt", "people.txt", "peopleDevTest.txt")
-
-
-def benchmark_reason(root: Path) -> str | None:
-    """Why this folder looks like benchmark data (LFW), or None. Checks the folder and its parent for LFW's
-    pair/people lists and any path part named like LFW."""
-    root = root.resolve()
-    for folder in (root, root.parent):
-        for marker in BENCHMARK_MARKERS:
-            if (folder / marker).is_file():
-                return f"{folder / marker} lies beside it (an LFW pair or people list)"
-    if any("lfw" in part.lower() for part in root.parts):
-        return f"its path {root} names LFW"
-    return None
 
 
 def check_not_benchmark(folder: str | os.PathLike, allow: bool) -> bool:

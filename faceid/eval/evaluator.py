@@ -183,7 +183,17 @@ def load_faceid_backend(
     else backbone weights (--weights, $FACEID_WEIGHTS, torch's cache, download; one clear error offline)."""
     from ..model.embedder import choose_embedder
 
-    embedder = choose_embedder(model, weights, crop, device, download=True, calibration=calibration)
+    if model is not None and str(model).lower().endswith(".onnx"):  # an export (fp32 or --int8) on onnxruntime
+        from dataclasses import replace
+
+        from ..model.calibration import read_calibration_file
+        from ..model.runtime import choose_runtime
+
+        embedder, _ = choose_runtime(model, weights, crop, device, download=False, runtime="onnx")
+        if calibration is not None:
+            embedder = replace(embedder, calibration=read_calibration_file(calibration, embedder.fingerprint))
+    else:
+        embedder = choose_embedder(model, weights, crop, device, download=True, calibration=calibration)
     report.note(f"device: {describe_device(embedder.device)}")
     return FaceIDBackend(embedder, batch_size=batch_size, flip=flip)
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..core.errors import ArgumentParser
+from ..core.errors import ArgumentParser, FaceIDError, positive_int
 from ..core.report import add_verbosity_options, note, set_verbosity
 from .export import OPSET, run_export
 from .options import add_model_options
+from .quantize import INT8_SAMPLES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,6 +34,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--no-inference-checkpoint", action="store_true", help="write the ONNX file only.")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET}).")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write an INT8 embedder (<stem>.int8.onnx, onnxruntime static quantisation; needs --int8-data; "
+        "default: off). It has its own fingerprint: calibrate its threshold with evaluate_model.py --calibrate.",
+    )
+    p.add_argument(
+        "--int8-data",
+        metavar="DIR",
+        help="face images to measure the INT8 ranges on: training images (e.g. preprocess_dataset.py's output) or a "
+        "folder of your own, never benchmark data (LFW is refused). Default: none.",
+    )
+    p.add_argument(
+        "--int8-samples",
+        type=positive_int,
+        default=INT8_SAMPLES,
+        help=f"how many images of --int8-data to use (default: {INT8_SAMPLES}).",
+    )
     p.add_argument("--json", action="store_true", help="print what was written as JSON.")
     add_verbosity_options(p)
     return p.parse_args(argv)
@@ -41,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_verbosity(args.quiet, args.verbose)
+    if args.int8 != (args.int8_data is not None):
+        raise FaceIDError(
+            "--int8 needs --int8-data DIR (face images to measure its ranges on), and only it.", "int8", "int8_data"
+        )
     note("device: CPU (the export and its onnxruntime check run on the CPU)")
     report = run_export(
         args.model,
@@ -51,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         opset=args.opset,
         download=args.download,
         slim=not args.no_inference_checkpoint,
+        int8_data=args.int8_data,
+        int8_samples=args.int8_samples,
     )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -68,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote the face detector beside it: {', '.join(s['path'] for s in stages.values())} "
         f"({sum(s['bytes'] for s in stages.values()) / 2**20:.1f} MiB; MTCNN for --runtime onnx without torch)"
     )
+    if report["int8"]:
+        q = report["int8"]
+        print(
+            f"wrote {q['path']} ({q['bytes'] / 2**20:.1f} MiB, its detector beside it): INT8 from "
+            f"{q['calibration_crops']} face crops; cosine vs fp32 min {q['cosine_vs_fp32']['min']:.4f}, median "
+            f"{q['cosine_vs_fp32']['median']:.4f}; fingerprint {q['fingerprint']} (its own: calibrate it with "
+            f"evaluate_model.py --calibrate FOLDER --model {q['path']})"
+        )
     if report["inference_checkpoint"]:
         slim = report["inference_checkpoint"]
         print(

@@ -19,6 +19,7 @@ from .checkpoint import INFERENCE_KEYS, Checkpoint, load_checkpoint, save_infere
 from .mtcnn_onnx import export_detector
 from .onnx_model import INPUT_NAME, META_PREFIX, ONNX_FORMAT, OUTPUT_NAME, OnnxForward, require_module
 from .options import default_model
+from .quantize import INT8_SAMPLES, check_int8_data, quantize_embedder
 
 OPSET = 18
 MATCH_COSINE = 0.9999  # onnxruntime's embeddings must agree with torch's at least this well
@@ -140,8 +141,13 @@ def run_export(
     opset: int = OPSET,
     download: bool = False,
     slim: bool = True,
+    int8_data: str | None = None,
+    int8_samples: int = INT8_SAMPLES,
 ) -> dict:
-    """export_model.py: the ONNX file and (unless `slim` is False) the slim inference checkpoint."""
+    """export_model.py: the ONNX file with its detector, (unless `slim` is False) the slim inference checkpoint,
+    and with `int8_data` (a folder of face images) the INT8 model beside them (`quantize`)."""
+    if int8_data is not None:
+        check_int8_data(int8_data)  # before a minute of export, so a wrong folder costs nothing
     checkpoint, source = checkpoint_for_export(model, weights, crop, download=download)
     default_onnx, default_slim = default_outputs(source)
     onnx_out = Path(onnx_path) if onnx_path else default_onnx
@@ -155,6 +161,7 @@ def run_export(
             report["inference_checkpoint"] = {"path": str(slim_out), "bytes": slim_out.stat().st_size}
         report["onnx"] = export_onnx(checkpoint, onnx_out, opset=opset, sources=sources)
         report["detector"] = export_detector(onnx_out, opset)  # MTCNN beside it: --runtime onnx needs no torch
+        report["int8"] = None if int8_data is None else quantize_embedder(onnx_out, int8_data, int8_samples)
     except OSError as err:
         raise FaceIDError(
             f"Cannot write {err.filename or onnx_out}: {err.strerror}; choose another place for it.",

@@ -149,23 +149,35 @@ def test_detector_files_are_checked_before_use(detector_onnx, tmp_path):
         OnnxMTCNN(embedder, 40, (0.6, 0.7, 0.7))
 
 
+def _run(script: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, REPO / script, *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=900
+    )
+
+
 @pytest.fixture(scope="module")
-def exported(module_tmp, stand_in) -> Path:
-    """export_model.py run once, as a user would, on the stand-in weights: embedder and detector."""
+def training_crops(module_tmp, shared_data) -> Path:
+    """Real training images (pins90's first 400 aligned faces), unpacked as preprocess_dataset.py does."""
+    out = module_tmp / "pins90"
+    rec = shared_data / "recordio" / "pins90_112x112" / "train.rec"
+    result = _run("preprocess_dataset.py", "--rec", rec, "--output-dir", out, "--limit", 400, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(module_tmp, stand_in, training_crops) -> tuple[Path, dict]:
+    """export_model.py run once, as a user would, on the stand-in weights: embedder, detector and INT8 model."""
     pytest.importorskip("onnxscript", reason="onnxscript not installed (requirements-dev.txt pins it)")
     out = module_tmp / "export" / "m.onnx"
     out.parent.mkdir()
-    args = ["--weights", STAND_IN, "--crop", "aligned5", "--onnx", out, "--no-inference-checkpoint", "--json"]
-    result = subprocess.run(
-        [sys.executable, REPO / "export_model.py", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=900,
-    )
+    int8 = ["--int8", "--int8-data", training_crops, "--int8-samples", 96]
+    args = ["--weights", STAND_IN, "--crop", "aligned5", "--onnx", out, "--no-inference-checkpoint", *int8, "--json"]
+    result = _run("export_model.py", *args)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert set(json.loads(result.stdout)["detector"]) == {"pnet", "rnet", "onet"}
-    return out
+    report = json.loads(result.stdout)
+    assert set(report["detector"]) == {"pnet", "rnet", "onet"}
+    return out, report
 
 
 def _app_without_torch(*argv) -> tuple[int, dict, str]:
@@ -192,7 +204,7 @@ def _app_without_torch(*argv) -> tuple[int, dict, str]:
 @pytest.mark.e2e
 def test_app_registers_and_verifies_real_clip_frames_without_torch(exported, shared_data, tmp_path):
     videos = shared_data / "videos"
-    common = ["--data-dir", tmp_path / "gallery", "--no-preview", "--model", exported, "--sample-gap", "8"]
+    common = ["--data-dir", tmp_path / "gallery", "--no-preview", "--model", exported[0], "--sample-gap", "8"]
     code, reg, err = _app_without_torch(
         *common, "--source", videos / "d18.mp4", "--samples", "3", "--max-frames", 108, "register", "--name", "d18"
     )
@@ -217,3 +229,47 @@ def test_app_registers_and_verifies_real_clip_frames_without_torch(exported, sha
         "d18",
     )
     assert code == 2 and refused["error"].startswith("torch is not installed, and this needs it"), refused
+
+
+@pytest.mark.e2e
+def test_int8_export_round_trips_on_the_stand_in_weights(exported, shared_data, tmp_path):
+    """The INT8 model: smaller, its own fingerprint, no fp32 threshold table, embeddings close to fp32's on real
+    faces it was not calibrated on, and the app registers and verifies with it without torch."""
+    from faceid.model.face import FacePipeline
+    from faceid.model.mtcnn_onnx import has_detector
+    from faceid.model.onnx_model import load_onnx_embedder
+    from faceid.model.quantize import int8_path
+
+    fp32_path, report = exported
+    path = int8_path(fp32_path)
+    assert report["int8"]["path"] == str(path) and report["int8"]["calibration_crops"] == 96
+    assert path.stat().st_size < fp32_path.stat().st_size / 2 and has_detector(path)
+    fp32, int8 = load_onnx_embedder(fp32_path), load_onnx_embedder(path)
+    assert int8.fingerprint != fp32.fingerprint and len(int8.fingerprint) == len(fp32.fingerprint)
+    assert int8.spec == fp32.spec and not int8.threshold_calibrated and int8.calibration is None
+    frames = _clip_frames(shared_data / "videos" / "d10.mp4", every=20, count=6)
+    pipe32, pipe8 = FacePipeline(fp32), FacePipeline(int8)
+    crops = [pipe32.crop(f, r.face) for f in frames if (r := pipe32.analyze(f, embed=False)).face is not None]
+    assert len(crops) >= 4
+    cosines = (pipe32.embed_crops(crops) * pipe8.embed_crops(crops)).sum(axis=1)
+    assert cosines.min() > 0.9, cosines
+    videos = shared_data / "videos"
+    common = ["--data-dir", tmp_path / "gallery", "--no-preview", "--model", path, "--sample-gap", "8"]
+    register = ["--source", videos / "d18.mp4", "--samples", "3", "--max-frames", 108, "register", "--name", "d18"]
+    code, reg, err = _app_without_torch(*common, *register)
+    assert code == 0 and reg["model"]["fingerprint"] == int8.fingerprint, err[-1500:]
+    probe = ["--start-frame", 108, "--probe-samples", "1", "--threshold", "0.5", "--source", videos / "d18.mp4"]
+    code, same, err = _app_without_torch(*common, *probe, "verify", "--name", "d18")
+    assert code == 0 and same["match"] is True, err[-1500:]
+    # the fp32 model does not read a gallery registered on the INT8 one as if it were its own
+    code, other, _ = _app_without_torch(*common[:3], "--model", fp32_path, *probe, "verify", "--name", "d18")
+    assert code == 2 or other.get("match") is not True, other
+
+
+def test_int8_refuses_benchmark_data_before_exporting(shared_data, tmp_path, stand_in):
+    model = ["--weights", stand_in, "--crop", "aligned5", "--onnx", tmp_path / "m.onnx", "--int8"]
+    result = _run("export_model.py", *model, "--int8-data", shared_data / "lfw" / "images")
+    assert result.returncode == 2 and "benchmark data must stay test data" in result.stderr, result.stderr[-800:]
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+    result = _run("export_model.py", *model)
+    assert result.returncode == 2 and "--int8 needs --int8-data" in result.stderr, result.stderr[-800:]
