@@ -140,9 +140,19 @@ def detector_for(embedder: Embedder, threads: int = 1) -> FaceDetector:
     if embedder.runtime == "onnx":
         from .mtcnn_onnx import has_detector
 
-        if has_detector(embedder.source):
+        # without facenet-pytorch (the slim install) missing detector files are the error to name
+        if has_detector(embedder.source) or not _installed("facenet_pytorch"):
             return FaceDetector(onnx_stages=embedder.source, threads=threads)
     return FaceDetector(device=embedder.device)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a finder that refuses the module outright
+        return False
 
 
 class FacePipeline:

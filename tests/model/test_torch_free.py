@@ -229,6 +229,14 @@ def test_app_registers_and_verifies_real_clip_frames_without_torch(exported, sha
         "d18",
     )
     assert code == 2 and refused["error"].startswith("torch is not installed, and this needs it"), refused
+    # the model copied without its detector files: one sentence naming them, not a torch error
+    alone = tmp_path / "alone" / "m.onnx"
+    alone.parent.mkdir()
+    alone.write_bytes(exported[0].read_bytes())
+    code, refused, _ = _app_without_torch(
+        *common[:3], "--model", alone, *probe, "--source", videos / "d18.mp4", "verify", "--name", "d18"
+    )
+    assert code == 2 and "The face detector's files are missing beside" in refused["error"], refused
 
 
 @pytest.mark.e2e
