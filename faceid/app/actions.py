@@ -179,6 +179,7 @@ def check_gallery(session: Session) -> Checked:
     """The gallery's full integrity check (it also runs by itself after a crash): no model needed."""
     with session.gallery() as g:
         problems = g.check()
+        index_problem = None if problems else g.check_index()
         count = sum(g.fingerprints().values())
     if problems:
         raise FaceIDError(
@@ -186,7 +187,7 @@ def check_gallery(session: Session) -> Checked:
             f"{f' (and {len(problems) - 1} more problems)' if len(problems) > 1 else ''}; "
             f"restore a backup, or delete and re-register the people concerned."
         )
-    return Checked(db_path=str(g.db_path), templates=count)
+    return Checked(str(g.db_path), count, str(g.index_path), index_problem)
 
 
 def delete(session: Session, name: str) -> Deleted:

@@ -144,10 +144,13 @@ class Listed:
 
 @dataclass
 class Checked:
-    """check: the gallery at `db_path` is intact and holds `templates` templates."""
+    """check: the gallery at `db_path` is intact and holds `templates` templates; its search index at `index_path`
+    was checked against it in full and rebuilt, `index_problem` saying what was wrong with it (None: nothing)."""
 
     db_path: str
     templates: int
+    index_path: str
+    index_problem: str | None
     exit_code: int = EXIT_OK
 
 

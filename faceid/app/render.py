@@ -187,9 +187,15 @@ def _listed(r: Listed) -> Rendered:
 
 
 def _checked(r: Checked) -> Rendered:
+    index = (
+        f"The search index {r.index_path} was damaged ({r.index_problem}); rebuilt it from the database."
+        if r.index_problem
+        else f"The search index {r.index_path} matched the database; rebuilt it."
+    )
+    search_index = {"path": r.index_path, "damaged": r.index_problem is not None, "problem": r.index_problem}
     return (
-        {"action": "check", "intact": True, "templates": r.templates},
-        [f"The gallery {r.db_path} is intact ({r.templates} templates); search index rebuilt."],
+        {"action": "check", "intact": True, "templates": r.templates, "search_index": search_index},
+        [f"The gallery {r.db_path} is intact ({r.templates} templates).", index],
     )
 
 

@@ -20,7 +20,7 @@ import functools
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .files import fsync_dir
 from .index_cache import bump_index_version
@@ -165,16 +165,22 @@ def upgrade(db: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def write_transaction(conn: sqlite3.Connection, data_dir: Path) -> Iterator[sqlite3.Connection]:
+def write_transaction(
+    conn: sqlite3.Connection, data_dir: Path, before_commit: Callable[[str, str], None] | None = None
+) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE (take the write lock up front) ... new index version, COMMIT; any exception, Ctrl-C
-    included, rolls back. A `.writing-<pid>` marker lives as long as the transaction (crash detection)."""
+    included, rolls back. A `.writing-<pid>` marker lives as long as the transaction (crash detection).
+    `before_commit(old version, new version)` runs under the write lock just before COMMIT (the search index
+    follows the write there: `index_cache.IndexCache.follow`)."""
     marker = data_dir / f"{WRITE_MARKER}{os.getpid()}"
     os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE))
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-            bump_index_version(conn)
+            old, new = bump_index_version(conn)
+            if before_commit is not None:
+                before_commit(old, new)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

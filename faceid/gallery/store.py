@@ -43,7 +43,7 @@ from .files import (
     remove_sample_dir,
     write_sample_dir,
 )
-from .index_cache import IndexCache
+from .index_cache import IndexCache, IndexChanges
 from .names import lookup_key, validate_name
 from .records import (
     DB_NAME,
@@ -58,7 +58,7 @@ from .records import (
     mismatch_message,
 )
 from .seed import load_seed_pickle
-from .vectors import check_embeddings, from_blob, query_vector, template_sample, to_blob
+from .vectors import check_embeddings, cosines, from_blob, query_vector, template_sample, to_blob
 
 _PEOPLE_SQL = (
     "SELECT p.id, p.name, p.created, (SELECT COUNT(*) FROM samples s WHERE s.person_id = p.id), "
@@ -114,6 +114,7 @@ class Gallery:
                 raise GalleryError(
                     f"{self.db_path} is damaged after a crash ({problems[0]}); restore a backup or move it away."
                 )
+            self.check_index()  # a crash may leave the search index ahead of the database: noted, rebuilt
         if database.needs_upgrade(self._conn):
             with self._transaction() as db:
                 database.upgrade(db)
@@ -131,9 +132,9 @@ class Gallery:
 
     @db_errors
     def check(self) -> list[str]:
-        """The full integrity check (reads everything; run on request or after a crash): SQLite's quick_check,
-        every person has one template of the right size, every sample row has its crop file; then the search
-        index is rebuilt from the database. Returns the problems found, [] when intact."""
+        """The full integrity check of the database (reads everything; run on request or after a crash): SQLite's
+        quick_check, every person has one template of the right size, every sample row has its crop file. Returns
+        the problems found, [] when intact. The search index, a cache, is checked by `check_index`."""
         problems = [f"SQLite: {r[0]}" for r in self._conn.execute("PRAGMA quick_check") if r[0] != "ok"]
         if problems:
             return problems
@@ -148,17 +149,22 @@ class Gallery:
             if not (self._person_dir(pid) / f"{int(idx)}.jpg").is_file():
                 problems.append(f"the sample crop {self._person_dir(pid) / f'{int(idx)}.jpg'} is missing")
                 break
-        self._index.discard()
-        if not problems:
-            self._index.rebuild()
         for marker in database.crashed_writers(self.data_dir):
             marker.unlink(missing_ok=True)
         return problems
 
+    @db_errors
+    def check_index(self) -> str | None:
+        """The search index's full check against the database, then a fresh rebuild (`IndexCache.audit`): None when
+        the saved index was faithful or absent, else what was wrong with it (for ``check`` to report)."""
+        return self._index.audit()
+
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (`database.write_transaction`); once committed, the index in memory is stale."""
-        with database.write_transaction(self._conn, self.data_dir) as db:
+    def _transaction(self, changes: IndexChanges | None = None) -> Iterator[sqlite3.Connection]:
+        """A write transaction (`database.write_transaction`). The saved search index follows the write when the
+        body declares its `changes` (else it is stale, and rebuilt on next use); the index in memory is dropped."""
+        follow = lambda old, new: self._index.follow(changes, old, new)  # noqa: E731
+        with database.write_transaction(self._conn, self.data_dir, before_commit=follow) as db:
             yield db
         self._index.forget()
 
@@ -238,16 +244,19 @@ class Gallery:
         jpegs = [encode_jpeg(c) for c in crops]  # encode before taking the write lock
         template = template_of(emb)
         new_dir: Path | None = None
+        changes = IndexChanges()
         try:
-            with self._transaction() as db:
+            with self._transaction(changes) as db:
                 old = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
                 if old and not replace:
                     raise GalleryError(f"{name!r} is already registered; replace it only if you mean to.", "replace")
                 self._check_same_model(fingerprint, exclude_id=old[0] if old else None)
                 if old:
                     db.execute("DELETE FROM people WHERE id = ?", old)
+                    changes.remove(old[0])
                 pid = db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, _now())).lastrowid
                 assert pid is not None  # sqlite3 sets lastrowid after every successful INSERT
+                changes.add(pid)
                 new_dir = self._person_dir(pid)
                 self._write_person(db, pid, jpegs, emb, template, fingerprint)
                 # nothing more before COMMIT: the crash tests stop a registration at the end of _write_person
@@ -278,10 +287,12 @@ class Gallery:
     @db_errors
     def delete(self, name: str) -> bool:
         """Remove `name`'s rows and sample files; False when no one has that name."""
-        with self._transaction() as db:
+        changes = IndexChanges()
+        with self._transaction(changes) as db:
             row = db.execute("SELECT id FROM people WHERE name = ?", (lookup_key(name),)).fetchone()
             if row:
                 db.execute("DELETE FROM people WHERE id = ?", row)
+                changes.remove(row[0])
         if row:
             remove_sample_dir(self._person_dir(row[0]))
         return row is not None
@@ -296,7 +307,8 @@ class Gallery:
         (seed imports) whose template comes from another model cannot be recomputed: refused, naming them.
         Returns how many people were updated.
         """
-        with self._transaction() as db:
+        changes = IndexChanges()
+        with self._transaction(changes) as db:
             rows = db.execute(
                 "SELECT p.id, p.name, t.fingerprint, (SELECT COUNT(*) FROM samples s WHERE "
                 "s.person_id = p.id) FROM people p JOIN templates t ON t.person_id = p.id "
@@ -311,6 +323,8 @@ class Gallery:
             todo = [pid for pid, _, _, n in rows if n > 0]
             for pid in report.progress(todo, desc="re-enrolling", unit="person", enabled=progress):
                 self._reembed(db, pid, embed_crops, fingerprint)
+                changes.remove(pid)
+                changes.add(pid)
         return len(todo)
 
     def _reembed(
@@ -338,7 +352,8 @@ class Gallery:
         All or nothing; names already in the gallery are refused unless `replace`. Returns people imported.
         """
         entries = load_seed_pickle(path)
-        with self._transaction() as db:
+        changes = IndexChanges()
+        with self._transaction(changes) as db:
             clash = [n for n in entries if db.execute("SELECT 1 FROM people WHERE name = ?", (n,)).fetchone()]
             if clash and not replace:
                 raise GalleryError(
@@ -348,7 +363,9 @@ class Gallery:
                 )
             old_ids = [r[0] for n in clash for r in db.execute("SELECT id FROM people WHERE name = ?", (n,))]
             db.executemany("DELETE FROM people WHERE id = ?", [(i,) for i in old_ids])
+            changes.removed.update(old_ids)
             self._check_same_model(fingerprint)
+            changes.add_after(db)
             _insert_templates(db, entries.items(), fingerprint)
         for i in old_ids:
             remove_sample_dir(self._person_dir(i))
@@ -360,8 +377,10 @@ class Gallery:
         how a big gallery is built without registering each person (bench/bench_cold_start.py builds 1M).
         Names must be new. Returns how many were added."""
         vectors = check_embeddings(templates, count=len(names))
-        with self._transaction() as db:
+        changes = IndexChanges()
+        with self._transaction(changes) as db:
             self._check_same_model(fingerprint)
+            changes.add_after(db)
             try:
                 _insert_templates(db, zip((validate_name(n) for n in names), vectors), fingerprint)
             except sqlite3.IntegrityError:
@@ -383,25 +402,16 @@ class Gallery:
             raise corrupt_database(self.db_path)  # a person without a template: our schema never writes that
         if row[0] != fingerprint:
             raise ModelMismatchError(mismatch_message(row[0], fingerprint))
-        return float(from_blob(row[1], self.db_path) @ q)
+        return float(cosines(from_blob(row[1], self.db_path), q, self.db_path)[0])
 
     @db_errors
     def identify(self, embedding: np.ndarray, fingerprint: str, k: int = 5) -> list[Match]:
-        """1:N: the k best-matching people by cosine, best first (fewer if the gallery is smaller)."""
+        """1:N: the k best-matching people by cosine, best first (fewer if the gallery is smaller). The search
+        index finds them; their scores are the database's own (`IndexCache.search`)."""
         if k < 1:
             raise GalleryError(f"k must be at least 1, not {k}.")
         q = query_vector(embedding)
-        index, ids = self._index.search_index(fingerprint)
-        scores, rows = index.search(q, k)
-        wanted = [int(ids[r]) for r in rows]
-        names = (
-            dict(self._conn.execute(f"SELECT id, name FROM people WHERE id IN ({','.join('?' * len(wanted))})", wanted))
-            if wanted
-            else {}
-        )
-        if len(names) != len(set(wanted)):  # the index is current, so this is a damaged database
-            raise corrupt_database(self.db_path)
-        return [Match(names[i], float(s)) for s, i in zip(scores, wanted)]
+        return [Match(name, score) for name, score in self._index.search(q, k, fingerprint)]
 
     @db_errors
     def template_sample(self, fingerprint: str, limit: int, seed: int = 0) -> tuple[np.ndarray, int]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..model.embeddings import EMBEDDING_DIM, unit_rows
 from .records import GalleryError, corrupt_database
+from .search_index import dot_rows
 
 
 def check_embeddings(embeddings: np.ndarray, count: int | None = None) -> np.ndarray:
@@ -65,3 +66,17 @@ def template_sample(
     if not rows:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
     return np.stack([from_blob(r[0], db) for r in rows])
+
+
+UNIT_TOLERANCE = 1e-3  # a stored template's norm may differ from 1 by float32 rounding, never by more
+
+
+def cosines(vectors: np.ndarray, q: np.ndarray, db: Path) -> np.ndarray:
+    """Cosines of stored templates `vectors` (n, 512) with the unit probe `q`, cosines by construction: every
+    template must be finite and of unit length (else the database is damaged: `corrupt_database`), and the dot
+    products are clipped to [-1, 1] (float32 rounding can pass 1 by an ulp)."""
+    vectors = np.asarray(vectors, np.float32).reshape(-1, EMBEDDING_DIM)
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1.0) > UNIT_TOLERANCE):
+        raise corrupt_database(db)
+    return np.clip(dot_rows(vectors, np.asarray(q, np.float32)), -1.0, 1.0)

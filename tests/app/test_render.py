@@ -114,7 +114,7 @@ SCHEMAS = {
     },
     "list": {"action": str, "people": list},
     "delete": {"action": str, "name": str, "deleted": bool},
-    "check": {"action": str, "intact": bool, "templates": int},
+    "check": {"action": str, "intact": bool, "templates": int, "search_index": dict},
     "reenroll": {"action": str, "people": int, "imported_kept": list, "model": dict},
     "import-seed": {"action": str, "people": int, "model": dict},
     "liveness": {"action": str, **LIVENESS},

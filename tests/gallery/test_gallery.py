@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from faceid.gallery.names import display_name, validate_name
+from faceid.gallery.index_file import IndexFile
 from faceid.gallery.records import DB_NAME, INDEX_NAME, GalleryError, Match, ModelMismatchError, Person
 from faceid.gallery.search_index import EXACT_MAX, TemplateIndex, load_faiss
 from faceid.gallery.seed import load_seed_pickle
@@ -669,8 +670,8 @@ def test_index_is_saved_and_reused_by_the_next_process(data: Path):
     index = data / INDEX_NAME
     assert stat.S_IMODE(index.stat().st_mode) == 0o600
     built = index.stat().st_mtime_ns, index.stat().st_ino
-    loaded = TemplateIndex.load(index)
-    assert loaded is not None and loaded[2]["index_version"] == _index_version(data) and len(loaded[0]) == 3
+    loaded = IndexFile.open(index)
+    assert loaded.extra["index_version"] == _index_version(data) and loaded.count == 3
     with Gallery.open(data) as g:  # a new command: the file is current, so it is used as it is
         assert g.identify(probe, FP_A) == first and first[0].name == "p1"
         assert g.fingerprints() == {FP_A: 3}
@@ -713,7 +714,7 @@ def test_stale_missing_or_garbage_index_is_rebuilt_never_trusted(data: Path):
     (data / INDEX_NAME).unlink()
     with Gallery.open(data) as g:
         assert g.identify(probe_bob, FP_A)[0].name == "Bob"
-    assert TemplateIndex.load(data / INDEX_NAME) is not None
+    assert IndexFile.open(data / INDEX_NAME).count
 
 
 def test_restored_backup_never_matches_an_index_from_another_history(data: Path, tmp_path: Path):
@@ -742,7 +743,7 @@ def test_crash_mid_write_triggers_the_integrity_check_on_next_open(data: Path):
     (data / INDEX_NAME).write_bytes(b"half-written")
     with Gallery.open(data) as g:  # the dead writer's marker: checked, index rebuilt, marker gone
         assert not marker.exists()
-        assert TemplateIndex.load(data / INDEX_NAME) is not None
+        assert IndexFile.open(data / INDEX_NAME).count
         assert g.identify(np.ones(512, np.float32), FP_A)[0].name == "Alice"
     (data / "samples" / "1" / "0.jpg").unlink()
     with Gallery.open(data) as g:
