@@ -4,16 +4,22 @@
     .venv/bin/python bench/bench_cold_start.py --sizes 1000 --repeats 5  # quick
     .venv/bin/python bench/bench_cold_start.py --onnx /tmp/m.onnx --repeats 5  # torch vs the torch-free ONNX path
 
-"today" is the app at --baseline-rev (default: the commit before the persistent search index), extracted
+"today" is the app at --baseline-rev (default: main before the index followed writes, issue 23), extracted
 with `git archive` into --work-dir and run from there; "now" is this checkout. Both run in the same
 session, alternating, as subprocesses (`python faceid_app.py ...`), timed from process start to exit:
   list       `list --json` (smallest size only: it prints everyone)
   verify     `--source IMAGE verify --name "Probe Person"` (one image: detect, embed, 1:1 + closest other)
   identify   `--source IMAGE identify` (one image: detect, embed, 1:N over the whole gallery)
+  register   `--source NEWCOMER register --name Newcomer --samples 1` (a write: a new person)
+  identify after register   the identify right after it (today: the whole index rebuilt; now: appended to)
+  delete     `delete --name Newcomer` (a write: the person goes)
+  identify after delete     the identify right after it (today: rebuilt; now: a tombstone)
   model      a process that only imports the app and loads the detector + embedder (the model's own load
              time, which the goal adds: "identify at 1M within 1 s plus the model's load time")
-and, for "now", the first identify after the gallery was written (no search index on disk yet: the one-off
-rebuild every write causes).
+  search (gallery only)     a process that opens the gallery and searches the probe's template, no model: the
+             gallery's own share of identify, without the model-load noise of a busy machine; also right after
+             `add one` (Gallery.add_templates of one person) and `delete one` (Gallery.delete), each its own process
+and, for "now", the first identify with no search index on disk (the one-off build of a gallery's index).
 
 Galleries: n-1 synthetic L2-normalised templates plus "Probe Person", whose template is the real embedding
 of IMAGE, added in bulk with `Gallery.add_templates` (not n registrations) under the model's fingerprint,
@@ -50,7 +56,8 @@ from faceid.model.embeddings import normalize_rows  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 PROBE_NAME = "Probe Person"
-BASELINE_REV = "7ff565a"  # main before the persistent index (issue 13)
+NEWCOMER = "Newcomer"
+BASELINE_REV = "451d2cf"  # main before the index followed writes (issue 23); 7ff565a: before the saved index
 CHUNK = 100_000
 
 
@@ -86,6 +93,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crop", default="aligned5", help="crop style for --weights (default: aligned5)")
     p.add_argument(
         "--onnx", help="an export of --weights (export_model.py): compare the ONNX path with torch's (see above)"
+    )
+    p.add_argument(
+        "--newcomer",
+        default=str(SHARED / "data/photos/face_recognition/biden.jpg"),
+        help="the photo registered and deleted between identifies (default: ../shared/.../biden.jpg)",
     )
     p.add_argument("--json-out", help="also write the results to this JSON file")
     return p.parse_args()
@@ -125,8 +137,9 @@ def build_gallery(path: Path, n: int, probe: np.ndarray, fingerprint: str) -> No
     print(f"built a gallery of {n:,} templates in {time.perf_counter() - t0:.1f} s ({path})", flush=True)
 
 
-def baseline_copy(current: Path, path: Path) -> None:
-    """The same gallery as schema 1 (what the baseline reads): no index version, no fingerprint index."""
+def baseline_copy(current: Path, path: Path, schema1: bool) -> None:
+    """The same gallery for the baseline (its own copy: the two versions' index files differ), as schema 1
+    (no index version, no fingerprint index) when the baseline predates schema 2."""
     stamp = current / "bench_stamp.json"
     if (path / "bench_stamp.json").is_file() and (path / "bench_stamp.json").read_text() == stamp.read_text():
         return
@@ -134,11 +147,12 @@ def baseline_copy(current: Path, path: Path) -> None:
     path.mkdir(mode=0o700, parents=True)
     (path / "samples").mkdir(mode=0o700)
     shutil.copy2(current / DB_NAME, path / DB_NAME)
-    with sqlite3.connect(path / DB_NAME) as conn:
-        conn.execute("DELETE FROM meta WHERE key = 'index_version'")
-        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-        conn.execute("DROP INDEX IF EXISTS templates_fingerprint")
-    conn.close()
+    if schema1:
+        with sqlite3.connect(path / DB_NAME) as conn:
+            conn.execute("DELETE FROM meta WHERE key = 'index_version'")
+            conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+            conn.execute("DROP INDEX IF EXISTS templates_fingerprint")
+        conn.close()
     shutil.copy2(stamp, path / "bench_stamp.json")
 
 
@@ -148,6 +162,25 @@ def extract_baseline(rev: str, dest: Path) -> Path:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest
+
+
+GALLERY_ONLY = """
+import json, sys
+import numpy as np
+from faceid.gallery.store import Gallery
+data, op, probe, fingerprint = sys.argv[1:]
+q = np.load(probe)
+with Gallery.open(data) as g:
+    if op == "search":
+        best = g.identify(q, fingerprint)[0]
+        print(json.dumps({"identified": best.name, "score": best.score}))
+    elif op == "add":
+        g.add_templates(["Newcomer API"], -q[None], fingerprint)
+        print("{}")
+    else:
+        g.delete("Newcomer API")
+        print("{}")
+"""
 
 
 def timed(tree: Path, argv: list[str]) -> tuple[float, int, dict | None]:
@@ -171,6 +204,8 @@ def main() -> int:
     probe, fingerprint = probe_template(args)
     if args.onnx:
         return compare_runtimes(args, work, probe, fingerprint)
+    probe_file = work / "probe.npy"
+    np.save(probe_file, probe.astype(np.float32))
     trees = {"now": REPO}
     if not args.no_baseline:
         trees["today"] = extract_baseline(args.baseline_rev, work / f"baseline-{args.baseline_rev}")
@@ -205,18 +240,39 @@ def main() -> int:
         data = {"now": work / f"gallery-{n}"}
         build_gallery(data["now"], n, probe, fingerprint)
         if "today" in trees:
-            data["today"] = work / f"gallery-{n}-schema1"
-            baseline_copy(data["now"], data["today"])
+            schema1 = "SCHEMA_VERSION = 2" not in (trees["today"] / "faceid/gallery/database.py").read_text()
+            data["today"] = work / f"gallery-{n}-{args.baseline_rev}"
+            baseline_copy(data["now"], data["today"], schema1)
         (data["now"] / INDEX_NAME).unlink(missing_ok=True)
         seconds, code, answer = timed(
             REPO, ["faceid_app.py", "--data-dir", str(data["now"]), *model, "identify", "--json"]
         )
         assert answer["identified"] == PROBE_NAME, answer
-        record(n, "identify, first after a write (index rebuilt)", "now", seconds)
-        print(f"{n:>9,}  now    identify (index rebuilt and saved)  {seconds:7.2f} s", flush=True)
-        commands = {"model": None, "verify": ["verify", "--name", PROBE_NAME], "identify": ["identify"]}
+        record(n, "identify, no index on disk (built)", "now", seconds)
+        print(f"{n:>9,}  now    identify (index built and saved)  {seconds:7.2f} s", flush=True)
+        newcomer = [*model[:-1], args.newcomer, "--samples", "1"]
+        commands = {
+            "model": None,
+            "verify": ["verify", "--name", PROBE_NAME],
+            "identify": ["identify"],
+            "register": [*newcomer, "register", "--name", NEWCOMER],
+            "identify after register": ["identify"],
+            "delete": ["delete", "--name", NEWCOMER],
+            "identify after delete": ["identify"],
+            "search (gallery only)": ["search"],
+            "add one (gallery only)": ["add"],
+            "search after add (gallery only)": ["search"],
+            "delete one (gallery only)": ["delete"],
+            "search after delete (gallery only)": ["search"],
+        }
         if n == min(args.sizes):
             commands = {"list": None, **commands}
+        for version, tree in trees.items():  # newcomers left by an interrupted run would be refused
+            for argv in (
+                ["faceid_app.py", "--data-dir", str(data[version]), "delete", "--name", NEWCOMER],
+                ["-c", GALLERY_ONLY, str(data[version]), "delete", str(probe_file), fingerprint],
+            ):
+                subprocess.run([sys.executable, *argv], cwd=tree, capture_output=True)
         for _ in range(args.repeats):
             for what, action in commands.items():
                 for version, tree in trees.items():
@@ -226,15 +282,19 @@ def main() -> int:
                         argv = load_only
                     elif what == "list":
                         argv = ["faceid_app.py", "--data-dir", str(data[version]), "list", "--json"]
+                    elif what.endswith("(gallery only)"):
+                        argv = ["-c", GALLERY_ONLY, str(data[version]), *action, str(probe_file), fingerprint]
+                    elif what in ("register", "delete"):
+                        argv = ["faceid_app.py", "--data-dir", str(data[version]), *action, "--json"]
                     else:
                         argv = ["faceid_app.py", "--data-dir", str(data[version]), *model, *action, "--json"]
                     seconds, code, answer = timed(tree, argv)
-                    if what == "identify":
+                    if what.startswith(("identify", "search")):
                         assert answer["identified"] == PROBE_NAME, answer
                     if what == "verify":
                         assert answer["match"] is True or answer["score"] > 0.99, answer
                     record(n, what, version, seconds)
-                    print(f"{n:>9,}  {version:<5}  {what:<9} {seconds:7.2f} s", flush=True)
+                    print(f"{n:>9,}  {version:<5}  {what:<36} {seconds:7.2f} s", flush=True)
     print_summary(results)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
@@ -298,9 +358,9 @@ def print_summary(results: list[dict]) -> None:
         print(f"{n:>10,}  {command:<46} {today if today else float('nan'):8.2f} {now:8.2f} {ratio:>9}")
     for (n, command, version), v in sorted(medians.items()):
         model = medians.get((n, "model", "now"))
-        if command == "identify" and version == "now" and model is not None:
+        if command.startswith("identify") and model is not None:
             print(
-                f"identify at {n:,}: {v:.2f} s = model load ({model:.2f} s, same sizes' runs) + {v - model:.2f} s  "
+                f"{version:<5} {command} at {n:,}: {v:.2f} s = model load ({model:.2f} s, same sizes' runs) + {v - model:.2f} s  "
                 f"(goal: model load + 1 s)"
             )
 
