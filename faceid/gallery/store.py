@@ -5,8 +5,8 @@
 `faceid.gallery.records`), and answers 1:1 and 1:N queries from a search index kept in step with the
 database (`faceid.gallery.index_cache`).
 
-Integrity checks (``PRAGMA quick_check``, rows vs sample files, an index rebuilt from scratch) read the
-whole gallery, so they run on request (`Gallery.check`, ``faceid_app.py check``) and after a crash (a
+Integrity checks (``PRAGMA quick_check``, rows vs sample files, the search index compared with the database and
+rebuilt) read the whole gallery, so they run on request (`Gallery.check`, ``faceid_app.py check``) and after a crash (a
 ``.writing-<pid>`` marker whose process is gone), not on every command.
 
 Crash safety of a registration (SIGKILL or Ctrl-C at any point leaves the gallery as it was):
