@@ -125,7 +125,9 @@ class IndexCache:
         if version != self._version:
             raise IndexDamaged(_STALE)
         by_id = {pid: (name, fp, blob) for pid, name, fp, blob in rows}
-        if len(by_id) != len(set(wanted)):
+        if len(set(wanted)) != len(wanted):
+            raise IndexDamaged("it holds one person on two rows")
+        if len(by_id) != len(wanted):
             raise IndexDamaged("it names people the database does not hold")
         if any(fp != fingerprint for _, fp, _ in by_id.values()):
             raise IndexDamaged("its model counts differ from the database's")

@@ -258,3 +258,24 @@ def test_a_crash_between_the_rows_and_the_header_leaves_the_old_index_valid(data
     again = IndexFile.open(path)
     again.verify_all()
     assert again.count == 30 and np.array_equal(again.matrix, templates)
+
+
+def test_a_forged_file_can_hide_a_person_but_never_name_the_wrong_one(data: Path, capsys):
+    """The limit of re-scoring, stated: a file rewritten with every checksum right can leave someone out of a
+    search (only `check`, which reads everything, sees it), but whoever it names is the database's, with the
+    database's score, and never twice."""
+    templates = build(data, 30)
+    path = data / INDEX_NAME
+    f = IndexFile.open(path)
+    ids = np.array(f.ids)
+    ids[row_of(path, 5)] = ids[row_of(path, 3)]  # p0003 on two rows, p0005 gone
+    rewrite(path, np.array(f.matrix), ids)
+    with Gallery.open(data) as g:
+        found = g.identify(near(templates[3], np.random.default_rng(13)), FP, k=30)
+        assert [m.name for m in found].count("p0003") == 1 and len(found) == 30
+        assert "it holds one person on two rows" in capsys.readouterr().err
+        hidden = IndexFile.open(path)
+        matrix = np.array(hidden.matrix)
+        matrix[row_of(path, 5)] = templates[6]  # p0005's row now holds someone else's template
+        rewrite(path, matrix, np.array(hidden.ids))
+        assert g.check_index() == "its templates differ from the database's"
