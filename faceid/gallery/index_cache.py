@@ -306,7 +306,11 @@ class IndexCache:
         return ids, matrix
 
     def _drop_file(self, err: Exception) -> None:
-        what = str(err) if isinstance(err, IndexDamaged) else f"it could not be updated: {getattr(err, 'strerror', None) or err}"
+        what = (
+            str(err)
+            if isinstance(err, IndexDamaged)
+            else f"it could not be updated: {getattr(err, 'strerror', None) or err}"
+        )
         report.warn(f"The search index {self.path} was set aside ({what}); the next search rebuilds it.")
         try:
             self.path.unlink(missing_ok=True)

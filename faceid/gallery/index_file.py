@@ -216,7 +216,8 @@ def write_index(
         "sketch_bits": bits,
         "sketch_seed": SKETCH_SEED,
         "tombstones": int(np.count_nonzero(ids == TOMBSTONE)),
-        "crc": {"ids": _crc(ids), "row_crc": _crc(crcs)} | ({"sketches": _crc(sketches)} if sketches is not None else {}),
+        "crc": {"ids": _crc(ids), "row_crc": _crc(crcs)}
+        | ({"sketches": _crc(sketches)} if sketches is not None else {}),
         "extra": extra,
     }
     offsets = _layout(capacity, dim, bits)

@@ -175,4 +175,3 @@ class TemplateIndex:
         scores = dot_rows(self.matrix[cand], q)
         best = _top_k(scores, k)
         return scores[best], cand[best]
-

@@ -517,7 +517,13 @@ def test_check_action_reports_intact_and_damaged_galleries(capsys, tmp_path):
         g.register("Alice", crops, emb / np.linalg.norm(emb, axis=1, keepdims=True), "f" * 16)
     code, report = app_json(capsys, "--data-dir", data, "check")
     index = {"path": str(data / "search_index.bin"), "damaged": False, "problem": None}
-    assert code == 0 and report == {"ok": True, "action": "check", "intact": True, "templates": 1, "search_index": index}
+    assert code == 0 and report == {
+        "ok": True,
+        "action": "check",
+        "intact": True,
+        "templates": 1,
+        "search_index": index,
+    }
     (data / "samples" / "1" / "1.jpg").unlink()
     code, out, err = app(capsys, "--data-dir", data, "check")
     assert code == 2 and "is damaged" in err and "1.jpg is missing" in err and out == ""

@@ -104,11 +104,16 @@ def test_flipped_bytes_in_the_matrix_leave_the_decision_to_the_database(copy, op
 
     path.write_bytes(damaged)  # and `check`, before anything repaired it, says so, naming the file and what
     code, checked, lines = act(pipeline, "--data-dir", copy, "check")
-    assert code == 0 and checked["intact"] and checked["search_index"] == {
-        "path": str(path),
-        "damaged": True,
-        "problem": "its template matrix does not match its row checksums",
-    }
+    assert (
+        code == 0
+        and checked["intact"]
+        and checked["search_index"]
+        == {
+            "path": str(path),
+            "damaged": True,
+            "problem": "its template matrix does not match its row checksums",
+        }
+    )
     assert lines[1] == (
         f"The search index {path} was damaged (its template matrix does not match its row checksums); "
         "rebuilt it from the database."

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from faceid.gallery.names import display_name, validate_name
 from faceid.gallery.index_file import IndexFile
+from faceid.gallery.names import display_name, validate_name
 from faceid.gallery.records import DB_NAME, INDEX_NAME, GalleryError, Match, ModelMismatchError, Person
 from faceid.gallery.search_index import EXACT_MAX, TemplateIndex, load_faiss
 from faceid.gallery.seed import load_seed_pickle

@@ -99,7 +99,9 @@ def test_400_flipped_bytes_in_the_matrix_never_reach_a_score(data: Path, capsys)
         truth = g.identify(probe, FP)
         exact = g.verify("p0007", probe, FP)
     start, length = matrix_span(data / INDEX_NAME)
-    flip_bytes(data / INDEX_NAME, start + row_of(data / INDEX_NAME, 7) * 2048, 2048, count=400)  # the genuine row, as in the issue
+    flip_bytes(
+        data / INDEX_NAME, start + row_of(data / INDEX_NAME, 7) * 2048, 2048, count=400
+    )  # the genuine row, as in the issue
     capsys.readouterr()
     with Gallery.open(data) as g:
         found = g.identify(probe, FP)
