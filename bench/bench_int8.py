@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -67,7 +69,7 @@ def main() -> int:
     for threads in args.threads:
         detector = FaceDetector(onnx_stages=models["fp32"], threads=threads)
         pipes = {k: FacePipeline(load_onnx_embedder(p, threads=threads), detector) for k, p in models.items()}
-        times = time_interleaved({k: p.analyze for k, p in pipes.items()}, frames, "cpu")  # type: ignore[arg-type]
+        times = time_interleaved({k: p.analyze for k, p in pipes.items()}, frames, SimpleNamespace(type="cpu"))
         load = os.getloadavg()[0]
         line = ", ".join(
             f"{k} p50 {np.percentile(t, 50):.1f} ms p95 {np.percentile(t, 95):.1f} ms" for k, t in times.items()
@@ -78,8 +80,6 @@ def main() -> int:
         crops = [
             pipes["fp32"].crop(f, r.face) for f in frames[:16] if (r := pipes["fp32"].analyze(f, embed=False)).face
         ]
-        import time
-
         for k, p in pipes.items():
             p.embed_crops(crops[:2])
             t0 = time.perf_counter()

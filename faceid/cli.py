@@ -15,60 +15,49 @@ Ctrl-C, never a traceback); the stage is imported only when its command runs, so
 
 from __future__ import annotations
 
+import importlib
 from typing import NoReturn
 
 from .core.errors import run_cli
 
 
-def app() -> NoReturn:
-    from .app.cli import main
+def _run(module: str, function: str = "main") -> NoReturn:
+    """The stage's command line, imported inside `run_cli`: where an import fails (the slim install has no torch
+    for `faceid-export`) that too is one sentence and exit 2, not a traceback."""
+    run_cli(lambda: getattr(importlib.import_module(module, __package__), function)())
 
-    run_cli(main)
+
+def app() -> NoReturn:
+    _run(".app.cli")
 
 
 def train() -> NoReturn:
-    from .train.cli import train_main
-
-    run_cli(train_main)
+    _run(".train.cli", "train_main")
 
 
 def continue_training() -> NoReturn:
-    from .train.cli import continue_main
-
-    run_cli(continue_main)
+    _run(".train.cli", "continue_main")
 
 
 def evaluate() -> NoReturn:
-    from .eval.cli import main
-
-    run_cli(main)
+    _run(".eval.cli")
 
 
 def export() -> NoReturn:
-    from .model.cli import main
-
-    run_cli(main)
+    _run(".model.cli")
 
 
 def download() -> NoReturn:
-    from .data.cli import download_main
-
-    run_cli(download_main)
+    _run(".data.cli", "download_main")
 
 
 def unpack() -> NoReturn:
-    from .data.cli import unpack_main
-
-    run_cli(unpack_main)
+    _run(".data.cli", "unpack_main")
 
 
 def train_gan() -> NoReturn:
-    from .synthetic.cli import train_gan_main
-
-    run_cli(train_gan_main)
+    _run(".synthetic.cli", "train_gan_main")
 
 
 def generate_faces() -> NoReturn:
-    from .synthetic.cli import generate_main
-
-    run_cli(generate_main)
+    _run(".synthetic.cli", "generate_main")

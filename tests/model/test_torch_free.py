@@ -281,3 +281,16 @@ def test_int8_refuses_benchmark_data_before_exporting(shared_data, tmp_path, sta
     assert not list(tmp_path.iterdir())  # refused before anything was written
     result = _run("export_model.py", *model)
     assert result.returncode == 2 and "--int8 needs --int8-data" in result.stderr, result.stderr[-800:]
+
+
+def test_commands_that_need_torch_say_so_in_one_sentence_without_it():
+    for script in ("export_model.py", "train_model.py"):
+        result = subprocess.run(
+            [sys.executable, "-c", TORCH_GUARD.format(repo=str(REPO)), str(REPO / script), "--help"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-1500:]
+        assert result.stderr.startswith("error: torch is not installed, and this needs it"), result.stderr
