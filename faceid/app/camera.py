@@ -14,6 +14,7 @@ build of OpenCV aborts the whole process when it cannot reach a display, so we n
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..core.decode import IMAGE_EXTENSIONS, DecodeError, read_image_file
+from ..core import report
+from ..core.decode import IMAGE_EXTENSIONS, WORKING_MAX_PIXELS, DecodeError, fit_pixels, max_pixels, read_image_file
 from ..core.errors import FaceIDError
+from ..core.fileio import require_regular_file
 
 
 @dataclass
@@ -33,6 +36,8 @@ class FrameSource:
     `live` is True for a camera: it never ends by itself, so callers bound it with `max_frames`.
     `stills` is True for an image file or a folder: every frame is a different photo (no need to skip frames
     between samples, and there may be only one). `skipped` holds (file name, reason) per folder file refused.
+    `start` is where reading began (a video's frame, a folder's file) and `position` where it stands now, so a
+    menu session can go on after the frames one action used. Frames over `WORKING_MAX_PIXELS` are shrunk to it.
     """
 
     description: str
@@ -43,13 +48,21 @@ class FrameSource:
     exhausted: bool = False  # the source ran out of frames (as opposed to being stopped by max_frames)
     stills: bool = False  # an image file or a folder of them (see the class docstring)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    start: int = 0
     _capture: cv2.VideoCapture | None = None
     _images: list[Path] = field(default_factory=list)
+    _first: np.ndarray | None = None  # a frame already decoded when the source was opened (checked early)
+    _consumed: int = 0  # frames (video) or files (folder) taken from the underlying stream so far
 
     @property
     def skipped_files(self) -> list[str]:
         """Names of the folder files that were refused (the reasons are in `skipped`)."""
         return [name for name, _ in self.skipped]
+
+    @property
+    def position(self) -> int:
+        """The frame (video) or file (folder) the next read would return: `start` plus what was taken."""
+        return self.start + self._consumed
 
     def __iter__(self) -> Iterator[np.ndarray]:
         frames = self._frames()
@@ -63,19 +76,28 @@ class FrameSource:
 
     def _frames(self) -> Iterator[np.ndarray]:
         if self._capture is not None:
+            if self._first is not None:
+                first, self._first = self._first, None
+                self._consumed += 1
+                yield first
             while True:
                 ok, bgr = self._capture.read()
                 if not ok or bgr is None:
                     return
-                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        for path in self._images:
-            try:
-                image = read_image_file(path)
-            except DecodeError as err:
-                if len(self._images) == 1:
-                    raise
-                self.skipped.append((path.name, err.reason))
-                continue
+                self._consumed += 1
+                yield cv2.cvtColor(fit_pixels(bgr), cv2.COLOR_BGR2RGB)
+        for i, path in enumerate(self._images):
+            self._consumed += 1
+            if i == 0 and self._first is not None:
+                image, self._first = self._first, None
+            else:
+                try:
+                    image = read_image_file(path, fit=WORKING_MAX_PIXELS)
+                except DecodeError as err:
+                    if len(self._images) == 1:
+                        raise
+                    self.skipped.append((path.name, err.reason))
+                    continue
             for _ in range(self.repeat):
                 yield image
 
@@ -104,35 +126,69 @@ def open_source(source: str | int, max_frames: int | None = None, start_frame: i
     """Open a webcam index, video file, image file or folder of images.
 
     max_frames bounds how many frames the iterator yields; start_frame skips that many first (files and
-    folders: a test registers from a clip's first half and verifies with its second); repeat yields each
-    still image that many times (a photo held still in front of a camera, for the liveness measurement).
+    folders: a test registers from a clip's first half and verifies with its second; past the end is one
+    sentence saying how many there are); repeat yields each still image that many times (a photo held still in
+    front of a camera, for the liveness measurement). Only a folder or a regular file is opened: a named pipe,
+    a device or a socket is refused, saying which it is.
     """
     _quiet_opencv()
     text = str(source).strip()
     if text.isdigit():
+        if start_frame:
+            raise FaceIDError("A start frame applies to a video or a folder, not a camera.", "start_frame")
         return _open_camera(int(text), max_frames)
     path = Path(text).expanduser()
     if not path.exists():
         raise FaceIDError(f"Source not found: {path} (give a webcam index such as 0, a video, an image or a folder).")
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        if not images:
-            raise FaceIDError(f"The folder {path} contains no images ({', '.join(IMAGE_EXTENSIONS)}).")
-        return FrameSource(
-            f"folder {path} ({len(images)} images)",
-            live=False,
-            max_frames=max_frames,
-            repeat=repeat,
-            stills=True,
-            _images=images[start_frame:],
-        )
+        return _open_folder(path, max_frames, start_frame, repeat)
+    _require_file(path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
-        src = FrameSource(
-            f"image {path}", live=False, max_frames=max_frames, repeat=repeat, stills=True, _images=[path]
+        if start_frame:
+            raise FaceIDError(
+                f"The start frame {start_frame} is past the end of the image {path}: an image is one frame.",
+                "start_frame",
+            )
+        # decoded now, so a bad file fails at once with its name; the frame is kept for the first read
+        first = read_image_file(path, fit=WORKING_MAX_PIXELS)
+        return FrameSource(
+            f"image {path}", live=False, max_frames=max_frames, repeat=repeat, stills=True, _images=[path], _first=first
         )
-        read_image_file(path)  # fail now, with the file's name, rather than at the first frame
-        return src
     return _open_video(path, max_frames, start_frame)
+
+
+def _require_file(path: Path) -> None:
+    """A source that is not a folder must be a regular file (a pipe would block, a device is not a video)."""
+    st = path.stat()
+    if stat.S_ISCHR(st.st_mode) and path.name.startswith("video") and path.name[5:].isdigit():
+        raise FaceIDError(
+            f"The source {path} is a camera device; give the camera by its index ({path.name[5:]}) instead."
+        )
+    require_regular_file(path, "The source")
+
+
+def _open_folder(path: Path, max_frames: int | None, start_frame: int, repeat: int) -> FrameSource:
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not images:
+        raise FaceIDError(f"The folder {path} contains no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    if start_frame >= len(images):
+        raise FaceIDError(
+            f"The start frame {start_frame} is past the end of the folder {path}: it has only {_count(len(images), 'image')}.",
+            "start_frame",
+        )
+    return FrameSource(
+        f"folder {path} ({_count(len(images), 'image')}" + (f", from image {start_frame}" if start_frame else "") + ")",
+        live=False,
+        max_frames=max_frames,
+        repeat=repeat,
+        stills=True,
+        start=start_frame,
+        _images=images[start_frame:],
+    )
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n:,} {unit}{'' if n == 1 else 's'}"
 
 
 def _open_camera(index: int, max_frames: int | None) -> FrameSource:
@@ -146,19 +202,66 @@ def _open_camera(index: int, max_frames: int | None) -> FrameSource:
     return FrameSource(f"camera {index}", live=True, max_frames=max_frames, _capture=capture)
 
 
+# A forward decode to the start frame longer than this shows a progress bar (a raw stream decodes ~1,000 frames/s).
+SKIP_BAR_FRAMES = 300
+
+
 def _open_video(path: Path, max_frames: int | None, start_frame: int) -> FrameSource:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise FaceIDError(f"Cannot open {path} as a video (unreadable, or not a video or image file).")
+    """A video file from `start_frame` on. Its header's frame count is a hint, never a limit (a concatenated file
+    holds more; a raw stream has none), so reading goes on until the decoder runs dry."""
+    capture = _capture(path)
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > max_pixels():
+        capture.release()
+        raise FaceIDError(
+            f"Refused the video {path}: its frames are {width}x{height} pixels, over the {max_pixels() / 1e6:g} MP "
+            f"limit; downscale it, or raise the limit if it is real.",
+            "max_pixels",
+        )
+    hinted = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    first = None
     if start_frame:
-        capture.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        capture, first = _reach(capture, path, start_frame)
     desc = (
         f"video {path}"
         + (f" from frame {start_frame}" if start_frame else "")
-        + (f" ({total} frames)" if total else "")
+        + (f" (about {int(hinted):,} frames by its header)" if 0 < hinted < 2**31 else "")
     )
-    return FrameSource(desc, live=False, max_frames=max_frames, _capture=capture)
+    return FrameSource(desc, live=False, max_frames=max_frames, start=start_frame, _capture=capture, _first=first)
+
+
+def _capture(path: Path) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise FaceIDError(f"Cannot open {path} as a video (unreadable, or not a video or image file).")
+    return capture
+
+
+def _reach(capture: cv2.VideoCapture, path: Path, start: int) -> tuple[cv2.VideoCapture, np.ndarray]:
+    """(capture, frame `start`): a seek where the file allows one and lands exactly there, else a forward decode
+    from the first frame (a raw MJPEG stream cannot seek; a concatenated MPEG stops a seek at its header's
+    count). One past the end is one sentence with the number of frames the stream really has."""
+    if capture.set(cv2.CAP_PROP_POS_FRAMES, start) and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == start:
+        ok, bgr = capture.read()
+        if ok and bgr is not None:
+            return capture, cv2.cvtColor(fit_pixels(bgr), cv2.COLOR_BGR2RGB)
+    capture.release()
+    capture = _capture(path)
+    desc = f"decoding {path.name} up to frame {start:,} (it cannot seek there)"
+    frames = 0
+    with report.progress(total=start, desc=desc, unit="frame", enabled=start >= SKIP_BAR_FRAMES) as bar:
+        while frames < start and capture.grab():
+            frames += 1
+            bar.update()
+    if frames == start:
+        ok, bgr = capture.read()
+        if ok and bgr is not None:
+            return capture, cv2.cvtColor(fit_pixels(bgr), cv2.COLOR_BGR2RGB)
+    capture.release()
+    raise FaceIDError(
+        f"The start frame {start:,} is past the end of {path}: the stream has only {_count(frames, 'frame')}.",
+        "start_frame",
+    )
 
 
 # ----------------------------------------------------------------------------- preview window

@@ -46,11 +46,11 @@ def collect(session: Session, n: int, key: str, per_key: int = 1) -> tuple[list[
                 continue
             result = pipe.analyze(frame, embed=False)
             for note in result.notes:
-                if note not in notes and note != "no face found":
+                if note not in notes:
                     notes.append(note)
                     report.note(f"note: {note}")
             quality = assess(frame, result.face, session.limits) if result.face is not None else None
-            reason = "no face found" if quality is None else (None if quality.ok else quality.summary())
+            reason = (result.miss or "no face found") if quality is None else (None if quality.ok else quality.summary())
             pressed = preview.show(
                 frame,
                 None if result.face is None else result.face.box,

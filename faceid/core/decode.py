@@ -9,6 +9,10 @@ claim 65000x65000 pixels and a 1.2 MB PNG can expand to 1.2 GB, so the gate work
    an unrecognised format, a zero side or more than the pixel limit is refused - in microseconds;
 3. the decode itself (OpenCV, which also applies EXIF orientation and handles CMYK, 16-bit, alpha, gray).
 
+A photo the app looks for faces in is decoded to at most `WORKING_MAX_PIXELS` (`fit`): a JPEG by libjpeg's
+own 1/2, 1/4, 1/8 scaling (the full image never exists in memory), anything else decoded once and shrunk at once,
+so a 10900x10900 PNG costs one full-size decode, not several copies of it.
+
 Each refusal is a `DecodeError`: one sentence naming the image and what to do. The pixel limit comes from
 ``--max-pixels`` on every command line, carried in the ``FACEID_MAX_PIXELS`` environment variable so
 worker processes inherit it; the default (`DEFAULT_MAX_PIXELS`, 120 MP) fits every camera and phone photo
@@ -30,11 +34,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import FaceIDError, positive_int
+from .fileio import describe_kind
 
 # The file names read as images wherever a folder is scanned (app sources, training trees, liveness stills):
 # the formats this gate reads.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 120_000_000
+# The most pixels of a photo or frame the app works on (`fit`). The detector looks at frames shrunk to 320 px
+# (faceid.model.face) and finds faces of at least 1/8 of the long side, so above 12 MP (4000x3000) a face it can
+# find is over 400 px wide: shrinking loses nothing, and it bounds memory (a 120 MP photo would be 360 MB, plus
+# copies).
+WORKING_MAX_PIXELS = 12_000_000
 MAX_PIXELS_ENV = "FACEID_MAX_PIXELS"
 # Pillow's own bomb check warns (or raises with its own wording) above ~89 MP; the limit is ours, enforced
 # below, so Pillow's is switched off - but only Pillow's *header* parsing is ever used, never its decoder.
@@ -235,21 +245,41 @@ def _png_size(buf) -> tuple[int, int]:
     return int.from_bytes(buf[16:20], "big"), int.from_bytes(buf[20:24], "big")
 
 
-def decode_image(data, what: str = "the image", limit: int | None = None) -> np.ndarray:
-    """Encoded bytes (bytes, memoryview or 1-D uint8 array) -> RGB uint8 (H, W, 3), through the gate.
+def decode_image(data, what: str = "the image", limit: int | None = None, fit: int | None = None) -> np.ndarray:
+    """Encoded bytes (bytes, memoryview or 1-D uint8 array) -> RGB uint8 (H, W, 3), through the gate; `fit`:
+    shrink an image of more pixels to at most that many (a JPEG while it is decoded, see the module docstring).
 
     Raises DecodeError (one sentence naming `what`) for anything that is not a decodable image within the limit.
     """
-    image_size(data, what, limit)
+    width, height = image_size(data, what, limit)
     buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+    flags = cv2.IMREAD_COLOR
+    if fit is not None and width * height > fit and bytes(buf[:2]) == _SOI:
+        flags = _REDUCED[max(k for k in _REDUCED if k == 1 or width * height / (k * k) >= fit)]
     try:
         with _native_warnings_silenced():
-            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            bgr = cv2.imdecode(buf, flags)
     except cv2.error:
         bgr = None
     if bgr is None or bgr.size == 0:
         raise DecodeError("Cannot decode", what, "its image data is damaged or truncated.")
+    if fit is not None:
+        bgr = fit_pixels(bgr, fit)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# libjpeg's scaled decodes: 1/k of each side, the DCT itself shrunk, so the full image is never allocated
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def fit_pixels(image: np.ndarray, limit: int = WORKING_MAX_PIXELS) -> np.ndarray:
+    """`image` itself when it has at most `limit` pixels, else shrunk (area averaging) to at most that many."""
+    h, w = image.shape[:2]
+    if h * w <= limit:
+        return image
+    scale = (limit / (h * w)) ** 0.5
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 @contextlib.contextmanager
@@ -280,10 +310,11 @@ def _native_warnings_silenced():
 _DEVNULL: int | None = None
 
 
-def read_image_file(path: str | os.PathLike, limit: int | None = None) -> np.ndarray:
-    """An image file -> RGB uint8, its size checked before a byte of it is read (a FIFO or device is refused)."""
+def read_image_file(path: str | os.PathLike, limit: int | None = None, fit: int | None = None) -> np.ndarray:
+    """An image file -> RGB uint8, its size checked before a byte of it is read (a FIFO or device is refused);
+    `fit`: as `decode_image`'s."""
     limit = max_pixels() if limit is None else limit
-    return decode_image(_read_bytes(Path(path), limit), str(path), limit)
+    return decode_image(_read_bytes(Path(path), limit), str(path), limit, fit)
 
 
 def check_image_file(path: str | os.PathLike, limit: int | None = None) -> tuple[int, int]:
@@ -302,7 +333,7 @@ def _read_bytes(path: Path, limit: int) -> np.ndarray:
     except OSError as err:
         raise DecodeError("Cannot read", str(path), f"{err.strerror}.") from None
     if not stat.S_ISREG(st.st_mode):
-        raise DecodeError("Cannot read", str(path), "it is not a regular file.")
+        raise DecodeError("Cannot read", str(path), f"it is {describe_kind(st.st_mode)}, not a regular file.")
     if st.st_size > max_bytes(limit):
         raise DecodeError(
             "Refused",

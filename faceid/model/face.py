@@ -50,6 +50,9 @@ class FaceResult:
     crop: np.ndarray | None = None  # uint8 (spec.crop_size, spec.crop_size, 3)
     embedding: np.ndarray | None = None  # float32 (512,), L2-normalised
     notes: list[str] = field(default_factory=list)
+    # why no face came, when none did: "no face found", or "no face (image is 4000x16)" for a frame too small or
+    # too thin for the detector to look at
+    miss: str | None = None
 
     @property
     def face(self) -> Detection | None:
@@ -77,6 +80,7 @@ class FaceDetector:
         threads: int = 1,
     ):
         self.max_side = max_side
+        self.min_face_size = min_face_size
         self.runtime = "torch" if onnx_stages is None else "onnx"
         if onnx_stages is not None:
             from .mtcnn_onnx import OnnxMTCNN
@@ -98,15 +102,26 @@ class FaceDetector:
         """All faces in the frame, largest first."""
         return self.detect_batch([frame_rgb])[0]
 
+    def too_small(self, frame_rgb: np.ndarray) -> bool:
+        """Whether a frame is too small or too thin to hold a face the detector can find: after the downscale to
+        `max_side`, its shorter side is under the smallest face MTCNN looks for (a 1x1 photo, a 4000x16 video).
+        MTCNN itself fails on such a frame (its image pyramid is empty), so it is never handed one."""
+        h, w = frame_rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w)) if self.max_side and h and w else 1.0
+        return min(h, w) * scale < self.min_face_size
+
     def detect_batch(self, frames_rgb: list[np.ndarray]) -> list[list[Detection]]:
-        """Detect in several frames; frames of equal size go through MTCNN as one batch."""
+        """Detect in several frames; frames of equal size go through MTCNN as one batch. A frame that is
+        `too_small` has no faces."""
         results: list[list[Detection]] = [[] for _ in frames_rgb]
         by_shape: dict[tuple, list[int]] = {}
-        scaled, scales = [], []
+        scaled: dict[int, np.ndarray] = {}
+        scales: dict[int, float] = {}
         for i, frame in enumerate(frames_rgb):
+            if self.too_small(frame):
+                continue
             small, scale = self._shrink(frame)
-            scaled.append(small)
-            scales.append(scale)
+            scaled[i], scales[i] = small, scale
             by_shape.setdefault(small.shape, []).append(i)
         for idx in by_shape.values():
             batch = np.stack([scaled[i] for i in idx])
@@ -183,7 +198,8 @@ class FacePipeline:
         """Detect, keep the largest face (noting when there were several), crop and embed it."""
         result = FaceResult(detections=self.detector.detect(frame_rgb))
         if result.face is None:
-            result.notes.append("no face found")
+            h, w = frame_rgb.shape[:2]
+            result.miss = f"no face (image is {w}x{h})" if self.detector.too_small(frame_rgb) else "no face found"
             return result
         if len(result.detections) > 1:
             result.notes.append(f"{len(result.detections)} faces found; using the largest")

@@ -14,6 +14,7 @@ import pytest
 from hostile import BAD_IMAGES, bomb_jpeg, bomb_png, small_jpeg
 
 from faceid.core.decode import (
+    fit_pixels,
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
     DecodeError,
@@ -82,14 +83,30 @@ def test_files_are_sized_before_they_are_read(tmp_path, monkeypatch):
         f.truncate(max_bytes(100) + 1)
     with pytest.raises(DecodeError, match="MB is more than any image within the"):
         read_image_file(big)
-    with pytest.raises(DecodeError, match="is not a regular file"):
+    with pytest.raises(DecodeError, match="it is a folder, not a regular file"):
         read_image_file(tmp_path)
     with pytest.raises(DecodeError, match="does not exist"):
         read_image_file(tmp_path / "missing.jpg")
     fifo = tmp_path / "fifo.jpg"
     os.mkfifo(fifo)
-    with pytest.raises(DecodeError, match="is not a regular file"):
+    with pytest.raises(DecodeError, match="it is a named pipe \\(FIFO\\), not a regular file"):
         read_image_file(fifo)  # would block forever if it were opened
+
+
+def test_big_photos_are_decoded_to_the_working_size(tmp_path):
+    """`fit`: a JPEG is decoded at 1/2, 1/4 or 1/8 by libjpeg itself, a PNG decoded once and shrunk; both come out
+    at most `fit` pixels with the photo's aspect ratio, and a photo within it is returned exactly as decoded."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    for ext in (".jpg", ".png"):
+        path = tmp_path / f"photo{ext}"
+        cv2.imwrite(str(path), img)
+        small = read_image_file(path, fit=100_000)
+        assert small.shape[0] * small.shape[1] <= 100_000 and small.shape[2] == 3
+        assert abs(small.shape[1] / small.shape[0] - 4 / 3) < 0.02
+        assert np.array_equal(read_image_file(path, fit=1600 * 1200), read_image_file(path))
+    thin = fit_pixels(np.zeros((20, 20000, 3), np.uint8), 1000)
+    assert thin.shape[:2] == (1, 1000)
 
 
 def test_nothing_decodes_outside_the_gate():
