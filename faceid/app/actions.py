@@ -74,7 +74,7 @@ def register(session: Session, name: str, replace: bool = False) -> Registered |
             return LivenessRefused("register", liveness, name=name)
         assert liveness.start is not None  # a passed challenge stored its starting face
         live_face = liveness.start.embedding
-    report.note(f"registering {name!r}: taking {args.samples} good samples from {args.source}")
+    report.note(f"registering {name!r}: taking {report.count(args.samples, 'good sample')} from {args.source}")
     samples, notes = collect(session, args.samples, "c")
     embeddings = np.stack([s.embedding for s in samples]).astype(np.float32)
     template = template_of(embeddings)

@@ -60,6 +60,11 @@ class FrameSource:
         return [name for name, _ in self.skipped]
 
     @property
+    def one_photo(self) -> bool:
+        """An image file (or a folder of one): every read of it is the same frame."""
+        return self.stills and self.start == 0 and len(self._images) == 1
+
+    @property
     def position(self) -> int:
         """The frame (video) or file (folder) the next read would return: `start` plus what was taken."""
         return self.start + self._consumed
@@ -173,11 +178,13 @@ def _open_folder(path: Path, max_frames: int | None, start_frame: int, repeat: i
         raise FaceIDError(f"The folder {path} contains no images ({', '.join(IMAGE_EXTENSIONS)}).")
     if start_frame >= len(images):
         raise FaceIDError(
-            f"The start frame {start_frame} is past the end of the folder {path}: it has only {_count(len(images), 'image')}.",
+            f"The start frame {start_frame} is past the end of the folder {path}: it has only {report.count(len(images), 'image')}.",
             "start_frame",
         )
     return FrameSource(
-        f"folder {path} ({_count(len(images), 'image')}" + (f", from image {start_frame}" if start_frame else "") + ")",
+        f"folder {path} ({report.count(len(images), 'image')}"
+        + (f", from image {start_frame}" if start_frame else "")
+        + ")",
         live=False,
         max_frames=max_frames,
         repeat=repeat,
@@ -185,10 +192,6 @@ def _open_folder(path: Path, max_frames: int | None, start_frame: int, repeat: i
         start=start_frame,
         _images=images[start_frame:],
     )
-
-
-def _count(n: int, unit: str) -> str:
-    return f"{n:,} {unit}{'' if n == 1 else 's'}"
 
 
 def _open_camera(index: int, max_frames: int | None) -> FrameSource:
@@ -259,7 +262,7 @@ def _reach(capture: cv2.VideoCapture, path: Path, start: int) -> tuple[cv2.Video
             return capture, cv2.cvtColor(fit_pixels(bgr), cv2.COLOR_BGR2RGB)
     capture.release()
     raise FaceIDError(
-        f"The start frame {start:,} is past the end of {path}: the stream has only {_count(frames, 'frame')}.",
+        f"The start frame {start:,} is past the end of {path}: the stream has only {report.count(frames, 'frame')}.",
         "start_frame",
     )
 

@@ -26,31 +26,40 @@ if TYPE_CHECKING:
     from .liveness import LivenessResult
 
 
+# skipped folder files named one by one (on stderr and in the notes) before the rest are summed up in one line
+SKIPPED_SHOWN = 10
+
+
 def collect(session: Session, n: int, key: str, per_key: int = 1) -> tuple[list[Sample], list[str]]:
     """(samples, notes): read frames until `n` samples pass the quality gate. Headless: take them as they come,
     leaving `--sample-gap` frames between samples of a video or camera; with a preview window: a press of `key`
     takes `per_key`. Photos (an image or a folder) give one sample each and no gap; when they run out with at
-    least one good sample, those are used (one photo is enough) and a note says so."""
+    least one good sample, those are used (one photo is enough) and a note says so.
+
+    Each note is said once, on stderr, as it happens (and kept in the notes for --json). Rejected frames are
+    counted by reason and summed up in one line (--verbose: one line each); skipped folder files are named up
+    to `SKIPPED_SHOWN`, then counted."""
     pipe, preview = session.pipeline, session.preview
     source = session.take_source()
     samples: list[Sample] = []
     notes: list[str] = []
     rejections: Counter[str] = Counter()
-    skip, last_reason, armed = 0, None, 0
-    unit = "photos" if source.stills else "frames"
+    skip, gapped, armed, noted = 0, 0, 0, 0
+    unit = "photo" if source.stills else "frame"
     try:
         for frame in source:
-            _note_skipped(source, notes)
+            noted = _note_skipped(source, notes, noted)
             if skip:
                 skip -= 1
+                gapped += 1
                 continue
             result = pipe.analyze(frame, embed=False)
             for note in result.notes:
-                if note not in notes:
-                    notes.append(note)
-                    report.note(f"note: {note}")
+                _note(notes, note)
             quality = assess(frame, result.face, session.limits) if result.face is not None else None
-            reason = (result.miss or "no face found") if quality is None else (None if quality.ok else quality.summary())
+            reason = (
+                (result.miss or "no face found") if quality is None else (None if quality.ok else quality.summary())
+            )
             pressed = preview.show(
                 frame,
                 None if result.face is None else result.face.box,
@@ -65,16 +74,14 @@ def collect(session: Session, n: int, key: str, per_key: int = 1) -> tuple[list[
                 continue
             if reason is not None:
                 rejections[reason] += 1
-                if reason != last_reason:
-                    report.note(f"{unit[:-1]} rejected: {reason}")
-                last_reason = reason
+                report.detail(f"{unit} {source.position - 1} rejected: {reason}")
                 continue
             # reason is None only for a face that was assessed and passed
             assert result.face is not None and quality is not None
             session.last_view = (frame, result.face.box)
             crop = pipe.crop(frame, result.face)
             samples.append(Sample(crop=crop, embedding=pipe.embed_crops([crop])[0], metrics=quality.metrics))
-            last_reason, armed = None, max(armed - 1, 0)
+            armed = max(armed - 1, 0)
             report.note(
                 f"sample {len(samples)}/{n} ok (face {quality.metrics['face_px']:.0f} px, "
                 f"sharpness {quality.metrics['sharpness']:.0f}, yaw {quality.metrics['yaw_deg']:+.0f} deg)"
@@ -84,46 +91,83 @@ def collect(session: Session, n: int, key: str, per_key: int = 1) -> tuple[list[
             skip = 0 if source.stills else session.args.sample_gap
     finally:
         source.close()
-    _note_skipped(source, notes)
+        session.source_used(source)
+    _note_skipped(source, notes, noted, final=True)
     if len(samples) < n and source.stills and samples and source.exhausted and not preview.enabled:
-        note = (
-            f"used {len(samples)} sample{'s' if len(samples) > 1 else ''} (asked for {n}): that is every "
-            f"usable photo in {source.description}"
+        _note(
+            notes,
+            f"used {report.count(len(samples), 'sample')} (asked for {n}): that is every usable photo in {source.description}",
         )
-        notes.append(note)
-        report.note(f"note: {note}")
     elif len(samples) < n:
-        raise FaceIDError(_shortfall(source, len(samples), n, rejections, key, unit, preview.enabled))
+        raise _shortfall(
+            source, len(samples), n, rejections, gapped, session.args.sample_gap, key, unit, preview.enabled
+        )
+    if rejections:
+        report.note(f"{report.count(sum(rejections.values()), unit)} rejected: {_reasons(rejections)}")
     return samples, notes
 
 
-def _shortfall(source: FrameSource, got: int, n: int, rejections: Counter, key: str, unit: str, windowed: bool) -> str:
-    """What really happened when too few good samples came: the sentence of the error."""
-    ended = "the source ended" if source.exhausted else f"the frame limit ({source.frames_read} {unit})"
+def _note(notes: list[str], note: str) -> None:
+    """A note said once: on stderr now, and kept for the result's JSON."""
+    if note not in notes:
+        notes.append(note)
+        report.note(f"note: {note}")
+
+
+def _reasons(rejections: Counter) -> str:
+    return ", ".join(f"{reason} x{count}" for reason, count in rejections.most_common())
+
+
+def _shortfall(
+    source: FrameSource,
+    got: int,
+    n: int,
+    rejections: Counter,
+    gapped: int,
+    gap: int,
+    key: str,
+    unit: str,
+    windowed: bool,
+) -> FaceIDError:
+    """What really happened when too few good samples came: the error, counting every frame read."""
+    units = unit + "s"
+    ended = "the source ended" if source.exhausted else f"the frame limit ({report.count(source.frames_read, unit)})"
     if source.frames_read == 0 and source.skipped:
         shown = "; ".join(f"{name}: {reason.rstrip('.')}" for name, reason in source.skipped[:3])
-        more = f"; and {len(source.skipped) - 3} more" if len(source.skipped) > 3 else ""
-        return f"None of the images in {source.description} could be read ({shown}{more})."
-    why = "; ".join(f"{r} x{c}" for r, c in rejections.most_common(3))
-    if not why:
-        why = (
-            f"none captured (press '{key}' in the preview window)"
-            if source.frames_read and windowed
-            else f"no {unit} were read"
-        )
-    skipped = f"; {len(source.skipped)} unreadable files skipped" if source.skipped else ""
-    return (
-        f"Got only {got} of {n} good samples before {ended} from {source.description}; rejected {unit}: {why}{skipped}."
+        more = f"; and {len(source.skipped) - 3:,} more" if len(source.skipped) > 3 else ""
+        return FaceIDError(f"None of the images in {source.description} could be read ({shown}{more}).")
+    if source.frames_read == 0:
+        return FaceIDError(f"Got only {got} of {n} good samples from {source.description}: no {units} were read.")
+    read = [f"{report.count(source.frames_read, unit)} read", f"{got} taken"]
+    if gapped:
+        read.append(f"{gapped:,} left between samples by the {gap}-frame gap")
+    why = _reasons(rejections) if rejections else "none"
+    if windowed and not rejections:
+        why = f"none captured (press '{key}' in the preview window)"
+    skipped = f"; {report.count(len(source.skipped), 'unreadable file')} skipped" if source.skipped else ""
+    settings = ("samples", "sample_gap") if gapped and not rejections and source.exhausted else ()
+    hint = "; use a longer video, fewer samples or a smaller gap" if settings else ""
+    return FaceIDError(
+        f"Got only {got} of {n} good samples before {ended} from {source.description}: {', '.join(read)}; "
+        f"rejected {units}: {why}{skipped}{hint}.",
+        *settings,
     )
 
 
-def _note_skipped(source: FrameSource, notes: list[str]) -> None:
-    """Say once, as it happens, which folder file was skipped and why (also kept in the notes)."""
-    for name, reason in source.skipped:
+def _note_skipped(source: FrameSource, notes: list[str], noted: int, final: bool = False) -> int:
+    """Say once, as it happens, which folder file was skipped and why (also kept in the notes): the first
+    `SKIPPED_SHOWN` by name, the others on --verbose only; at the end (`final`) one line counts those.
+    `noted`: how many of `source.skipped` were dealt with before; returns the new count."""
+    for number, (name, reason) in enumerate(source.skipped[noted:], start=noted + 1):
         note = f"skipped {name}: {reason.rstrip('.')}"
-        if note not in notes:
-            notes.append(note)
-            report.note(f"note: {note}")
+        if number <= SKIPPED_SHOWN:
+            _note(notes, note)
+        else:
+            report.detail(f"note: {note}")
+    hidden = len(source.skipped) - SKIPPED_SHOWN
+    if final and hidden > 0:
+        _note(notes, f"skipped {report.count(hidden, 'more file')} that could not be read (--verbose names each)")
+    return len(source.skipped)
 
 
 def probe(session: Session, key: str) -> tuple[Sample, list[str], LivenessResult | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..core.report import count
 from ..model.margin import AMBIGUOUS
 from .decision import accepts
 from .gallery_access import Match, display_name
@@ -71,7 +72,7 @@ def _registered(r: Registered) -> Rendered:
         else None
     )
     lines = [
-        f"Registered {r.name!r} from {r.samples} samples (lowest sample-to-template cosine {r.min_sample_cosine:.3f})."
+        f"Registered {r.name!r} from {count(r.samples, 'sample')} (lowest sample-to-template cosine {r.min_sample_cosine:.3f})."
     ]
     if warning:
         lines.append(f"WARNING: {warning}.")
@@ -117,7 +118,6 @@ def _verified(r: Verified) -> Rendered:
     if r.closest_other is not None:
         lines.append(f"closest other person: {r.closest_other.name!r} {r.closest_other.score:.3f}")
     lines.append(f"{m.text}.")
-    lines += _notes(r.notes)
     reason = None if r.match else "beaten by another person" if beaten is not None else "below threshold"
     data = {
         "action": "verify",
@@ -156,7 +156,6 @@ def _identified(r: Identified) -> Rendered:
         for i, x in enumerate(r.matches, 1)
     ]
     lines.append(f"{m.text}.")
-    lines += _notes(r.notes)
     data = {
         "action": "identify",
         "decision": r.decision,
@@ -180,7 +179,7 @@ def _listed(r: Listed) -> Rendered:
     ]
     lines = [f"{len(rows)} registered" + (":" if rows else " (register someone first).")]
     lines += [
-        f"  {display_name(p.name):<24} {p.n_samples} samples  registered {p.created}  model {p.fingerprint}"
+        f"  {display_name(p.name):<24} {count(p.n_samples, 'sample'):<11} registered {p.created}  model {p.fingerprint}"
         for p in r.people
     ]
     return {"action": "list", "people": rows}, lines
@@ -195,7 +194,7 @@ def _checked(r: Checked) -> Rendered:
     search_index = {"path": r.index_path, "damaged": r.index_problem is not None, "problem": r.index_problem}
     return (
         {"action": "check", "intact": True, "templates": r.templates, "search_index": search_index},
-        [f"The gallery {r.db_path} is intact ({r.templates} templates).", index],
+        [f"The gallery {r.db_path} is intact ({count(r.templates, 'template')}).", index],
     )
 
 
@@ -204,10 +203,10 @@ def _deleted(r: Deleted) -> Rendered:
 
 
 def _reenrolled(r: Reenrolled) -> Rendered:
-    lines = [f"Recomputed the templates of {r.people} people with {r.model.source}."]
+    lines = [f"Recomputed the templates of {count(r.people, 'person', 'people')} with {r.model.source}."]
     if r.imported_kept:
         lines.append(
-            f"Kept {len(r.imported_kept)} imported people as they are (e.g. {r.imported_kept[0]!r}): the seed "
+            f"Kept {count(len(r.imported_kept), 'imported person', 'imported people')} as they are (e.g. {r.imported_kept[0]!r}): the seed "
             f"stored no photos to recompute them from; register them again with --replace to do so."
         )
     data = {"action": "reenroll", "people": r.people, "imported_kept": r.imported_kept, "model": _model(r.model)}
@@ -216,7 +215,7 @@ def _reenrolled(r: Reenrolled) -> Rendered:
 
 def _seed_imported(r: SeedImported) -> Rendered:
     line = (
-        f"Imported {r.people} people from {r.path}. Their templates are taken as made by the loaded "
+        f"Imported {count(r.people, 'person', 'people')} from {r.path}. Their templates are taken as made by the loaded "
         f"model and cannot be recomputed (the seed kept no photos): if the seed used another "
         f"model, register them again with `register --name NAME --replace`."
     )
@@ -247,10 +246,6 @@ _RENDERERS: dict[type, Callable[[Any], Rendered]] = {
 
 
 # ----------------------------------------------------------------------------- shared parts
-
-
-def _notes(notes: list[str]) -> list[str]:
-    return [f"note: {n}" for n in notes]
 
 
 def _match(match: Match | None) -> dict | None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..core import report
 from ..core.device import describe_device
+from ..core.errors import FaceIDError
 from .camera import FrameSource, Preview, display_available, open_source
 from .gallery_access import Gallery
 from .outcome import LIVE_FRAME_LIMIT
@@ -85,6 +86,8 @@ class Session:
         self._pipeline_factory = pipeline_factory
         self._pipeline: FacePipeline | None = None
         self._source: FrameSource | None = None  # opened early by check_source, read by the action
+        # the menu: where the last action left a video or a folder (`source_used`), and what it read
+        self._left_at: tuple[int, bool, bool, str] | None = None
 
     # ------------------------------------------------------------------ the model
     @property
@@ -125,8 +128,34 @@ class Session:
         source, self._source = self._source, None
         return source if source is not None else self._open_source()
 
+    def source_used(self, source: FrameSource) -> None:
+        """An action has read `source`. In the menu, the next action goes on from where this one stopped (a
+        video's next frame, a folder's next photo), so verify right after register does not score the very
+        frames that were registered; `_open_source` says so."""
+        if self.args.action is None and not source.live:
+            self._left_at = (source.position, source.exhausted, source.one_photo, "photo" if source.stills else "frame")
+
     def _open_source(self) -> FrameSource:
-        return open_source(self.args.source, max_frames=self._frame_limit(), start_frame=self.args.start_frame)
+        first = self.args.start_frame
+        if self._left_at is None:
+            return open_source(self.args.source, max_frames=self._frame_limit(), start_frame=first)
+        position, exhausted, one_photo, unit = self._left_at
+        source = self.args.source
+        if not (one_photo or exhausted):
+            try:
+                opened = open_source(source, max_frames=self._frame_limit(), start_frame=position)
+            except FaceIDError:  # the last action stopped at the very end
+                exhausted = True
+            else:
+                used = f"{unit}s {first} to {position - 1}" if position - 1 > first else f"{unit} {first}"
+                report.note(f"note: continuing {source} at {unit} {position}, after the {used} the last action used")
+                return opened
+        report.note(
+            f"note: reading {source} again (a photo is one frame; the last action read it too)"
+            if one_photo
+            else f"note: the last action read {source} to its end; reading it again from {unit} {first}"
+        )
+        return open_source(source, max_frames=self._frame_limit(), start_frame=first)
 
     def _frame_limit(self) -> int | None:
         if self.args.max_frames is not None:

@@ -269,7 +269,12 @@ def decode_image(data, what: str = "the image", limit: int | None = None, fit: i
 
 
 # libjpeg's scaled decodes: 1/k of each side, the DCT itself shrunk, so the full image is never allocated
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+_REDUCED = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
 
 
 def fit_pixels(image: np.ndarray, limit: int = WORKING_MAX_PIXELS) -> np.ndarray:

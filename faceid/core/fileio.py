@@ -119,7 +119,9 @@ def require_regular_file(path: str | os.PathLike, what: str, *settings: str) -> 
     except FileNotFoundError:
         raise FaceIDError(f"{what} {path} does not exist.", *settings) from None
     except OSError as err:
-        raise FaceIDError(f"Cannot read {what[:1].lower()}{what[1:]} {path}: {err.strerror or err}.", *settings) from None
+        raise FaceIDError(
+            f"Cannot read {what[:1].lower()}{what[1:]} {path}: {err.strerror or err}.", *settings
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise FaceIDError(
             f"{what} {path} is {describe_kind(st.st_mode)}, not a regular file; give a file (a pipe or device "

@@ -91,6 +91,11 @@ def progress(items: Iterable[Any] | None = None, *, enabled: bool = True, **bar:
     return tqdm(items, disable=not enabled or _level < NORMAL, file=sys.stderr, **bar)
 
 
+def count(n: int, unit: str, plural: str | None = None) -> str:
+    """ "1 sample", "2 samples", "1 person", "3,000 people": a number with its unit in the right number."""
+    return f"{n:,} {unit if n == 1 else plural or unit + 's'}"
+
+
 def invocation(script: str) -> str:
     """The whole command that runs `script`: "faceid-unpack" for a console-command user, else "python SCRIPT"."""
     name = command(script)

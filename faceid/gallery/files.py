@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..core import report
 from ..core.decode import DecodeError, decode_image
+from ..core.fileio import describe_kind
 from .records import DB_NAME, DIR_MODE, FILE_MODE, INDEX_NAME, SAMPLES_DIR, GalleryError
 
 JPEG_QUALITY = 95
@@ -76,10 +78,21 @@ def claim_data_dir(data_dir: Path) -> None:
             )
     private_dir(data_dir)
     for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", INDEX_NAME, SAMPLES_DIR):
-        if (data_dir / name).is_symlink():
+        path = data_dir / name
+        if path.is_symlink():
             raise GalleryError(
-                f"{data_dir / name} is a symbolic link; a gallery keeps its own files in its own "
+                f"{path} is a symbolic link; a gallery keeps its own files in its own "
                 f"folder - replace the link with the real {'folder' if name == SAMPLES_DIR else 'file'}."
+            )
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISDIR(mode) if name == SAMPLES_DIR else stat.S_ISREG(mode)):
+            # a named pipe here would block the database or the index open forever; a device is not ours
+            raise GalleryError(
+                f"{path} is {describe_kind(mode)}, not the {'folder' if name == SAMPLES_DIR else 'file'} a gallery "
+                f"keeps there; move it out of the gallery."
             )
 
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..core.errors import FaceIDError
 from ..core.validate import Fields, load_json, shown
+from ..core.fileio import require_regular_file
 from .margin import DEFAULT_MARGIN, Margin, MarginMeasure, margin_text
 from .tail_fit import TAIL_EXCEEDANCES, TailFit
 
@@ -513,10 +514,9 @@ def write_calibration_file(path, table: Calibration, fingerprint: str, report: d
 
 def read_calibration_file(path, fingerprint: str) -> Calibration:
     """Read a table written by `write_calibration_file`; refuse one made for another model (one sentence)."""
-    import os
 
+    size = require_regular_file(path, "The calibration file").st_size  # a pipe would block the open below
     try:
-        size = os.path.getsize(path)
         if size > MAX_FILE_BYTES:
             raise FaceIDError(
                 f"The calibration file {path} is {size:,} bytes; a table is far smaller, so it is not one."

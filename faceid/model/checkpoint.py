@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..core.errors import FaceIDError
-from ..core.fileio import atomic_torch_save
+from ..core.fileio import atomic_torch_save, require_regular_file
 from ..core.validate import Fields, check_depth, is_whole, shown
 from .network import DEFAULT_NETWORK, NETWORKS
 
@@ -142,8 +142,7 @@ def is_checkpoint(obj: Any) -> bool:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Open a checkpoint with weights_only=True; a missing, corrupt or foreign file is one clear error."""
     path = Path(path)
-    if not path.is_file():
-        raise FaceIDError(f"Checkpoint not found: {path}.")
+    require_regular_file(path, "The checkpoint")
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # zip errors, unpickling errors, EOF: all mean "not a usable checkpoint"

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import FaceIDError
+from ..core.fileio import require_regular_file
 from .embeddings import EMBEDDING_DIM
 from .preprocessing import PreprocessSpec
 
@@ -84,8 +85,8 @@ def resolve_weights(weights: str | os.PathLike | None = None, download: bool = T
     for candidate, origin in ((weights, "the weights setting"), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
         if candidate:
             path = Path(candidate).expanduser()
-            if not path.is_file():
-                raise FaceIDError(f"The weights file given by {origin} does not exist: {path}.", "weights")
+            named = "The weights file" if origin == "the weights setting" else f"The weights file named by {origin}"
+            require_regular_file(path, named, "weights")
             return path
     cached = vggface2_cache_path()
     if cached.is_file():

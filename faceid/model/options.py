@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 from ..core.defaults import DEFAULT_CHECKPOINT
 from ..core.device import check_device_name
 from ..core.errors import FaceIDError, positive_int
+from ..core.fileio import require_regular_file
 
 CROP_CHOICES = ("box", "aligned5")
 THREADS_HELP = {
@@ -97,7 +99,15 @@ def add_model_options(
         group.add_argument("--" + name, **spec)
 
 
+MODEL_FILES = {"model": "The model file", "weights": "The weights file", "calibration": "The calibration file"}
+
+
 def check_model_options(args: argparse.Namespace) -> None:
     """Checks argparse cannot make, run before anything is loaded: the device name (a GPU is looked for only
-    when the model loads)."""
+    when the model loads), and that each model file given is a regular file (a named pipe would block the load
+    forever; a missing file is named before the gallery or the source is touched)."""
     check_device_name(getattr(args, "device", None))
+    for setting, what in MODEL_FILES.items():
+        value = getattr(args, setting, None)
+        if value:
+            require_regular_file(Path(value).expanduser(), what, setting)

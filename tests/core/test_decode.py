@@ -14,12 +14,12 @@ import pytest
 from hostile import BAD_IMAGES, bomb_jpeg, bomb_png, small_jpeg
 
 from faceid.core.decode import (
-    fit_pixels,
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
     DecodeError,
     check_packed_headers,
     decode_image,
+    fit_pixels,
     image_size,
     max_bytes,
     read_image_file,
