@@ -373,7 +373,7 @@ def test_model_mismatch_then_reenroll(capsys, base, tmp_path, videos):
     code, _, err = app(capsys, *swapped, *clip, "verify", "--name", "alice")
     assert code == 2 and "another model" in err and "reenroll" in err
     code, out, _ = app(capsys, *swapped, "reenroll")
-    assert code == 0 and "Recomputed the templates of 1 people" in out
+    assert code == 0 and "Recomputed the templates of 1 person" in out
     code, ver = app_json(capsys, *swapped, *clip, "verify", "--name", "alice")
     assert code in (0, 1) and ver["model"]["fingerprint"] != ""
 
@@ -383,7 +383,7 @@ def test_import_seed_pickle(capsys, base, tmp_path):
     good = tmp_path / "face_embeddings.pkl"
     good.write_bytes(pickle.dumps({"seed person": vec / np.linalg.norm(vec)}))
     code, out, _ = app(capsys, *base, "import-seed", "--pickle", good)
-    assert code == 0 and "Imported 1 people" in out
+    assert code == 0 and "Imported 1 person from" in out
     _, lst = app_json(capsys, *base, "list")
     assert [(p["name"], p["samples"]) for p in lst["people"]] == [("seed person", 0)]
     # the advice given works: --replace exists on import-seed, and reenroll says what it did with imports
