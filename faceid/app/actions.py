@@ -60,6 +60,7 @@ def register(session: Session, name: str, replace: bool = False) -> Registered |
     args = session.args
     name = clean_name(name, new=True)
     with session.gallery() as g:  # gallery, then source, then the network: the cheap checks fail first
+        g.require_writable()
         if g.get(name) is not None and not replace:
             raise FaceIDError(f"{name!r} is already registered; use --replace to register them again.")
     session.check_source()
@@ -200,7 +201,8 @@ def delete(session: Session, name: str) -> Deleted:
 
 def reenroll(session: Session) -> Reenrolled:
     """Recompute every template from the stored crops with the loaded model (after a model change)."""
-    session.gallery().close()  # a damaged or foreign gallery fails before the network loads
+    with session.gallery() as g:  # a damaged, foreign or read-only gallery fails before the network loads
+        g.require_writable()
     pipe = session.pipeline
     side = pipe.spec.crop_size
 
@@ -225,7 +227,8 @@ def import_seed(session: Session, pickle_path: str, replace: bool = False) -> Se
     if not path.is_file():
         raise FaceIDError(f"Seed pickle not found: {path}.")
     load_seed_pickle(path)  # a bad pickle or gallery fails here, before seconds of model loading
-    session.gallery().close()
+    with session.gallery() as g:
+        g.require_writable()
     with session.gallery() as g:
         count = g.import_seed_pickle(path, session.embedder.fingerprint, replace=replace)
     return SeedImported(people=count, path=str(path), model=model_info(session))

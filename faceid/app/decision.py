@@ -31,6 +31,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from ..core.report import count
 from ..model.calibration import Threshold
 from ..model.gallery_pairs import SAMPLED_TEMPLATES, GalleryPairs, decision_threshold, read_from_gallery
 from ..model.margin import AMBIGUOUS, DEFAULT_MARGIN, IDENTIFIED, Margin, identify_decision, verify_decision
@@ -114,7 +115,7 @@ def _threshold(
     if own is not None:
         return own
     value = embedder.threshold
-    scope = "" if gallery_size is None else f", not adjusted for {gallery_size:,} people"
+    scope = "" if gallery_size is None else f", not adjusted for {count(gallery_size, 'person', 'people')}"
     if source == "checkpoint":
         return Threshold(
             value,

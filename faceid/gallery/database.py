@@ -18,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import resource
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .files import fsync_dir
+from .files import MIN_FREE_BYTES, READ_ONLY, fsync_dir, storage_error
 from .index_cache import bump_index_version
 from .records import FILE_MODE, WRITE_MARKER, GalleryError, corrupt_database
 
@@ -62,18 +64,42 @@ REQUIRED_TABLES = {"meta", "people", "templates", "samples"}
 
 
 def translate(err: sqlite3.DatabaseError, db: Path) -> GalleryError:
-    """Map an SQLite error to one user sentence: busy, unusable file (disk/permissions), or corrupt."""
+    """Map an SQLite error to one user sentence: busy, read-only storage, a full disk, a file-size limit, an
+    unusable file (disk/permissions), or corrupt."""
     code = getattr(err, "sqlite_errorname", "") or ""
     if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return GalleryError(f"The gallery {db} is busy (another faceid process is writing to it); try again.")
-    if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR", "SQLITE_FULL")):
+    if code.startswith("SQLITE_READONLY"):
+        return GalleryError(f"Cannot write to the gallery database {db}: the gallery {READ_ONLY}.")
+    if code.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+        cause = _write_limit(db)
+        if cause is not None:
+            return GalleryError(f"Cannot write to the gallery database {db}: {cause}; the gallery is unchanged.")
+    if code.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR", "SQLITE_FULL")):
         return GalleryError(f"Cannot use the gallery database {db} ({err}); check the disk and its permissions.")
     return corrupt_database(db)
 
 
+def _write_limit(db: Path) -> str | None:
+    """What stopped SQLite writing, when it says only "disk I/O error" or "database or disk is full": a file-size
+    limit (``ulimit -f``, RLIMIT_FSIZE: the write fails with EFBIG) the gallery's files have reached, or a full
+    disk; None when neither is the case."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        largest = max((p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists()), default=0)
+        if largest + MIN_FREE_BYTES >= soft:
+            return f"a file-size limit (ulimit -f: {soft:,} bytes) stopped the write"
+    try:
+        free = shutil.disk_usage(db.parent).free
+    except OSError:
+        return None
+    return f"the disk is full ({free:,} bytes free)" if free < MIN_FREE_BYTES else None
+
+
 def db_errors(method):
-    """Decorator for the methods of an object with a `db_path`: SQLite errors become GalleryError (`translate`);
-    programming errors stay as they are."""
+    """Decorator for the methods of an object with a `db_path`: SQLite errors become GalleryError (`translate`),
+    and so do the OSErrors of writing its files (read-only storage, a full disk, a file-size limit:
+    `storage_error`); programming errors stay as they are."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -83,6 +109,8 @@ def db_errors(method):
             raise
         except sqlite3.DatabaseError as err:
             raise translate(err, self.db_path) from err
+        except OSError as err:
+            raise storage_error(err, f"write to the gallery {self.db_path.parent}") from err
 
     return wrapper
 
@@ -93,21 +121,26 @@ def db_errors(method):
 def create_db(db: Path) -> None:
     """Build a fresh database beside `db` and rename it into place: `db` never exists half-initialised."""
     tmp = db.with_name(f".{db.name}.new-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
     try:
-        conn = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
-            with conn:
-                bump_index_version(conn)
-        finally:
-            conn.close()
-        os.replace(tmp, db)
-    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(db.parent)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
+                with conn:
+                    bump_index_version(conn)
+            finally:
+                conn.close()
+            os.replace(tmp, db)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(db.parent)
+    except OSError as err:
+        raise storage_error(err, f"create the gallery database {db}") from None
+    except sqlite3.DatabaseError as err:
+        raise translate(err, db) from None
 
 
 def check_header(db: Path) -> None:
@@ -121,8 +154,14 @@ def check_header(db: Path) -> None:
         raise corrupt_database(db)
 
 
-def connect(db: Path) -> sqlite3.Connection:
-    """Open `db` in autocommit mode (transactions are explicit), foreign keys and secure_delete on, WAL."""
+def connect(db: Path, read_only: bool = False) -> sqlite3.Connection:
+    """Open `db` in autocommit mode (transactions are explicit), foreign keys and secure_delete on, WAL.
+
+    `read_only` (read-only storage, a full disk): opened with SQLite's ``mode=ro``, which writes nothing, not even
+    the ``-wal``/``-shm`` files WAL reading needs on writable storage; ``immutable=1`` too when no write-ahead
+    log is left over (nothing else can be changing it then), so no lock file is needed either."""
+    if read_only:
+        return _connect_read_only(db)
     try:
         conn = sqlite3.connect(db, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     except sqlite3.DatabaseError as err:
@@ -133,6 +172,24 @@ def connect(db: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")  # readers (the app) don't block a writer (register)
     except sqlite3.DatabaseError as err:
         conn.close()
+        raise translate(err, db) from err
+    return conn
+
+
+def _connect_read_only(db: Path) -> sqlite3.Connection:
+    wal = Path(f"{db}-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    uri = db.resolve().as_uri() + ("?mode=ro" if pending else "?mode=ro&immutable=1")
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opening is lazy: fail here, not later
+    except sqlite3.DatabaseError as err:
+        if pending:
+            raise GalleryError(
+                f"The gallery {db.parent} cannot be read where it is: its last write was not finished ({wal} "
+                f"is left over) and nothing can be written there to finish it; open it once on writable storage."
+            ) from None
         raise translate(err, db) from err
     return conn
 

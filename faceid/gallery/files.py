@@ -12,6 +12,7 @@ decode gate as any other image (`faceid.core.decode`), since the folder may have
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -46,24 +47,35 @@ def make_private(path: Path, mode: int) -> None:
             f"{path} is accessible to other users (mode {current:o}) and cannot be made private; "
             f"run `chmod {mode:o} {path}` as its owner."
         ) from None
+    except OSError as err:
+        raise storage_error(err, f"make {path} private") from None
     report.warn(f"Made {path} private (mode {current:o} -> {mode:o}): it holds biometric data.")
 
 
-def private_dir(path: Path) -> None:
-    """Create `path` (0700) if needed; an existing one that is too open is fixed (callers make sure it is ours)."""
+def private_dir(path: Path, fix: bool = True) -> None:
+    """Create `path` (0700) if needed, and every missing folder above it (0700 too, whatever the umask: they are
+    ours and lead to biometric data); an existing one that is too open is fixed (callers make sure it is ours),
+    unless `fix` is False (read-only storage, where nothing can be changed)."""
+    missing = [p for p in (path, *path.parents) if not (p.exists() or p.is_symlink())][::-1]
     try:
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        for folder in missing:
+            folder.mkdir(mode=DIR_MODE)
+            os.chmod(folder, DIR_MODE)  # mkdir's mode passes through the umask
+    except FileExistsError:
+        pass  # another process made it meanwhile
     except OSError as err:
-        raise GalleryError(f"Cannot create the data directory {path}: {err.strerror}.") from None
+        raise storage_error(err, f"create the data directory {path}") from None
     if not path.is_dir():
         raise GalleryError(f"{path} exists and is not a directory; choose another data directory.", "data_dir")
-    make_private(path, DIR_MODE)
+    if fix:
+        make_private(path, DIR_MODE)
 
 
-def claim_data_dir(data_dir: Path) -> None:
+def claim_data_dir(data_dir: Path, fix: bool = True) -> None:
     """Make sure `data_dir` is ours before anything in it is changed: new (created 0700), empty and owned by
     this user, or already a gallery. Anything else - a folder with other files, a shared sticky folder such
-    as /tmp - is refused: changing its mode or cleaning it up would damage what others keep there."""
+    as /tmp - is refused: changing its mode or cleaning it up would damage what others keep there. `fix`: make
+    it private (False on read-only storage)."""
     db = data_dir / DB_NAME
     if data_dir.is_dir() and not (db.exists() or db.is_symlink()):
         st = data_dir.stat()
@@ -76,7 +88,7 @@ def claim_data_dir(data_dir: Path) -> None:
                 f"data directory, e.g. {data_dir / 'faceid_data'}.",
                 "data_dir",
             )
-    private_dir(data_dir)
+    private_dir(data_dir, fix=fix)
     for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", INDEX_NAME, SAMPLES_DIR):
         path = data_dir / name
         if path.is_symlink():
@@ -94,6 +106,42 @@ def claim_data_dir(data_dir: Path) -> None:
                 f"{path} is {describe_kind(mode)}, not the {'folder' if name == SAMPLES_DIR else 'file'} a gallery "
                 f"keeps there; move it out of the gallery."
             )
+
+
+# ----------------------------------------------------------------------------------------- the storage under it
+
+READ_ONLY = "is on read-only storage"
+MIN_FREE_BYTES = 1 << 20  # below this SQLite cannot even open a write-ahead log: the gallery is served read-only
+
+
+def storage_limit(data_dir: Path) -> str | None:
+    """Why nothing can be written in the gallery `data_dir` now, as the end of a sentence naming it ("is on
+    read-only storage", "is on a full disk (0 bytes free)"), or None when it can be. Read-only is a read-only
+    mount (statvfs ST_RDONLY) or a folder or database this process may not write (chmod, ``chattr +i``: root
+    honours the immutable flag, not the mode bits, and os.access says so)."""
+    db = data_dir / DB_NAME
+    try:
+        info = os.statvfs(data_dir)
+    except OSError:
+        return None  # not there yet: creating it will say what is wrong
+    if info.f_flag & os.ST_RDONLY or not os.access(data_dir, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        return READ_ONLY
+    free = info.f_bavail * info.f_frsize
+    if free < MIN_FREE_BYTES:
+        return f"is on a full disk ({free:,} bytes free)"
+    return None
+
+
+def storage_error(err: OSError, doing: str) -> GalleryError:
+    """An OSError from writing the gallery as one sentence that names the cause: read-only storage, a full disk,
+    a file-size limit (``ulimit -f``), or the error's own words."""
+    cause = {
+        errno.EROFS: "the gallery is on read-only storage",
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is used up",
+        errno.EFBIG: "a file-size limit (ulimit -f) stopped the write",
+    }.get(err.errno or 0, err.strerror or str(err))
+    return GalleryError(f"Cannot {doing}: {cause}.")
 
 
 def fsync_dir(path: Path) -> None:
@@ -123,6 +171,33 @@ def own_sample_dirs(samples_dir: Path) -> list[tuple[int, Path]]:
     return [(int(e.name), Path(e.path)) for e in os.scandir(samples_dir) if _SAMPLE_DIR_NAME.fullmatch(e.name)]
 
 
+def private_samples(samples_dir: Path) -> None:
+    """Every person's folder 0700 and every crop 0600, as the gallery writes them: a gallery copied or unpacked
+    under a loose umask (or opened up with chmod) has them readable by others. Fixed on open, with one warning
+    that counts them; only the gallery's own names are touched, and a link is never followed."""
+    fixed = 0
+    for _, folder in own_sample_dirs(samples_dir):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        crops = [Path(e.path) for e in os.scandir(folder) if _own_crop(e)]
+        for path, mode in [(folder, DIR_MODE), *((crop, FILE_MODE) for crop in crops)]:
+            if path.lstat().st_mode & 0o777 & ~mode:
+                try:
+                    os.chmod(path, mode)  # never a link: checked above
+                except OSError as err:
+                    raise storage_error(err, f"make {path} private") from None
+                fixed += 1
+    if fixed:
+        report.warn(
+            f"Made {report.count(fixed, 'sample file or folder', 'sample files and folders')} in {samples_dir} "
+            f"private (modes 0600 and 0700): they hold biometric data."
+        )
+
+
+def _own_crop(entry: os.DirEntry) -> bool:
+    return bool(_SAMPLE_FILE_NAME.fullmatch(entry.name)) and entry.is_file(follow_symlinks=False)
+
+
 def write_sample_dir(directory: Path, jpegs: list[bytes]) -> None:
     """Create a person's folder ``samples/<id>`` with crops ``<n>.jpg``, every file and both folders fsynced
     (it must be on disk before the rows that point to it are committed)."""
@@ -149,7 +224,7 @@ def remove_sample_dir(path: Path) -> None:
     if not path.is_dir():
         return
     for entry in os.scandir(path):
-        if _SAMPLE_FILE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+        if _own_crop(entry):
             os.unlink(entry.path)
     try:
         path.rmdir()

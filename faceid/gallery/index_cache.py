@@ -78,8 +78,10 @@ class IndexCache:
     It reads the gallery's connection and writes only to it inside the caller's write transaction (`follow`);
     SQLite errors are left to the caller."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, db_path: Path):
+    def __init__(self, conn: sqlite3.Connection, path: Path, db_path: Path, save: bool = True):
+        """`save`: False for a gallery on read-only storage, whose index is rebuilt in memory only."""
         self.path = path
+        self._save = save
         self._conn = conn
         self._db_path = db_path  # named in "corrupt" errors
         # the index at `_version`: the index, person id per row (TOMBSTONE for deleted), {fingerprint: templates}
@@ -170,14 +172,15 @@ class IndexCache:
     def _build(self, version: str, matrix: np.ndarray, ids: np.ndarray, fingerprints: dict[str, int]) -> None:
         index = TemplateIndex(matrix)
         try:
-            write_index(
-                self.path,
-                matrix,
-                ids,
-                index.sketches,
-                {INDEX_VERSION_KEY: version, "fingerprints": fingerprints},
-                FILE_MODE,
-            )
+            if self._save:
+                write_index(
+                    self.path,
+                    matrix,
+                    ids,
+                    index.sketches,
+                    {INDEX_VERSION_KEY: version, "fingerprints": fingerprints},
+                    FILE_MODE,
+                )
         except OSError as err:
             report.warn(
                 f"Could not save the search index to {self.path} ({err.strerror}); the next command will rebuild it."

@@ -40,7 +40,9 @@ from .files import (
     make_private,
     own_sample_dirs,
     private_dir,
+    private_samples,
     remove_sample_dir,
+    storage_limit,
     write_sample_dir,
 )
 from .index_cache import IndexCache, IndexChanges
@@ -69,14 +71,16 @@ _PEOPLE_SQL = (
 class Gallery:
     """One open gallery. Not thread-safe: use it from one thread (processes may share a data dir)."""
 
-    def __init__(self, data_dir: Path, conn: sqlite3.Connection):
-        """Use `Gallery.open`: it makes sure `data_dir` is ours and `conn` a gallery database before this runs."""
+    def __init__(self, data_dir: Path, conn: sqlite3.Connection, read_only: str | None = None):
+        """Use `Gallery.open`: it makes sure `data_dir` is ours and `conn` a gallery database before this runs.
+        `read_only`: why nothing can be written here (`files.storage_limit`), None when it can."""
         self.data_dir = data_dir
         self.db_path = data_dir / DB_NAME
         self.samples_dir = data_dir / SAMPLES_DIR
         self.index_path = data_dir / INDEX_NAME
+        self.read_only = read_only
         self._conn = conn
-        self._index = IndexCache(conn, self.index_path, self.db_path)
+        self._index = IndexCache(conn, self.index_path, self.db_path, save=read_only is None)
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -84,16 +88,20 @@ class Gallery:
     def open(cls, data_dir: str | os.PathLike) -> "Gallery":
         """Open (creating if needed) the gallery in `data_dir`; check it is ours and intact; fix permissions."""
         data_dir = Path(data_dir).expanduser()
-        claim_data_dir(data_dir)
+        limit = storage_limit(data_dir)  # read-only storage or a full disk: served for reading, never changed
+        claim_data_dir(data_dir, fix=limit is None)
         db = data_dir / DB_NAME
         if not db.exists():
+            if limit is not None:
+                raise GalleryError(f"There is no gallery in {data_dir}, and none can be made there: it {limit}.")
             database.create_db(db)
         database.check_header(db)
-        for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-            if path.exists():
-                make_private(path, FILE_MODE)
-        conn = database.connect(db)
-        gallery = cls(data_dir, conn)
+        if limit is None:
+            for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                if path.exists():
+                    make_private(path, FILE_MODE)
+        conn = database.connect(db, read_only=limit is not None)
+        gallery = cls(data_dir, conn, limit)
         try:
             gallery._prepare()
         except BaseException:
@@ -106,7 +114,9 @@ class Gallery:
         """After connecting: the schema is ours, the samples folder exists, a crash is checked for, an old
         schema is upgraded and orphaned sample folders are removed."""
         database.validate_schema(self._conn, self.db_path)
-        private_dir(self.samples_dir)
+        if self.read_only is None:
+            private_dir(self.samples_dir)
+            private_samples(self.samples_dir)
         if database.crashed_writers(self.data_dir):
             report.warn(f"A faceid process stopped in the middle of writing to {self.db_path}; checking the gallery.")
             problems = self.check()
@@ -115,6 +125,8 @@ class Gallery:
                     f"{self.db_path} is damaged after a crash ({problems[0]}); restore a backup or move it away."
                 )
             self.check_index()  # a crash may leave the search index ahead of the database: noted, rebuilt
+        if self.read_only is not None:
+            return  # an old schema is read as it is; orphans wait for writable storage
         if database.needs_upgrade(self._conn):
             with self._transaction() as db:
                 database.upgrade(db)
@@ -149,8 +161,9 @@ class Gallery:
             if not (self._person_dir(pid) / f"{int(idx)}.jpg").is_file():
                 problems.append(f"the sample crop {self._person_dir(pid) / f'{int(idx)}.jpg'} is missing")
                 break
-        for marker in database.crashed_writers(self.data_dir):
-            marker.unlink(missing_ok=True)
+        if self.read_only is None:
+            for marker in database.crashed_writers(self.data_dir):
+                marker.unlink(missing_ok=True)
         return problems
 
     @db_errors
@@ -159,10 +172,20 @@ class Gallery:
         the saved index was faithful or absent, else what was wrong with it (for ``check`` to report)."""
         return self._index.audit()
 
+    def require_writable(self) -> None:
+        """Refuse, in one sentence, to change a gallery on read-only storage or a full disk (it is still read)."""
+        if self.read_only is not None:
+            fix = "free some space on it" if "full" in self.read_only else "copy it to writable storage"
+            raise GalleryError(
+                f"The gallery {self.data_dir} {self.read_only}: it can be read (list, identify, verify, check) "
+                f"but not changed; {fix} to register or delete."
+            )
+
     @contextlib.contextmanager
     def _transaction(self, changes: IndexChanges | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction (`database.write_transaction`). The saved search index follows the write when the
         body declares its `changes` (else it is stale, and rebuilt on next use); the index in memory is dropped."""
+        self.require_writable()
         follow = lambda old, new: self._index.follow(changes, old, new)  # noqa: E731
         with database.write_transaction(self._conn, self.data_dir, before_commit=follow) as db:
             yield db

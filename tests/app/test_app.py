@@ -392,7 +392,7 @@ def test_import_seed_pickle(capsys, base, tmp_path):
     code, again = app_json(capsys, *base, "import-seed", "--pickle", good, "--replace")
     assert code == 0 and again["people"] == 1
     code, out, _ = app(capsys, *base, "reenroll")
-    assert code == 0 and "Kept 1 imported people as they are (e.g. 'seed person')" in out and "--replace" in out
+    assert code == 0 and "Kept 1 imported person as they are (e.g. 'seed person')" in out and "--replace" in out
 
     class Evil:
         def __reduce__(self):
