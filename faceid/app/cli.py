@@ -61,7 +61,13 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
         help="read at most this many frames per action "
         f"(default: the whole file; {LIVE_FRAME_LIMIT} from a camera without a window)",
     )
-    g.add_argument("--start-frame", type=int, default=d(0), help="skip this many frames of a video/folder first")
+    g.add_argument(
+        "--start-frame",
+        type=int,
+        default=d(0),
+        help="skip this many frames of a video (or photos of a folder) first; a stream that cannot seek is decoded "
+        "up to it (default: 0)",
+    )
     g.add_argument(
         "--sample-gap",
         type=int,

@@ -24,7 +24,7 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .files import MIN_FREE_BYTES, READ_ONLY, fsync_dir, storage_error
+from .files import MIN_FREE_BYTES, READ_ONLY, fsync_dir, make_private, storage_error
 from .index_cache import bump_index_version
 from .records import FILE_MODE, WRITE_MARKER, GalleryError, corrupt_database
 
@@ -152,6 +152,22 @@ def check_header(db: Path) -> None:
         raise GalleryError(f"Cannot read the gallery database {db}: {err.strerror}.") from None
     if magic != SQLITE_MAGIC:
         raise corrupt_database(db)
+
+
+def open_db(db: Path, limit: str | None) -> sqlite3.Connection:
+    """The gallery database `db`, created if missing, checked to be SQLite, made private, and connected to;
+    `limit` (`files.storage_limit`: read-only storage, a full disk): nothing is created or changed, and the
+    connection is read-only."""
+    if not db.exists():
+        if limit is not None:
+            raise GalleryError(f"There is no gallery in {db.parent}, and none can be made there: it {limit}.")
+        create_db(db)
+    check_header(db)
+    if limit is None:
+        for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            if path.exists():
+                make_private(path, FILE_MODE)
+    return connect(db, read_only=limit is not None)
 
 
 def connect(db: Path, read_only: bool = False) -> sqlite3.Connection:

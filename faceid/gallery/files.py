@@ -132,6 +132,15 @@ def storage_limit(data_dir: Path) -> str | None:
     return None
 
 
+def read_only_refusal(data_dir: Path, limit: str) -> GalleryError:
+    """The one sentence for a change asked of a gallery that can only be read (`storage_limit` said why)."""
+    fix = "free some space on it" if "full" in limit else "copy it to writable storage"
+    return GalleryError(
+        f"The gallery {data_dir} {limit}: it can be read (list, identify, verify, check) but not changed; {fix} to "
+        f"register or delete."
+    )
+
+
 def storage_error(err: OSError, doing: str) -> GalleryError:
     """An OSError from writing the gallery as one sentence that names the cause: read-only storage, a full disk,
     a file-size limit (``ulimit -f``), or the error's own words."""

@@ -37,10 +37,10 @@ from .files import (
     claim_data_dir,
     decode_jpeg,
     encode_jpeg,
-    make_private,
     own_sample_dirs,
     private_dir,
     private_samples,
+    read_only_refusal,
     remove_sample_dir,
     storage_limit,
     write_sample_dir,
@@ -49,7 +49,6 @@ from .index_cache import IndexCache, IndexChanges
 from .names import lookup_key, validate_name
 from .records import (
     DB_NAME,
-    FILE_MODE,
     INDEX_NAME,
     SAMPLES_DIR,
     GalleryError,
@@ -90,22 +89,11 @@ class Gallery:
         data_dir = Path(data_dir).expanduser()
         limit = storage_limit(data_dir)  # read-only storage or a full disk: served for reading, never changed
         claim_data_dir(data_dir, fix=limit is None)
-        db = data_dir / DB_NAME
-        if not db.exists():
-            if limit is not None:
-                raise GalleryError(f"There is no gallery in {data_dir}, and none can be made there: it {limit}.")
-            database.create_db(db)
-        database.check_header(db)
-        if limit is None:
-            for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-                if path.exists():
-                    make_private(path, FILE_MODE)
-        conn = database.connect(db, read_only=limit is not None)
-        gallery = cls(data_dir, conn, limit)
+        gallery = cls(data_dir, database.open_db(data_dir / DB_NAME, limit), limit)
         try:
             gallery._prepare()
         except BaseException:
-            conn.close()
+            gallery.close()
             raise
         return gallery
 
@@ -175,11 +163,7 @@ class Gallery:
     def require_writable(self) -> None:
         """Refuse, in one sentence, to change a gallery on read-only storage or a full disk (it is still read)."""
         if self.read_only is not None:
-            fix = "free some space on it" if "full" in self.read_only else "copy it to writable storage"
-            raise GalleryError(
-                f"The gallery {self.data_dir} {self.read_only}: it can be read (list, identify, verify, check) "
-                f"but not changed; {fix} to register or delete."
-            )
+            raise read_only_refusal(self.data_dir, self.read_only)
 
     @contextlib.contextmanager
     def _transaction(self, changes: IndexChanges | None = None) -> Iterator[sqlite3.Connection]:
