@@ -60,7 +60,9 @@ def main() -> None:
         for i in range(args.repeats):
             for label, repo in (("before", args.baseline.resolve()), ("now", REPO)):
                 for name, photo in (("1x1", tiny), ("big", big)):
-                    results.setdefault((label, name), []).append(run(repo, photo, tmp_path / f"g{i}{label}", args.weights))
+                    results.setdefault((label, name), []).append(
+                        run(repo, photo, tmp_path / f"g{i}{label}", args.weights)
+                    )
         print(f"{'checkout':<8} {'photo':<5} {'seconds':>8} {'peak MB':>8} {'exit':>5}")
         for (label, name), runs in results.items():
             seconds = statistics.median(r[0] for r in runs)

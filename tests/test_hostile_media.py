@@ -193,6 +193,16 @@ def test_the_app_answers_a_pipe_source_in_one_sentence(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert json.loads(out.stdout)["error"].endswith("could block or never end).")
     assert time.perf_counter() - start < 30
+    pickle_pipe = tmp_path / "face_embeddings.pkl"
+    os.mkfifo(pickle_pipe)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "faceid_app.py"), "--data-dir", str(tmp_path / "g"), "import-seed"]
+        + ["--pickle", str(pickle_pipe)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "The seed pickle" in out.stderr and "named pipe (FIFO)" in out.stderr
 
 
 # ----------------------------------------------------------------------------- the app on degenerate media
@@ -324,3 +334,31 @@ def test_the_menu_goes_on_after_the_frames_register_used_and_says_so(shared_data
     assert out.returncode == 0, out.stderr
     assert "Registered 'd18' from 1 sample " in out.stdout and "MATCH: 'd18'" in out.stdout
     assert f"note: continuing {clip} at frame 1, after the frame 0 the last action used" in out.stderr
+
+
+@pytest.mark.e2e
+def test_thousands_of_empty_files_are_named_up_to_ten_then_counted_and_each_note_is_said_once(
+    shared_data, stand_in_args, tmp_path
+):
+    """A folder of one real photo and 3,000 empty .jpg files: 10 named, one line for the 2,990 others (--json keeps
+    the same), the "used 1 sample" note once on stderr and never again on stdout."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    ok, face = cv2.VideoCapture(str(shared_data / "videos" / "d18.mp4")).read()
+    cv2.imwrite(str(folder / "0face.jpg"), face)
+    for i in range(3000):
+        (folder / f"empty{i:04d}.jpg").write_bytes(b"")
+    out = app("--data-dir", tmp_path / "g", *stand_in_args, "--source", folder, "register", "--name", "d18")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Registered 'd18' from 1 sample " in out.stdout and "note:" not in out.stdout
+    lines = out.stderr.splitlines()
+    assert sum(line.startswith("note: skipped empty") for line in lines) == 10
+    assert lines.count("note: skipped 2,990 more files that could not be read (--verbose names each)") == 1
+    assert sum("used 1 sample (asked for 5)" in line for line in lines) == 1
+    assert len(lines) < 40, len(lines)
+    data = json.loads(
+        app(
+            "--data-dir", tmp_path / "g2", *stand_in_args, "--source", folder, "--json", "register", "--name", "x"
+        ).stdout
+    )
+    assert len(data["notes"]) == 12 and data["samples"] == 1

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..core import report
 from ..core.errors import FaceIDError
+from ..core.fileio import require_regular_file
 from ..model.embeddings import template_of
 from . import render
 from .capture import collect, probe, run_liveness
@@ -224,8 +225,7 @@ def reenroll(session: Session) -> Reenrolled:
 def import_seed(session: Session, pickle_path: str, replace: bool = False) -> SeedImported:
     """Take the seed app's face_embeddings.pkl as templates of the loaded model (read without running code)."""
     path = Path(pickle_path).expanduser()
-    if not path.is_file():
-        raise FaceIDError(f"Seed pickle not found: {path}.")
+    require_regular_file(path, "The seed pickle")
     load_seed_pickle(path)  # a bad pickle or gallery fails here, before seconds of model loading
     with session.gallery() as g:
         g.require_writable()
