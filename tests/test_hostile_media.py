@@ -169,6 +169,25 @@ def test_a_pipe_as_a_model_file_is_named_before_anything_opens_it(tmp_path, flag
         parse_args([flag, str(tmp_path / "missing.pth"), "list"])
 
 
+def test_a_socket_or_a_device_as_a_model_or_a_source_is_named(tmp_path):
+    import socket
+
+    from faceid.app.cli import parse_args
+
+    path = tmp_path / "model.pth"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(str(path))
+        with pytest.raises(FaceIDError, match="model.pth is a socket, not a regular file"):
+            parse_args(["--model", str(path), "list"])
+        with pytest.raises(FaceIDError, match="is a socket"):
+            open_source(str(path))
+    finally:
+        server.close()
+    with pytest.raises(FaceIDError, match="/dev/zero is a character device"):
+        parse_args(["--weights", "/dev/zero", "list"])
+
+
 def test_a_pipe_or_device_where_a_gallery_file_belongs_is_refused(tmp_path):
     for name in ("search_index.bin", "gallery.sqlite3-wal"):
         data = tmp_path / name.replace(".", "_")

@@ -110,7 +110,7 @@ def db_errors(method):
         except sqlite3.DatabaseError as err:
             raise translate(err, self.db_path) from err
         except OSError as err:
-            raise storage_error(err, f"write to the gallery {self.db_path.parent}") from err
+            raise storage_error(err, f"use the gallery {self.db_path.parent}") from err
 
     return wrapper
 
