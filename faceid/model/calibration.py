@@ -34,8 +34,8 @@ from functools import cached_property
 import numpy as np
 
 from ..core.errors import FaceIDError
-from ..core.validate import Fields, load_json, shown
 from ..core.fileio import require_regular_file
+from ..core.validate import Fields, load_json, shown
 from .margin import DEFAULT_MARGIN, Margin, MarginMeasure, margin_text
 from .tail_fit import TAIL_EXCEEDANCES, TailFit
 
