@@ -24,6 +24,7 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..model.embeddings import EMBEDDING_DIM
 from .files import MIN_FREE_BYTES, READ_ONLY, fsync_dir, make_private, storage_error
 from .index_cache import bump_index_version
 from .records import FILE_MODE, WRITE_MARKER, GalleryError, corrupt_database
@@ -222,6 +223,27 @@ def validate_schema(conn: sqlite3.Connection, db: Path) -> None:
         raise GalleryError(
             f"{db} was written by a newer faceid (schema {meta['schema_version']}); upgrade faceid to use it."
         )
+
+
+def integrity_problems(conn: sqlite3.Connection, samples_dir: Path) -> list[str]:
+    """The database's full check (reads everything): SQLite's quick_check, every person has one template of the
+    right size, every sample row has its crop file under `samples_dir`. [] when intact."""
+    problems = [f"SQLite: {r[0]}" for r in conn.execute("PRAGMA quick_check") if r[0] != "ok"]
+    if problems:
+        return problems
+    missing = conn.execute(
+        "SELECT COUNT(*) FROM people p LEFT JOIN templates t ON t.person_id = p.id "
+        "WHERE t.person_id IS NULL OR length(t.vector) != ? OR t.dim != ?",
+        (EMBEDDING_DIM * 4, EMBEDDING_DIM),
+    ).fetchone()[0]
+    if missing:
+        problems.append(f"{missing} people have no valid template")
+    for pid, idx in conn.execute("SELECT person_id, idx FROM samples"):
+        crop = samples_dir / str(int(pid)) / f"{int(idx)}.jpg"
+        if not crop.is_file():
+            problems.append(f"the sample crop {crop} is missing")
+            break
+    return problems
 
 
 def needs_upgrade(conn: sqlite3.Connection) -> bool:

@@ -135,20 +135,7 @@ class Gallery:
         """The full integrity check of the database (reads everything; run on request or after a crash): SQLite's
         quick_check, every person has one template of the right size, every sample row has its crop file. Returns
         the problems found, [] when intact. The search index, a cache, is checked by `check_index`."""
-        problems = [f"SQLite: {r[0]}" for r in self._conn.execute("PRAGMA quick_check") if r[0] != "ok"]
-        if problems:
-            return problems
-        missing = self._conn.execute(
-            "SELECT COUNT(*) FROM people p LEFT JOIN templates t ON t.person_id = p.id "
-            "WHERE t.person_id IS NULL OR length(t.vector) != ? OR t.dim != ?",
-            (EMBEDDING_DIM * 4, EMBEDDING_DIM),
-        ).fetchone()[0]
-        if missing:
-            problems.append(f"{missing} people have no valid template")
-        for pid, idx in self._conn.execute("SELECT person_id, idx FROM samples"):
-            if not (self._person_dir(pid) / f"{int(idx)}.jpg").is_file():
-                problems.append(f"the sample crop {self._person_dir(pid) / f'{int(idx)}.jpg'} is missing")
-                break
+        problems = database.integrity_problems(self._conn, self.samples_dir)
         if self.read_only is None:
             for marker in database.crashed_writers(self.data_dir):
                 marker.unlink(missing_ok=True)
