@@ -11,6 +11,7 @@ Ctrl-C, never a traceback); the stage is imported only when its command runs, so
     faceid-unpack    preprocess_dataset.py   faceid/data/cli.py    train.rec -> a JPG tree
     faceid-train-gan train_gan.py            faceid/synthetic/cli.py  a DCGAN face generator
     faceid-generate  generate_faces.py       faceid/synthetic/cli.py  generated faces from it
+    faceid-train-detector train_detector.py  faceid/synthetic/cli.py  the real-vs-synthetic detector
 """
 
 from __future__ import annotations
@@ -61,3 +62,7 @@ def train_gan() -> NoReturn:
 
 def generate_faces() -> NoReturn:
     _run(".synthetic.cli", "generate_main")
+
+
+def train_detector() -> NoReturn:
+    _run(".synthetic.cli", "train_detector_main")

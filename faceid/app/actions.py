@@ -54,6 +54,7 @@ from .outcome import (
     Verified,
 )
 from .session import Session
+from .synthetic_check import SyntheticVerdict, refuse, verdict_of
 
 
 def register(session: Session, name: str, replace: bool = False) -> Registered | LivenessRefused:
@@ -78,6 +79,9 @@ def register(session: Session, name: str, replace: bool = False) -> Registered |
         live_face = liveness.start.embedding
     report.note(f"registering {name!r}: taking {report.count(args.samples, 'good sample')} from {args.source}")
     samples, notes = collect(session, args.samples, "c")
+    synthetic = verdict_of(session.synthetic_detector, [s.synthetic for s in samples])
+    if synthetic is not None and synthetic.flagged and not args.allow_synthetic:
+        raise refuse("register", synthetic, name)
     embeddings = np.stack([s.embedding for s in samples]).astype(np.float32)
     template = template_of(embeddings)
     if liveness is not None and live_face is not None:
@@ -100,6 +104,7 @@ def register(session: Session, name: str, replace: bool = False) -> Registered |
         notes=notes,
         liveness=liveness,
         model=model_info(session),
+        synthetic=synthetic,
     )
 
 
@@ -114,6 +119,7 @@ def verify(session: Session, name: str) -> Verified:
         fp = session.embedder.fingerprint
         g.check_model(fp)
     sample, notes, liveness = probe(session, "v")
+    synthetic = probe_verdict(session, "verify", sample)
     with session.gallery() as g:
         score = float(g.verify(name, sample.embedding, fp))
         other = g.best_other_match(sample.embedding, fp, exclude_name=name)
@@ -135,6 +141,7 @@ def verify(session: Session, name: str) -> Verified:
         model=model_info(session),
         margin=margin,
         beaten_by=other if beaten else None,
+        synthetic=synthetic,
     )
 
 
@@ -147,6 +154,7 @@ def identify(session: Session) -> Identified:
         session.check_source()
         g.check_model(session.embedder.fingerprint)
     sample, notes, liveness = probe(session, "v")
+    synthetic = probe_verdict(session, "identify", sample)
     fp = session.embedder.fingerprint
     args = session.args
     with session.gallery() as g:
@@ -169,7 +177,19 @@ def identify(session: Session) -> Identified:
         margin=margin,
         decision=decision,
         candidates=candidates,
+        synthetic=synthetic,
     )
+
+
+def probe_verdict(session: Session, action: str, sample) -> SyntheticVerdict | None:
+    """The probe's synthetic-face verdict (None without a detector, or under --liveness, whose frontal face is
+    not scored); a flagged probe under --reject-synthetic is refused before any decision."""
+    if sample.synthetic is None:
+        return None
+    verdict = verdict_of(session.synthetic_detector, [sample.synthetic], sample.count)
+    if verdict is not None and verdict.flagged and session.args.reject_synthetic:
+        raise refuse(action, verdict)
+    return verdict
 
 
 def list_people(session: Session) -> Listed:

@@ -80,7 +80,9 @@ def collect(session: Session, n: int, key: str, per_key: int = 1) -> tuple[list[
             assert result.face is not None and quality is not None
             session.last_view = (frame, result.face.box)
             crop = pipe.crop(frame, result.face)
-            samples.append(Sample(crop=crop, embedding=pipe.embed_crops([crop])[0], metrics=quality.metrics))
+            detector = session.synthetic_detector
+            synthetic = None if detector is None else detector.score_face(frame, result.face.box, result.face.landmarks)
+            samples.append(Sample(crop, pipe.embed_crops([crop])[0], quality.metrics, synthetic=synthetic))
             armed = max(armed - 1, 0)
             report.note(
                 f"sample {len(samples)}/{n} ok (face {quality.metrics['face_px']:.0f} px, "
@@ -177,7 +179,9 @@ def probe(session: Session, key: str) -> tuple[Sample, list[str], LivenessResult
         n = session.args.probe_samples
         samples, notes = collect(session, n, key, per_key=n)
         template = template_of(np.stack([s.embedding for s in samples]))
-        return Sample(samples[0].crop, template, samples[0].metrics, count=len(samples)), notes, None
+        scores = [s.synthetic for s in samples if s.synthetic is not None]
+        synthetic = max(scores) if scores else None
+        return Sample(samples[0].crop, template, samples[0].metrics, len(samples), synthetic), notes, None
     result = run_liveness(session)
     if not result.passed:
         raise Rejected(result)

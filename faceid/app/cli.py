@@ -17,6 +17,7 @@ from .actions import run_action
 from .menu import menu
 from .outcome import LIVE_FRAME_LIMIT
 from .session import Session
+from .synthetic_check import add_synthetic_options
 
 ACTIONS_HELP = {
     "register": "take --samples good frames of one face and store them under --name",
@@ -125,6 +126,7 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
         help="require a random head-turn challenge before verify/identify/register",
     )
     g.add_argument("--challenge-prompts", type=int, default=d(2), help="turns asked for by --liveness (default: 2)")
+    add_synthetic_options(p.add_argument_group("synthetic faces"), d)
     g = p.add_argument_group("storage and output")
     g.add_argument("--data-dir", default=d(str(DATA_DIR)), help=f"gallery folder (default: ./{DATA_DIR})")
     g.add_argument("--json", action="store_true", default=d(False), help="print one JSON object on stdout")

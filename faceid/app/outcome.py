@@ -21,6 +21,7 @@ from ..model.margin import IDENTIFIED, Margin
 if TYPE_CHECKING:
     from .gallery_access import Match, Person
     from .liveness import LivenessResult
+    from .synthetic_check import SyntheticVerdict
 
 EXIT_NO_MATCH = 1  # no match, nobody identified, liveness failed: an answer, not an error (those are 2)
 LIVE_FRAME_LIMIT = 300  # headless camera: give up after this many frames rather than wait forever
@@ -44,6 +45,7 @@ class Sample:
     embedding: np.ndarray
     metrics: dict
     count: int = 1
+    synthetic: float | None = None  # the synthetic-face detector's score (highest of `count`), when one runs
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Registered:
     liveness: LivenessResult | None
     model: ModelInfo
     exit_code: int = EXIT_OK
+    synthetic: SyntheticVerdict | None = None
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Verified:
     model: ModelInfo
     margin: Margin
     beaten_by: Match | None = None
+    synthetic: SyntheticVerdict | None = None
 
     @property
     def exit_code(self) -> int:
@@ -128,6 +132,7 @@ class Identified:
     margin: Margin
     decision: str = IDENTIFIED
     candidates: list[Match] = field(default_factory=list)
+    synthetic: SyntheticVerdict | None = None
 
     @property
     def exit_code(self) -> int:

@@ -29,6 +29,7 @@ from .outcome import (
     SeedImported,
     Verified,
 )
+from .synthetic_check import synthetic_fields, synthetic_lines
 
 
 def outcome(result: Result) -> Outcome:
@@ -87,8 +88,9 @@ def _registered(r: Registered) -> Rendered:
         "similar_to": _match(other),
         "liveness": None if r.liveness is None else r.liveness.to_dict(),
         "model": _model(r.model),
+        **synthetic_fields(r.synthetic),
     }
-    return data, lines
+    return data, lines + synthetic_lines(r.synthetic)
 
 
 def _liveness_refused(r: LivenessRefused) -> Rendered:
@@ -133,8 +135,9 @@ def _verified(r: Verified) -> Rendered:
         "notes": r.notes,
         "liveness": None if r.liveness is None else r.liveness.to_dict(),
         "model": _model(r.model),
+        **synthetic_fields(r.synthetic),
     }
-    return data, lines
+    return data, lines + synthetic_lines(r.synthetic)
 
 
 def _identified(r: Identified) -> Rendered:
@@ -168,8 +171,9 @@ def _identified(r: Identified) -> Rendered:
         "notes": r.notes,
         "liveness": None if r.liveness is None else r.liveness.to_dict(),
         "model": _model(r.model),
+        **synthetic_fields(r.synthetic),
     }
-    return data, lines
+    return data, lines + synthetic_lines(r.synthetic)
 
 
 def _listed(r: Listed) -> Rendered:

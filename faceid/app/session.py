@@ -28,6 +28,7 @@ from .quality import QualityThresholds
 if TYPE_CHECKING:
     from ..model.embedder import Embedder
     from ..model.face import FacePipeline
+    from ..synthetic.detector_model import SyntheticFaceDetector
 
 PipelineFactory = Callable[[argparse.Namespace], "FacePipeline"]
 LONG_SESSIONS = (None, "liveness")  # the menu and the challenge: worth tracing the network for the CPU
@@ -88,6 +89,7 @@ class Session:
         self._source: FrameSource | None = None  # opened early by check_source, read by the action
         # the menu: where the last action left a video or a folder (`source_used`), and what it read
         self._left_at: tuple[int, bool, bool, str] | None = None
+        self._synthetic: SyntheticFaceDetector | None = None
 
     # ------------------------------------------------------------------ the model
     @property
@@ -109,6 +111,17 @@ class Session:
     @property
     def embedder(self) -> Embedder:
         return self.pipeline.embedder
+
+    @property
+    def synthetic_detector(self) -> SyntheticFaceDetector | None:
+        """--synthetic-detector, loaded on first use on the embedder's device; None without one."""
+        path = getattr(self.args, "synthetic_detector", None)
+        if path and self._synthetic is None:
+            from .synthetic_check import load_detector
+
+            self._synthetic = load_detector(path, self.embedder.device)
+            report.note(f"synthetic-face detector: {path} (threshold {self._synthetic.threshold:.3f})")
+        return self._synthetic
 
     # ------------------------------------------------------------------ the gallery
     def gallery(self) -> Gallery:

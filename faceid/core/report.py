@@ -32,6 +32,7 @@ CONSOLE_COMMANDS = {
     "preprocess_dataset.py": "faceid-unpack",
     "train_gan.py": "faceid-train-gan",
     "generate_faces.py": "faceid-generate",
+    "train_detector.py": "faceid-train-detector",
 }
 
 T = TypeVar("T")

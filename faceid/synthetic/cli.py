@@ -6,6 +6,7 @@ import argparse
 
 from ..core.errors import ArgumentParser, positive_int
 from ..core.report import add_verbosity_options, set_verbosity
+from .detector_config import DetectorConfig
 from .gan_config import GanConfig
 from .settings import add_flags, build
 
@@ -77,3 +78,41 @@ def generate_main(argv: list[str] | None = None) -> int:
     set_verbosity(args.quiet, args.verbose)
     generate_faces(args.checkpoint, args.count, args.out, args.seed, args.upscale, args.device)
     return 0
+
+
+def detector_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        description="Train the real-vs-synthetic face detector: InceptionResnetV1 with a one-logit head, real faces "
+        "from the recogniser's data, synthetic ones from generate_faces.py output or any folder; validation on "
+        "held-out identities and sources. Writes detector_best.pth (best validation AUC, with the threshold at "
+        "--frr: what the app's --synthetic-detector takes), detector_last.pth (resumable), detector_final.pth, "
+        "history.json, curves_detector.png and train.log.",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue a run exactly from its detector_last.pth (only --epochs, --out, --device, --workers may "
+        "change) (default: a new run)",
+    )
+    add_flags(p, DetectorConfig)
+    add_verbosity_options(p)
+    return p
+
+
+def train_detector_main(argv: list[str] | None = None) -> int:
+    from ..core.errors import FaceIDError
+    from .detector_train import DetectorRun
+
+    given = vars(detector_parser().parse_args(argv))
+    set_verbosity(given.pop("quiet", False), given.pop("verbose", False))
+    resume = given.pop("resume", None)
+    if resume is None:
+        return DetectorRun(build(DetectorConfig, given, "the command line")).run()
+    epochs = given.pop("epochs", None)
+    refused = sorted(set(given) - {"out", "device", "workers"})
+    if refused:
+        raise FaceIDError(
+            f"An exact resume keeps the run's recipe; {', '.join('--' + n.replace('_', '-') for n in refused)} "
+            f"cannot change (start a new run instead)."
+        )
+    return DetectorRun.resume(resume, epochs, **given).run()

@@ -32,8 +32,11 @@ def positive(value: Any) -> bool:
 
 def _base_type(cls, name: str) -> type:
     hint = typing.get_type_hints(cls)[name]
+    if typing.get_origin(hint) is list:
+        return list
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+    base = args[0] if args else hint
+    return list if typing.get_origin(base) is list else base
 
 
 def add_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
@@ -51,6 +54,9 @@ def add_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) 
         kwargs["help"] = kwargs["help"].replace("%", "%%")
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif base is list:
+            kwargs["action"] = "append"
+            kwargs["metavar"] = f.name.upper()
         else:
             kwargs["type"] = base
             if f.metadata["choices"]:
@@ -75,6 +81,8 @@ def build(cls, values: dict[str, Any], where: str = "the settings"):
         if base is float and isinstance(value, int) and not isinstance(value, bool):
             values = {**values, name: float(value)}
             ok = True
+        if base is list:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         if not ok:
             raise FaceIDError(f"{where}: setting {name} is {value!r}, not a {base.__name__}.", name)
         if f.metadata["choices"] and value not in f.metadata["choices"]:

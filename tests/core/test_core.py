@@ -219,6 +219,7 @@ def test_script_entry_points_exist_and_show_help():
         "evaluate_model.py",
         "train_gan.py",
         "generate_faces.py",
+        "train_detector.py",
     ):
         proc = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, (script, proc.stderr[-500:])

@@ -18,7 +18,7 @@ MAY_IMPORT = {
     "eval": {"core", "model"},
     "gallery": {"core", "model"},
     "train": {"core", "model", "data", "eval"},
-    "app": {"core", "model", "gallery"},
+    "app": {"core", "model", "gallery", "synthetic"},  # synthetic: only its detector_model (see below)
     "synthetic": {"core", "model", "data", "eval", "train"},  # the GAN and the detector sit beside train
 }
 MAX_MODULE_LINES, MAX_CLASS_LINES = 560, 360
@@ -106,3 +106,18 @@ def test_the_checks_see_real_imports():
     """Guard the guard: the import reader finds a known edge (the app's session imports the model's runtime)."""
     modules = _modules()
     assert "faceid.model.runtime" in _imports("faceid.app.session", modules["faceid.app.session"])
+
+
+def test_the_app_reads_only_the_detector_of_the_synthetic_stage():
+    """The app loads a synthetic-face detector without the trainer: it imports faceid.synthetic.detector_model
+    alone, and that module imports only core and model."""
+    modules = _modules()
+    used = {t for n, p in modules.items() if _stage(n) == "app" for t in _imports(n, p) if _stage(t) == "synthetic"}
+    assert used <= {
+        "faceid.synthetic.detector_model",
+        "faceid.synthetic.detector_model.load_synthetic_detector",
+        "faceid.synthetic.detector_model.SyntheticFaceDetector",
+    }, used
+    name = "faceid.synthetic.detector_model"
+    assert {_stage(t) for t in _imports(name, modules[name])} - {None} <= {"core", "model", "synthetic"}
+    assert not {t for t in _imports(name, modules[name]) if _stage(t) == "synthetic" and t != name}
