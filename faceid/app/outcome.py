@@ -21,7 +21,6 @@ from ..model.margin import IDENTIFIED, Margin
 if TYPE_CHECKING:
     from .gallery_access import Match, Person
     from .liveness import LivenessResult
-    from .synthetic_check import SyntheticVerdict
 
 EXIT_NO_MATCH = 1  # no match, nobody identified, liveness failed: an answer, not an error (those are 2)
 LIVE_FRAME_LIMIT = 300  # headless camera: give up after this many frames rather than wait forever
@@ -46,6 +45,36 @@ class Sample:
     metrics: dict
     count: int = 1
     synthetic: float | None = None  # the synthetic-face detector's score (highest of `count`), when one runs
+
+
+@dataclass(frozen=True)
+class SyntheticVerdict:
+    """What the synthetic-face detector said of one action's faces (`faceid.app.synthetic_check`): the highest
+    score and the detector's threshold."""
+
+    score: float
+    threshold: float
+    detector: str
+    samples: int
+
+    @property
+    def flagged(self) -> bool:
+        return self.score >= self.threshold
+
+    def to_dict(self) -> dict:
+        return {
+            "score": round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "flagged": self.flagged,
+            "detector": self.detector,
+        }
+
+    def line(self) -> str:
+        verdict = "looks GENERATED" if self.flagged else "looks real"
+        return (
+            f"synthetic-face check: {verdict} (score {self.score:.3f} {'>=' if self.flagged else '<'} threshold "
+            f"{self.threshold:.3f}, highest of {self.samples} sample{'s' if self.samples != 1 else ''})"
+        )
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..core.errors import FaceIDError
 from ..core.report import command
-from .outcome import EXIT_NO_MATCH
+from .outcome import EXIT_NO_MATCH, SyntheticVerdict
 
 if TYPE_CHECKING:
     from ..synthetic.detector_model import SyntheticFaceDetector
@@ -53,35 +52,6 @@ def add_synthetic_options(g: argparse._ActionsContainer, default) -> None:
         default=default(False),
         help="verify / identify: refuse a probe the detector flags as generated (default: report its score only)",
     )
-
-
-@dataclass(frozen=True)
-class SyntheticVerdict:
-    """What the detector said of the faces of one action: the highest score and the threshold."""
-
-    score: float
-    threshold: float
-    detector: str
-    samples: int
-
-    @property
-    def flagged(self) -> bool:
-        return self.score >= self.threshold
-
-    def to_dict(self) -> dict:
-        return {
-            "score": round(self.score, 4),
-            "threshold": round(self.threshold, 4),
-            "flagged": self.flagged,
-            "detector": self.detector,
-        }
-
-    def line(self) -> str:
-        verdict = "looks GENERATED" if self.flagged else "looks real"
-        return (
-            f"synthetic-face check: {verdict} (score {self.score:.3f} {'>=' if self.flagged else '<'} threshold "
-            f"{self.threshold:.3f}, highest of {self.samples} sample{'s' if self.samples != 1 else ''})"
-        )
 
 
 def load_detector(path: str, device) -> SyntheticFaceDetector:

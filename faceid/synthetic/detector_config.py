@@ -39,7 +39,9 @@ class DetectorConfig:
     )
     crop_style: str = option("aligned5", "crop layout of the real folder tree and of the app's crop", CROP_STYLES)
     input_size: int = option(
-        160, "network input side in pixels (InceptionResnetV1 needs 75 or more)", valid=(lambda v: 75 <= v <= 1024, "75 to 1024")
+        160,
+        "network input side in pixels (InceptionResnetV1 needs 75 or more)",
+        valid=(lambda v: 75 <= v <= 1024, "75 to 1024"),
     )
     epochs: int = option(5, "epochs to train (in all, counting those before a resume)", valid=(positive, "> 0"))
     batch_size: int = option(32, "faces per step", valid=(positive, "> 0"))
