@@ -18,6 +18,11 @@ next one runs. Steps, in order:
 6. app_eval: the app's per-frame pipeline (bench/bench_latency.py) and the evaluator (evaluate_model.py on
    lfw_dev.bin, process start to answer) on the GPU and on the CPU, for the ratios.
 
+Optional (``--steps ...,synthetic``; always in the dry run, so CI exercises it): 7. synthetic: a short DCGAN
+run on pins90 (train_gan.py: img/s, its last sample grid copied to OUTDIR/gan_samples.png), generate_faces.py,
+and a short train_detector.py run on those faces (img/s, held-out accuracy and AUC). Its 60 s come on top of
+the 9 minutes: ask for it on its own (``--steps environment,synthetic``) or in place of another step.
+
 OUTDIR gets gpu_check.json (per step: status, seconds, figures, the exact commands; rewritten after every
 step, so a killed run still leaves what it did) and gpu_check.log (every command's output); the table is
 printed at the end. Scratch files (runs, checkpoints) go to --work (default: a temporary folder).
@@ -48,9 +53,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 STEPS = ("environment", "cuda_tests", "throughput", "heads", "resume", "app_eval")
+OPTIONAL_STEPS = ("synthetic",)  # run when asked for, and always in the dry run
 BUDGET_S = 540  # 9 minutes: the device runs one command for at most 10
 # each step's own limit (GPU run; the sum is the budget); a step never runs past the whole budget either
 STEP_LIMITS_S = {"environment": 20, "cuda_tests": 90, "throughput": 130, "heads": 200, "resume": 40, "app_eval": 60}
+OPTIONAL_LIMITS_S = {"synthetic": 60}
 HEADS = ("softmax", "arcface", "cosface", "seed")
 HEAD_MINUTES = 0.4  # training minutes per step-4 run on the GPU (validation and start-up come on top)
 RESUME_STOP_AT = 3  # the interrupted run stops after this many optimizer steps
@@ -412,6 +419,40 @@ def step_app_eval(c: Check) -> dict:
     return figures
 
 
+def step_synthetic(c: Check) -> dict:
+    """A short DCGAN run, generated faces, and a short detector run on them (docs/synthetic.md)."""
+    import shutil
+
+    gan, fakes, det = c.work / "synthetic" / "gan", c.work / "synthetic" / "fakes", c.work / "synthetic" / "detector"
+    sizes = ["--workers", "1"] if c.dry else []
+    gan_args = ["--data", str(c.pins90), "--out", str(gan), "--epochs", "2", "--device", c.device]
+    gan_args += ["--batch-size", "8", "--width", "8", "--max-images", "2", "--limit-steps", "2"] if c.dry else []
+    gan_args += ["--batch-size", "128", "--limit-steps", "60"] if not c.dry else []
+    c.run(c.python("train_gan.py", *gan_args, *sizes, "--quiet"), "train_gan.py")
+    history = json.loads((gan / "history.json").read_text(encoding="utf-8"))
+    shutil.copyfile(gan / f"samples_epoch_{len(history):03d}.png", c.out / "gan_samples.png")
+    count = "64" if c.dry else "512"
+    c.run(c.python("generate_faces.py", str(gan / "gan_final.pth"), "--count", count, "--out", str(fakes),
+                   "--device", c.device, "--quiet"), "generate_faces.py")  # fmt: skip
+    det_args = ["--real", str(c.pins90), "--synthetic", str(fakes), "--out", str(det), "--from-scratch"]
+    det_args += ["--epochs", "1", "--device", c.device]
+    if c.dry:
+        det_args += ["--freeze-backbone", "--input-size", "80", "--batch-size", "16", "--max-images", "2"]
+        det_args += ["--limit-steps", "2", "--workers", "1"]
+    else:
+        det_args += ["--batch-size", "64", "--max-images", "10", "--limit-steps", "30"]
+    c.run(c.python("train_detector.py", *det_args, "--quiet"), "train_detector.py")
+    val = json.loads((det / "history.json").read_text(encoding="utf-8"))[-1]
+    return {
+        "gan_img_s": history[-1]["images_per_s"],
+        "gan_steps": sum(h["steps"] for h in history),
+        "grid": str(c.out / "gan_samples.png"),
+        "detector_img_s": val["images_per_s"],
+        "detector_accuracy": val["val"]["accuracy"],
+        "detector_auc": val["val"]["auc"],
+    }
+
+
 STEP_FUNCTIONS: dict[str, Callable[[Check], dict]] = {
     "environment": step_environment,
     "cuda_tests": step_cuda_tests,
@@ -419,6 +460,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Check], dict]] = {
     "heads": step_heads,
     "resume": step_resume,
     "app_eval": step_app_eval,
+    "synthetic": step_synthetic,
 }
 
 
@@ -479,6 +521,11 @@ def summary(r: StepResult) -> str:
         )
     if r.name == "resume":
         return f"bitwise equal after {f['steps']} steps (stopped at {f['stopped_at']})"
+    if r.name == "synthetic":
+        return (
+            f"GAN {f['gan_img_s']:.0f} img/s, detector {f['detector_img_s']:.0f} img/s, held-out accuracy "
+            f"{f['detector_accuracy']:.3f} / AUC {f['detector_auc']:.3f}; grid {Path(f['grid']).name}"
+        )
     if r.name == "app_eval":
         return ", ".join(f"{k} p50 {v['p50']:.1f} ms" for k, v in f.items() if k.startswith("frame_ms"))
     return ""
@@ -493,9 +540,10 @@ def verify(path: Path) -> int:
         print(f"error: {path} is not a complete gpu_check.json ({err}).", file=sys.stderr)
         return 1
     names = [s[0] for s in steps]
+    want = list(STEPS) + [s for s in OPTIONAL_STEPS if report.get("dry_run") or s in names]
     bad = [f"{n} {status}" for n, status, *_ in steps if status != "ok"]
-    if names != list(STEPS) or bad or not all(cmds for _, _, cmds, _, _ in steps):
-        print(f"error: {path}: steps {names} (want {list(STEPS)}); not ok: {bad or 'none'}.", file=sys.stderr)
+    if names != want or bad or not all(cmds for _, _, cmds, _, _ in steps):
+        print(f"error: {path}: steps {names} (want {want}); not ok: {bad or 'none'}.", file=sys.stderr)
         return 1
     print(f"{path}: all {len(steps)} steps ok in {report['total_s']:.0f} s (dry run: {report['dry_run']})")
     return 0
@@ -545,7 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--work", help="scratch folder for runs and checkpoints (default: a new temporary folder)")
     p.add_argument("--budget", type=float, help=f"seconds for all steps (default: {BUDGET_S}; dry run 900)")
-    p.add_argument("--steps", default=",".join(STEPS), help="steps to run, comma-separated (default: all)")
+    p.add_argument(
+        "--steps",
+        help=f"steps to run, comma-separated, from {', '.join(STEPS + OPTIONAL_STEPS)} (default: the first "
+        f"{len(STEPS)}; the dry run adds {', '.join(OPTIONAL_STEPS)})",
+    )
     p.add_argument("--probe-env", metavar="FILE", help=argparse.SUPPRESS)
     p.add_argument("--verify", metavar="FILE", help="check a gpu_check.json: every step present and ok; exit 1 if not")
     args = p.parse_args(argv)
@@ -562,17 +614,21 @@ def main(argv: list[str] | None = None) -> int:
     data = data_root(Path(args.pack))
     if args.dry_run:
         data = dry_data(work, data)
-    wanted = [s for s in args.steps.split(",") if s]
-    unknown = sorted(set(wanted) - set(STEPS))
+    default_steps = STEPS + (OPTIONAL_STEPS if args.dry_run else ())
+    wanted = [s for s in (args.steps or ",".join(default_steps)).split(",") if s]
+    unknown = sorted(set(wanted) - set(STEPS + OPTIONAL_STEPS))
     if unknown:
-        p.error(f"unknown steps {unknown}; choose from {', '.join(STEPS)}")
+        p.error(f"unknown steps {unknown}; choose from {', '.join(STEPS + OPTIONAL_STEPS)}")
     (out / "gpu_check.log").write_text("", encoding="utf-8")
-    budget = args.budget or (900 if args.dry_run else BUDGET_S)
+    extra = sum(OPTIONAL_LIMITS_S[s] for s in wanted if s in OPTIONAL_LIMITS_S)
+    budget = args.budget or ((900 if args.dry_run else BUDGET_S) + extra)
     check = Check(out, work, data, args.dry_run, budget)
     print(f"gpu check{' (dry run, CPU)' if args.dry_run else ''}: data {data}, scratch {work}, budget {budget:.0f} s")
     # the dry run's limits: a shared 2-core CPU, where one training step and one validation take seconds each
-    limits = STEP_LIMITS_S if not args.dry_run else {**{k: 90 for k in STEP_LIMITS_S}, "throughput": 200, "heads": 240}
-    results = run_steps(check, {s: STEP_FUNCTIONS[s] for s in STEPS if s in wanted}, limits)
+    limits = {**STEP_LIMITS_S, **OPTIONAL_LIMITS_S}
+    if args.dry_run:
+        limits = {**{k: 90 for k in limits}, "throughput": 200, "heads": 240, "synthetic": 300}
+    results = run_steps(check, {s: STEP_FUNCTIONS[s] for s in STEPS + OPTIONAL_STEPS if s in wanted}, limits)
     print(table(results))
     print(f"total {time.monotonic() - check.started:.0f} s; {out / 'gpu_check.json'}, {out / 'gpu_check.log'}")
     return 0 if all(r.status == "ok" for r in results) else 1

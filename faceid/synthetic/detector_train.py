@@ -342,7 +342,11 @@ class DetectorRun:
                 model=state,
                 preprocess=self.data.spec.to_dict(),
                 threshold=float(val.get("threshold", 0.5)),
-                threshold_info={"frr_asked": self.cfg.frr, "frr_measured": val.get("frr"), "on": "validation"},
+                threshold_info={
+                    "frr_asked": self.cfg.frr,
+                    "frr_measured": val.get("frr"),
+                    "on": "validation" if val else "none: stopped before the first validation (0.5 assumed)",
+                },
                 metrics=val,
                 trained_on={**self.data.trained_on(), "init_weights": getattr(self, "init_weights", "scratch")},
                 kind=kind,

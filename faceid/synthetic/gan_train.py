@@ -18,6 +18,7 @@ at the end.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,12 +31,12 @@ import torch.nn.functional as F
 from ..core import report
 from ..core.decode import decode_image
 from ..core.defaults import HISTORY
-from ..core.device import describe_device
+from ..core.device import describe_device, resolve_device
 from ..core.errors import FaceIDError
 from ..core.fileio import atomic_write_json
 from ..data.datasets import open_dataset
 from ..train.feed import BatchFeed, DecodeAhead, EpochSampler, FaceSamples, make_loader, resolve_decode
-from ..train.recipe import StopFlag, autocast_context, default_workers, resolve_precision, setup_distributed
+from ..train.recipe import StopFlag, autocast_context, default_workers, resolve_precision
 from ..train.rng import capture_rng_state, restore_rng_state
 from ..train.runlog import RunLog
 from .gan import Discriminator, Generator, fixed_noise, init_dcgan_weights
@@ -60,7 +61,9 @@ class GanRun:
 
     def __init__(self, cfg: GanConfig, origin: GanCheckpoint | None = None):
         self.cfg = cfg
-        self.device = setup_distributed(cfg.device).device
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise FaceIDError("train_gan.py trains in one process; start it without torchrun.")
+        self.device = resolve_device(cfg.device)
         self.precision = gan_precision(cfg.precision, self.device)
         self.channels_last = self.device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
         self.out = Path(cfg.out).expanduser()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from bench.gpu_check import STEPS, Check, StepFailed, run_steps, table, verify
+from bench.gpu_check import OPTIONAL_STEPS, STEPS, Check, StepFailed, run_steps, table, verify
 
 
 def _check(tmp_path, budget: float = 60.0) -> Check:
@@ -71,13 +71,17 @@ def test_the_budget_bounds_every_step(tmp_path):
 def test_verify_wants_every_step_present_and_ok(tmp_path, capsys):
     path = tmp_path / "gpu_check.json"
 
-    def write(statuses: dict) -> None:
+    def write(statuses: dict, dry: bool = True) -> None:
         steps = [
             {"name": n, "status": s, "commands": ["x"], "seconds": 1.0, "figures": {}} for n, s in statuses.items()
         ]
-        path.write_text(json.dumps({"dry_run": True, "total_s": 6.0, "steps": steps}), encoding="utf-8")
+        path.write_text(json.dumps({"dry_run": dry, "total_s": 6.0, "steps": steps}), encoding="utf-8")
 
-    write({name: "ok" for name in STEPS})
+    write({name: "ok" for name in STEPS + OPTIONAL_STEPS})
+    assert verify(path) == 0
+    write({name: "ok" for name in STEPS})  # the dry run always takes the optional steps too
+    assert verify(path) == 1
+    write({name: "ok" for name in STEPS}, dry=False)  # a GPU run takes them only when asked
     assert verify(path) == 0
     write({**{name: "ok" for name in STEPS}, "heads": "timeout"})
     assert verify(path) == 1 and "heads timeout" in capsys.readouterr().err
