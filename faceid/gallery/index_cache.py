@@ -28,7 +28,7 @@ import numpy as np
 
 from ..core import report
 from ..model.embeddings import EMBEDDING_DIM
-from .index_file import TOMBSTONE, IndexDamaged, IndexFile, row_crcs, update_in_place, write_index
+from .index_file import TOMBSTONE, IndexDamaged, IndexFile, update_in_place, write_index
 from .records import FILE_MODE, GalleryError, ModelMismatchError, corrupt_database, mismatch_message
 from .search_index import TemplateIndex
 from .vectors import cosines, from_blob
@@ -344,7 +344,7 @@ _STALE = "the database changed while it was searched"
 
 
 def _disagreement(
-    file: IndexFile, version: str, ids: np.ndarray, matrix: np.ndarray, fingerprints: dict[str, int]
+    file: IndexFile, version: str, ids: np.ndarray, matrix: np.ndarray, fingerprints: dict[str, int], chunk=65536
 ) -> str | None:
     """What differs between a file that passed its own checks and the database's snapshot, or None."""
     if file.extra.get(INDEX_VERSION_KEY) != version:
@@ -352,9 +352,10 @@ def _disagreement(
     live = np.flatnonzero(file.ids != TOMBSTONE)
     if len(live) != len(ids) or file.extra.get("fingerprints") != fingerprints:
         return f"it holds {len(live)} templates, the database {len(ids)}"
-    mine, theirs = np.argsort(file.ids[live], kind="stable"), np.argsort(ids, kind="stable")
-    if not np.array_equal(file.ids[live][mine], ids[theirs]):
+    mine, theirs = live[np.argsort(file.ids[live], kind="stable")], np.argsort(ids, kind="stable")
+    if not np.array_equal(file.ids[mine], ids[theirs]):
         return "its ids differ from the database's"
-    if not np.array_equal(file.row_crc[live][mine], row_crcs(matrix[theirs])):
-        return "its templates differ from the database's"
+    for start in range(0, len(mine), chunk):  # row by row, a chunk at a time (2 GB each at 1M)
+        if not np.array_equal(file.matrix[mine[start : start + chunk]], matrix[theirs[start : start + chunk]]):
+            return "its templates differ from the database's"
     return None

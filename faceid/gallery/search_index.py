@@ -27,7 +27,7 @@ faiss runs with one thread (`faiss.omp_set_num_threads(1)`, process-wide: nothin
 
 Persistence is `faceid.gallery.index_file` (the file format, its checksums, appends and tombstones); a search
 given `skip` never returns those rows (tombstones), and given `check_rows` has every candidate row it reads checked
-(the file's row checksums) before scoring it.
+(the file's row checks) before scoring it.
 """
 
 from __future__ import annotations
@@ -107,12 +107,12 @@ class TemplateIndex:
         rerank: int = RERANK,
         sketches: np.ndarray | None = None,
         skip: np.ndarray | None = None,
-        check_rows: Callable[[np.ndarray], None] | None = None,
+        check_rows: Callable[[np.ndarray, np.ndarray], None] | None = None,
     ):
         """`sketches`: this matrix's `sketch` computed earlier (a loaded file), so it is not recomputed. `skip`: a
-        bool per row, True for rows no search may return (tombstones). `check_rows(rows)`: called with the rows
-        the sketch path is about to score (it raises when they are damaged); the exact path reads every row, so
-        its caller checks them all once."""
+        bool per row, True for rows no search may return (tombstones). `check_rows(rows, block)`: called with the
+        rows the sketch path is about to score and their values (it raises when they are damaged); the exact path
+        reads every row, so its caller checks them all once."""
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         self.rerank = rerank
         self.skip = skip if skip is not None and skip.any() else None
@@ -170,8 +170,9 @@ class TemplateIndex:
         cand = cand[0][cand[0] >= 0]
         if self.skip is not None:
             cand = cand[~self.skip[cand]]
+        block = self.matrix[cand]  # read once: checked, then scored
         if self._check_rows is not None:
-            self._check_rows(cand)
-        scores = dot_rows(self.matrix[cand], q)
+            self._check_rows(cand, block)
+        scores = dot_rows(block, q)
         best = _top_k(scores, k)
         return scores[best], cand[best]

@@ -111,11 +111,11 @@ def test_flipped_bytes_in_the_matrix_leave_the_decision_to_the_database(copy, op
         == {
             "path": str(path),
             "damaged": True,
-            "problem": "its template matrix does not match its row checksums",
+            "problem": "its template matrix does not match its checksums",
         }
     )
     assert lines[1] == (
-        f"The search index {path} was damaged (its template matrix does not match its row checksums); "
+        f"The search index {path} was damaged (its template matrix does not match its checksums); "
         "rebuilt it from the database."
     )
     assert act(pipeline, "--data-dir", copy, "check")[1]["search_index"]["damaged"] is False  # repaired
