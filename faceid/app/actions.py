@@ -295,6 +295,10 @@ def _dispatch(session: Session, action: str, args: argparse.Namespace) -> Result
         return delete(session, args.name)
     if action == "import-seed":
         return import_seed(session, args.pickle, replace=args.replace)
+    if action == "identify" and getattr(args, "all_faces", False):
+        from .batch import identify_all_faces
+
+        return identify_all_faces(session, model_info)
     without_arguments: dict[str, Callable[[Session], Result]] = {
         "identify": identify,
         "list": list_people,

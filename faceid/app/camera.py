@@ -49,6 +49,7 @@ class FrameSource:
     stills: bool = False  # an image file or a folder of them (see the class docstring)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     start: int = 0
+    current: str = ""  # the file the last frame came from (an image, a folder's file, a video), for per-face rows
     _capture: cv2.VideoCapture | None = None
     _images: list[Path] = field(default_factory=list)
     _first: np.ndarray | None = None  # a frame already decoded when the source was opened (checked early)
@@ -63,6 +64,32 @@ class FrameSource:
     def one_photo(self) -> bool:
         """An image file (or a folder of one): every read of it is the same frame."""
         return self.stills and self.start == 0 and len(self._images) == 1
+
+    @property
+    def planned(self) -> int | None:
+        """How many frames the source should give (its images, or a video's frame count by its header, a hint),
+        within max_frames; None for a camera or a video that does not say."""
+        count: int | None
+        if self._images:
+            count = len(self._images) * self.repeat
+        elif self._capture is not None and not self.live:
+            hinted = self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
+            count = max(int(hinted) - self.start, 0) or None if 0 < hinted < 2**31 else None
+        else:
+            count = None
+        return count if self.max_frames is None or count is None else min(count, self.max_frames)
+
+    @property
+    def fps(self) -> float | None:
+        """A video's frame rate as its file states it (None for stills, a camera, or a file without one)."""
+        rate = float(self._capture.get(cv2.CAP_PROP_FPS) or 0) if self._capture is not None and not self.live else 0.0
+        return rate if 0 < rate < 1000 else None
+
+    @property
+    def source_width(self) -> int | None:
+        """A video's frame width as decoded, before frames over `WORKING_MAX_PIXELS` are shrunk."""
+        width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0) if self._capture is not None else 0
+        return width or None
 
     @property
     def position(self) -> int:
@@ -93,6 +120,7 @@ class FrameSource:
                 yield cv2.cvtColor(fit_pixels(bgr), cv2.COLOR_BGR2RGB)
         for i, path in enumerate(self._images):
             self._consumed += 1
+            self.current = path.name
             if i == 0 and self._first is not None:
                 image, self._first = self._first, None
             else:
@@ -230,7 +258,9 @@ def _open_video(path: Path, max_frames: int | None, start_frame: int) -> FrameSo
         + (f" from frame {start_frame}" if start_frame else "")
         + (f" (about {int(hinted):,} frames by its header)" if 0 < hinted < 2**31 else "")
     )
-    return FrameSource(desc, live=False, max_frames=max_frames, start=start_frame, _capture=capture, _first=first)
+    return FrameSource(
+        desc, live=False, max_frames=max_frames, start=start_frame, current=path.name, _capture=capture, _first=first
+    )
 
 
 def _capture(path: Path) -> cv2.VideoCapture:

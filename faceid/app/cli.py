@@ -133,6 +133,37 @@ def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
     add_verbosity_options(g, default=d(False))
 
 
+def _add_all_faces(p: argparse.ArgumentParser) -> None:
+    """identify's options for every face of an image, a folder or a video (faceid.app.batch)."""
+    g = p.add_argument_group("every face (identify --all-faces)")
+    g.add_argument(
+        "--all-faces",
+        action="store_true",
+        help="decide every face at the source, not one probe: each face of an image, of every photo of a folder, "
+        "or each person followed through a video, gets its own row (box, detector score, name or null, score, "
+        "decision); faces below the quality gate are listed as low_quality (default: off)",
+    )
+    g.add_argument(
+        "--csv", metavar="FILE", help="also write the rows to this new CSV file as they come (default: none)"
+    )
+    g.add_argument(
+        "--jsonl", metavar="FILE", help="also write the rows to this new JSON Lines file as they come (default: none)"
+    )
+    g.add_argument(
+        "--per-frame",
+        action="store_true",
+        help="a video: one row per face per analysed frame (with its track's id) instead of one per track "
+        "(default: off)",
+    )
+    g.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="a video: analyse every N-th frame (default: 1, every frame)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog=command("faceid_app.py"),
@@ -155,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if action == "import-seed":
             sp.add_argument("--pickle", required=True, help="the seed's face_embeddings.pkl")
+        if action == "identify":
+            _add_all_faces(sp)
         _add_common(sp, sub=True)
     return parser
 
@@ -166,6 +199,7 @@ def _check_args(args: argparse.Namespace) -> None:
         )
     if args.max_frames is not None and args.max_frames < 1:
         raise FaceIDError("--max-frames must be at least 1.")
+    _check_all_faces(args)
     check_model_options(args)  # before the gallery or the source is touched
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise FaceIDError("--threshold is a cosine similarity: give a value between -1 and 1.")
@@ -173,6 +207,19 @@ def _check_args(args: argparse.Namespace) -> None:
         raise FaceIDError("--margin is a difference of two cosines: give a value between 0 and 2.")
     if not (0 < args.far <= MAX_TABLE_FAR and 0 < args.fpir <= MAX_TABLE_FAR):
         raise FaceIDError(f"--far and --fpir are rates: give values above 0 and at most {MAX_TABLE_FAR:g}.")
+
+
+def _check_all_faces(args: argparse.Namespace) -> None:
+    if args.action != "identify":
+        return
+    needs = [flag for flag, given in (("--csv", args.csv), ("--jsonl", args.jsonl), ("--per-frame", args.per_frame),
+             ("--every", args.every != 1)) if given]  # fmt: skip
+    if needs and not args.all_faces:
+        raise FaceIDError(f"{needs[0]} needs --all-faces (it writes one row per face).")
+    if args.every < 1:
+        raise FaceIDError("--every must be at least 1.")
+    if args.all_faces and args.liveness:
+        raise FaceIDError("--liveness challenges one person in front of a camera; it does not go with --all-faces.")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..core.report import count
@@ -92,9 +93,19 @@ def identify_threshold(
     gallery_size: int,
     kind: Comparison | None = None,
     pairs: GalleryPairs | None = None,
+    searches: int = 1,
 ) -> Threshold:
-    """The threshold of a 1:N search among `gallery_size` people (identify, and register's duplicate check)."""
-    return _threshold(args, embedder, gallery_size, kind, pairs)
+    """The threshold of a 1:N search among `gallery_size` people (identify, and register's duplicate check).
+
+    `searches`: probes decided together, the faces of one picture (``identify --all-faces``): a picture of five
+    strangers gives five chances to name someone, so --fpir holds for the whole picture, read for `searches` x
+    `gallery_size` comparisons, and the line says so."""
+    searches = max(1, int(searches))
+    threshold = _threshold(args, embedder, gallery_size * searches, kind, pairs)
+    if searches == 1:
+        return threshold
+    together = f"for {searches} faces x {gallery_size:,} {'person' if gallery_size == 1 else 'people'}"
+    return replace(threshold, text=threshold.text.replace(f"for {gallery_size * searches:,} people", together, 1))
 
 
 def _threshold(

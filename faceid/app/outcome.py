@@ -169,6 +169,22 @@ class Identified:
 
 
 @dataclass
+class FacesFound:
+    """identify --all-faces: one row per face (`faceid.app.face_rows.FaceRow.to_dict`; per track for a video
+    unless --per-frame) and the run's `summary` (pictures, faces, decisions, skipped files, people seen)."""
+
+    rows: list[dict]
+    summary: dict
+    notes: list[str]
+    model: ModelInfo
+    source: str
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.summary["identified"] else EXIT_NO_MATCH
+
+
+@dataclass
 class Listed:
     """list: everyone registered."""
 
@@ -228,6 +244,7 @@ Result = (
     | LivenessRefused
     | Verified
     | Identified
+    | FacesFound
     | Listed
     | Checked
     | Deleted

@@ -7,16 +7,20 @@ apart; tests/app/test_render.py pins the JSON's keys and types. Under ``--json``
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from ..core import report
 from ..core.report import count
 from ..model.margin import AMBIGUOUS
 from .decision import accepts
+from .face_rows import LOW_QUALITY
 from .gallery_access import Match, display_name
 from .outcome import (
     Checked,
     Deleted,
+    FacesFound,
     Identified,
     Listed,
     LivenessChecked,
@@ -176,6 +180,67 @@ def _identified(r: Identified) -> Rendered:
     return data, lines + synthetic_lines(r.synthetic)
 
 
+def _faces_found(r: FacesFound) -> Rendered:
+    s = r.summary
+    every = report.verbosity() >= report.VERBOSE
+    lines = [_face_line(row) for row in r.rows if every or row["decision"] != LOW_QUALITY]
+    hidden = [] if every else [row for row in r.rows if row["decision"] == LOW_QUALITY]
+    if hidden:  # faces below the gate: summed up by reason unless --verbose
+        reasons = Counter(reason for row in hidden for reason in row["quality"].split(", "))
+        lines.append(
+            f"{len(hidden)} {'tracks' if hidden[0]['frames'] is not None else 'faces'} below the "
+            f"quality gate, not decided (--verbose lists them): "
+            + ", ".join(f"{reason.split(' (')[0]} x{n}" for reason, n in reasons.most_common())
+        )
+    counted = ", ".join(f"{s[d]} {d.replace('_', ' ')}" for d in ("identified", "ambiguous", "unknown", "low_quality"))
+    people = ", ".join(f"{name!r} x{n}" for name, n in s["people"].items())
+    what = "tracks" if r.rows and r.rows[0]["frames"] is not None else "faces"
+    lines.append(
+        f"{s['faces']} {what} in {s['pictures']} {s['unit']}{'s' if s['pictures'] != 1 else ''} of {r.source}: "
+        f"{counted}" + (f"; seen: {people}" if people else "") + f" ({s['faces_per_s']:.1f} faces/s)."
+    )
+    if s["skipped_files"]:
+        lines.append(f"{s['skipped_files']} unreadable files skipped (see the notes).")
+    lines += [f"{t}." for t in s["thresholds"]]
+    lines += _notes(r.notes)
+    data = {
+        "action": "identify",
+        "faces": r.rows,
+        "summary": s,
+        "source": r.source,
+        "notes": r.notes,
+        "model": _model(r.model),
+    }
+    return data, lines
+
+
+def _face_line(row: dict) -> str:
+    """One face (or track) as a person reads it: where, then the decision with its score and runner-up."""
+    where, face = row["file"], f" face {row['face']}"
+    if row["frames"] is not None:
+        face = ""
+        span = f"frames {row['frame']}-{row['last_frame']}"
+        if row["time_s"] is not None:
+            span += f" ({row['time_s']:.1f}-{row['last_time_s']:.1f} s)"
+        where += f" track {row['track']} {span}, {row['frames']} seen"
+    elif row["frame"] is not None:
+        where += f" frame {row['frame']}" + (f" ({row['time_s']:.2f} s)" if row["time_s"] is not None else "")
+    box = "[" + ", ".join(f"{v:.0f}" for v in row["box"]) + "]"
+    head = f"{where}{face} {box}: "
+    decision = row["decision"]
+    if decision == "low_quality":
+        return head + f"LOW QUALITY ({row['quality']})"
+    runner = row["runner_up"]
+    after = f", runner-up {runner['name']!r} {runner['score']:.3f}" if runner else ""
+    if decision == "identified":
+        return head + f"IDENTIFIED {row['name']!r} {row['score']:.3f} >= {row['threshold']:.3f}{after}"
+    if decision == AMBIGUOUS:
+        named = " / ".join(f"{c['name']!r} {c['score']:.3f}" for c in row["candidates"])
+        return head + f"AMBIGUOUS {named} (within the margin {row['margin']:.3f})"
+    best = f"best {row['score']:.3f} < {row['threshold']:.3f}" if row["score"] is not None else "nobody compared"
+    return head + f"UNKNOWN ({best})"
+
+
 def _listed(r: Listed) -> Rendered:
     rows = [
         {"name": p.name, "samples": p.n_samples, "created": str(p.created), "fingerprint": p.fingerprint}
@@ -240,6 +305,7 @@ _RENDERERS: dict[type, Callable[[Any], Rendered]] = {
     LivenessRefused: _liveness_refused,
     Verified: _verified,
     Identified: _identified,
+    FacesFound: _faces_found,
     Listed: _listed,
     Checked: _checked,
     Deleted: _deleted,

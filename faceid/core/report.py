@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,6 +96,15 @@ def progress(items: Iterable[Any] | None = None, *, enabled: bool = True, **bar:
 def count(n: int, unit: str, plural: str | None = None) -> str:
     """ "1 sample", "2 samples", "1 person", "3,000 people": a number with its unit in the right number."""
     return f"{n:,} {unit if n == 1 else plural or unit + 's'}"
+
+
+def printable(text: str) -> str:
+    """Text that came from a file or a file's name, safe to print or store: control and format characters
+    (escape sequences, a carriage return that hides what came before, text-direction marks) written as \\xNN /
+    \\uXXXX escapes."""
+    return "".join(
+        c if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Zl", "Zp") else ascii(c)[1:-1] for c in str(text)
+    )
 
 
 def invocation(script: str) -> str:
