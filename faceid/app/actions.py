@@ -32,6 +32,7 @@ from .decision import (
     gallery_pairs,
     identified,
     identify_threshold,
+    looks_like_someone,
     people_compared,
     threshold_source,
     verified,
@@ -90,16 +91,14 @@ def register(session: Session, name: str, replace: bool = False) -> Registered |
         if not accepts(face_score, verify_threshold(args, embedder)):
             return LivenessRefused("register", liveness, name=name, face_score=face_score)
     with session.gallery() as g:
-        other = g.best_other_match(template, fp, exclude_name=name)
-        # as identify would decide it, among the people registered (this one at least)
-        duplicate = identify_threshold(args, embedder, max(1, people_compared(g.fingerprints(), fp)))
+        other, looks_like, duplicate = looks_like_someone(args, embedder, g, template, name)
         person = g.register(name, [s.crop for s in samples], embeddings, fp, replace=replace)
     return Registered(
         name=person.name,
         samples=len(samples),
         min_sample_cosine=float((embeddings @ template).min()),
         similar_to=other,
-        looks_like_them=other is not None and accepts(other.score, duplicate),
+        looks_like_them=looks_like,
         duplicate_threshold=duplicate,
         notes=notes,
         liveness=liveness,
@@ -295,6 +294,10 @@ def _dispatch(session: Session, action: str, args: argparse.Namespace) -> Result
         return delete(session, args.name)
     if action == "import-seed":
         return import_seed(session, args.pickle, replace=args.replace)
+    if action == "enroll":
+        from .enroll import enroll
+
+        return enroll(session, args.folder, args.replace, model_info)
     if action == "identify" and getattr(args, "all_faces", False):
         from .batch import identify_all_faces
 

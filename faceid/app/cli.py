@@ -23,6 +23,8 @@ ACTIONS_HELP = {
     "register": "take --samples good frames of one face and store them under --name",
     "verify": "1:1 - is the face in front of the camera --name? (exit 0 match, 1 no match)",
     "identify": "1:N - who is this? top-k names with scores (exit 0 identified, 1 unknown)",
+    "enroll": "register everyone of a folder-per-person tree: DIR/<name>/ holds that person's photos and clips "
+    "(exit 0 all enrolled, 1 some not)",
     "list": "show everyone registered",
     "delete": "remove --name and their stored samples",
     "reenroll": "recompute every template from the stored crops with the current model",
@@ -188,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--pickle", required=True, help="the seed's face_embeddings.pkl")
         if action == "identify":
             _add_all_faces(sp)
+        if action == "enroll":
+            sp.add_argument("folder", metavar="DIR", help="one subfolder per person, named after them")
+            sp.add_argument(
+                "--replace", action="store_true", help="register again people already registered (default: skip them)"
+            )
         _add_common(sp, sub=True)
     return parser
 

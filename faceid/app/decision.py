@@ -40,7 +40,7 @@ from ..model.validation_record import check_with_record
 
 if TYPE_CHECKING:
     from ..model.embedder import Embedder
-    from .gallery_access import Gallery
+    from .gallery_access import Gallery, Match
 
 
 class Scored(Protocol):
@@ -153,6 +153,17 @@ def decision_margin(args: argparse.Namespace, embedder: Embedder, kind: Comparis
         "default",
         f"margin {DEFAULT_MARGIN:.3f} is the UNCALIBRATED default: no calibration table measured one",
     )
+
+
+def looks_like_someone(
+    args: argparse.Namespace, embedder: Embedder, g: Gallery, template, name: str
+) -> tuple[Match | None, bool, Threshold]:
+    """register's and enroll's check of a new template: (the closest other person, whether identify would take
+    the face for them, the threshold of that 1:N search among the people registered, this one at least)."""
+    fp = embedder.fingerprint
+    other = g.best_other_match(template, fp, exclude_name=name)
+    duplicate = identify_threshold(args, embedder, max(1, people_compared(g.fingerprints(), fp)))
+    return other, other is not None and accepts(other.score, duplicate), duplicate
 
 
 def people_compared(fingerprints: dict[str, int], fingerprint: str) -> int:

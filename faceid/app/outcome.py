@@ -9,6 +9,7 @@ module imports neither (``list`` and ``delete`` must not pay for torch).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -185,6 +186,33 @@ class FacesFound:
 
 
 @dataclass
+class PersonEnrolled:
+    """One subfolder's outcome: registered or not (`reason`), from how many samples, what was rejected."""
+
+    name: str  # the folder's name as printed (control characters escaped)
+    registered: bool
+    samples: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    reason: str | None = None  # why not registered
+    similar_to: Match | None = None
+    warning: str | None = None
+    replaced: bool = False
+
+
+@dataclass
+class Enrolled:
+    """enroll: every person of the tree at `folder`."""
+
+    folder: str
+    people: list[PersonEnrolled]
+    model: ModelInfo
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.people and all(p.registered for p in self.people) else EXIT_NO_MATCH
+
+
+@dataclass
 class Listed:
     """list: everyone registered."""
 
@@ -245,6 +273,7 @@ Result = (
     | Verified
     | Identified
     | FacesFound
+    | Enrolled
     | Listed
     | Checked
     | Deleted

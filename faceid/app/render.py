@@ -20,6 +20,7 @@ from .gallery_access import Match, display_name
 from .outcome import (
     Checked,
     Deleted,
+    Enrolled,
     FacesFound,
     Identified,
     Listed,
@@ -27,6 +28,7 @@ from .outcome import (
     LivenessRefused,
     ModelInfo,
     Outcome,
+    PersonEnrolled,
     Reenrolled,
     Registered,
     Result,
@@ -241,6 +243,43 @@ def _face_line(row: dict) -> str:
     return head + f"UNKNOWN ({best})"
 
 
+def _enrolled(r: Enrolled) -> Rendered:
+    done = sum(p.registered for p in r.people)
+    lines = [_enrolled_line(p) for p in r.people]
+    lines.append(f"Enrolled {done} of {len(r.people)} people from {report.printable(r.folder)}.")
+    rows = [
+        {
+            "name": p.name,
+            "registered": p.registered,
+            "replaced": p.replaced,
+            "samples": p.samples,
+            "rejected": dict(p.rejected.most_common()),
+            "reason": p.reason,
+            "warning": p.warning,
+            "similar_to": _match(p.similar_to),
+        }
+        for p in r.people
+    ]
+    data = {
+        "action": "enroll",
+        "folder": report.printable(r.folder),
+        "people": rows,
+        "summary": {"people": len(r.people), "enrolled": done, "not_enrolled": len(r.people) - done},
+        "model": _model(r.model),
+    }
+    return data, lines
+
+
+def _enrolled_line(p: PersonEnrolled) -> str:
+    """One person of an enrolled tree."""
+    if not p.registered:
+        return f"NOT ENROLLED {p.name!r}: {p.reason}."
+    rejected = ", ".join(f"{r} x{c}" for r, c in p.rejected.most_common())
+    line = f"{'Re-enrolled' if p.replaced else 'Enrolled'} {p.name!r} from {p.samples} samples"
+    line += f"; rejected: {rejected}" if rejected else ""
+    return line + (f". WARNING: {p.warning}." if p.warning else ".")
+
+
 def _listed(r: Listed) -> Rendered:
     rows = [
         {"name": p.name, "samples": p.n_samples, "created": str(p.created), "fingerprint": p.fingerprint}
@@ -306,6 +345,7 @@ _RENDERERS: dict[type, Callable[[Any], Rendered]] = {
     Verified: _verified,
     Identified: _identified,
     FacesFound: _faces_found,
+    Enrolled: _enrolled,
     Listed: _listed,
     Checked: _checked,
     Deleted: _deleted,

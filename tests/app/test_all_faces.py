@@ -296,3 +296,44 @@ def test_all_faces_command_line_prints_one_json_object(tmp_path, gallery, canvas
     assert data["ok"] and data["action"] == "identify" and len(data["faces"]) == 6 and data["summary"]["faces"] == 6
     res = subprocess.run([*base, "identify", "--csv", str(tmp_path / "x.csv")], capture_output=True, text=True)
     assert res.returncode == 2 and "--csv needs --all-faces" in res.stderr and not (tmp_path / "x.csv").exists()
+
+
+# ----------------------------------------------------------------------------- enroll DIR
+
+
+def test_enroll_a_folder_per_person_tree(module_tmp, shared_data, options, pipeline):
+    """face_recognition's known_people layout: one line per person, each registered whole or not at all."""
+    train = shared_data / "photos" / "face_recognition" / "knn_examples" / "train"
+    tree = module_tmp / "known_people"
+    tree.mkdir()
+    for person in ("biden", "obama", "kit_harington"):
+        os.symlink(train / person, tree / person)
+    (tree / "Clip d18").mkdir()
+    os.symlink(shared_data / "videos" / "d18.mp4", tree / "Clip d18" / "d18.mp4")  # a clip as the samples
+    (tree / "group").mkdir()
+    os.symlink(shared_data / "photos" / "face_recognition" / "two_people.jpg", tree / "group" / "two.jpg")
+    (tree / "bell\x07").mkdir()  # a name with a control character: refused like --name
+    (tree / "broken").mkdir()
+    (tree / "broken" / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    data = module_tmp / "enrolled"
+    code, out, lines = act(pipeline, "--data-dir", data, *options, "enroll", tree)
+    people = {p["name"]: p for p in out["people"]}
+    assert code == 1 and out["summary"] == {"people": 7, "enrolled": 4, "not_enrolled": 3}, out
+    assert people["biden"]["registered"] and people["biden"]["samples"] == 2, people["biden"]
+    assert people["Clip d18"]["registered"] and people["Clip d18"]["samples"] == 5, people["Clip d18"]
+    kit = people["kit_harington"]  # one of its two photos shows the face turned away
+    assert kit["registered"] and kit["samples"] == 1 and sum(kit["rejected"].values()) == 1, kit
+    assert people["group"]["rejected"] == {"more than one face in the photo": 1} and not people["group"]["registered"]
+    assert "control character" in people["bell\\x07"]["reason"], people
+    assert "unreadable file" in next(iter(people["broken"]["rejected"])), people["broken"]
+    assert "Enrolled 4 of 7 people" in lines[-1] and any(line.startswith("NOT ENROLLED 'group'") for line in lines)
+    code, listed, _ = act(pipeline, "--data-dir", data, *options, "list")
+    assert sorted(p["name"] for p in listed["people"]) == ["Clip d18", "biden", "kit_harington", "obama"]
+    # again: everyone already there is skipped without --replace, and registered anew with it
+    code, again, _ = act(pipeline, "--data-dir", data, *options, "enroll", tree)
+    assert code == 1 and again["summary"]["enrolled"] == 0
+    assert "already registered" in {p["name"]: p for p in again["people"]}["obama"]["reason"]
+    shutil.rmtree(tree / "group"), shutil.rmtree(tree / "bell\x07"), shutil.rmtree(tree / "broken")
+    code, replaced, lines = act(pipeline, "--data-dir", data, *options, "enroll", tree, "--replace")
+    assert code == 0 and all(p["replaced"] for p in replaced["people"]), replaced
+    assert lines[0].startswith("Re-enrolled 'Clip d18' from 5 samples"), lines
