@@ -26,6 +26,7 @@ import numpy as np
 from ..core import report
 from ..core.errors import FaceIDError
 from ..model.margin import AMBIGUOUS, IDENTIFIED, UNKNOWN
+from .annotate import Annotator
 from .face_rows import LOW_QUALITY, FaceRow, RowFiles
 from .faces import Face, FaceDecider, FaceFinder
 from .outcome import FacesFound
@@ -104,9 +105,10 @@ def identify_all_faces(session: Session, model_info) -> FacesFound:
     files = RowFiles(args.csv, args.jsonl)
     try:
         session.check_source()
+        annotator = None if args.annotate is None else Annotator(args.annotate, args.source)
         with session.gallery() as g:
             g.check_model(session.embedder.fingerprint)
-            run = _Run(session, FaceDecider(args, session.embedder, g), files)
+            run = _Run(session, FaceDecider(args, session.embedder, g), files, annotator)
             run.run()
     finally:
         files.close()
@@ -122,8 +124,9 @@ def identify_all_faces(session: Session, model_info) -> FacesFound:
 class _Run:
     """One pass over the source: pictures in chunks -> faces -> decisions -> rows (and tracks for a video)."""
 
-    def __init__(self, session: Session, decider: FaceDecider, files: RowFiles):
+    def __init__(self, session: Session, decider: FaceDecider, files: RowFiles, annotator: Annotator | None):
         self.args = session.args
+        self.annotator = annotator
         self.finder = FaceFinder(session.embedder, session.limits)
         self.decider = decider
         self.files = files
@@ -139,6 +142,7 @@ class _Run:
         self._skipped_seen = 0
 
     def run(self) -> None:
+        fps = self.source.fps
         bar = report.progress(total=self.source.planned, unit=self.unit, desc="all faces", enabled=not self.args.json)
         try:
             for chunk in self._chunks():
@@ -153,9 +157,12 @@ class _Run:
             bar.close()
             self.source.close()
         self._note_skipped()
+        track_rows = None
         if self.tracker is not None and not self.per_frame:
             self._closed(self.tracker.close_all())
-            self._decide_tracks()
+            track_rows = self._decide_tracks()
+        if self.annotator is not None:
+            self.annotator.finish(self.args, fps, track_rows)
 
     # ------------------------------------------------------------------ reading
     def _pictures(self) -> Iterator[Picture]:
@@ -198,9 +205,14 @@ class _Run:
             ids = list(found_ids)
         if self.per_frame:
             self.decider.decide(faces)
-            self._emit([(self._face_row(picture, i, f, ids[i]), f) for i, f in enumerate(faces)])
+            rows = [(self._face_row(picture, i, f, ids[i]), f) for i, f in enumerate(faces)]
+            self._emit(rows)
+            drawn = [r for r, _ in rows]
         else:
             self._closed(closed)
+            drawn = [{"box": [float(v) for v in f.detection.box], "track": ids[i]} for i, f in enumerate(faces)]
+        if self.annotator is not None:
+            self.annotator.picture(picture.frame, picture.file, picture.index, drawn)
 
     def _closed(self, tracks: list[Track]) -> None:
         """Tracks that ended: their probe (the template of their gated frames) searched now, decided at the end."""
@@ -216,11 +228,10 @@ class _Run:
             track.embeddings = []  # the template is made: keep memory flat over a long video
             self.tracks.append(_TrackResult(track, face, best_frame))
 
-    def _decide_tracks(self) -> None:
-        """Every track of the video decided together (the threshold holds for all of them), as rows in order."""
+    def _decide_tracks(self) -> list[dict]:
+        """Every track of the video decided together (the threshold holds for all of them), as rows in the order
+        the tracks appeared (their ids)."""
         self.decider.judge([t.face for t in self.tracks])
-        for number, t in enumerate(sorted(self.tracks, key=lambda t: (t.track.first_frame, t.track.id))):
-            t.track.id = number  # tracks numbered in order of appearance
         rows = []
         for t in sorted(self.tracks, key=lambda t: t.track.id):
             row = self._face_row(
@@ -237,6 +248,7 @@ class _Run:
             )
             rows.append((row, t.face))
         self._emit(rows)
+        return [r for r, _ in rows]
 
     def _face_row(self, picture: Picture, i: int, face: Face, track: int | None) -> dict:
         d = face.detection

@@ -152,6 +152,13 @@ def _add_all_faces(p: argparse.ArgumentParser) -> None:
         "--jsonl", metavar="FILE", help="also write the rows to this new JSON Lines file as they come (default: none)"
     )
     g.add_argument(
+        "--annotate",
+        metavar="OUT",
+        help="also draw every face's box and decision (green identified, orange ambiguous, red unknown, grey low "
+        "quality): for an image a copy at OUT, for a folder copies in the new folder OUT, for a video a new "
+        ".mp4 or .avi at OUT (default: none)",
+    )
+    g.add_argument(
         "--per-frame",
         action="store_true",
         help="a video: one row per face per analysed frame (with its track's id) instead of one per track "
@@ -220,7 +227,7 @@ def _check_all_faces(args: argparse.Namespace) -> None:
     if args.action != "identify":
         return
     needs = [flag for flag, given in (("--csv", args.csv), ("--jsonl", args.jsonl), ("--per-frame", args.per_frame),
-             ("--every", args.every != 1)) if given]  # fmt: skip
+             ("--every", args.every != 1), ("--annotate", args.annotate)) if given]  # fmt: skip
     if needs and not args.all_faces:
         raise FaceIDError(f"{needs[0]} needs --all-faces (it writes one row per face).")
     if args.every < 1:

@@ -188,11 +188,11 @@ def _faces_found(r: FacesFound) -> Rendered:
     lines = [_face_line(row) for row in r.rows if every or row["decision"] != LOW_QUALITY]
     hidden = [] if every else [row for row in r.rows if row["decision"] == LOW_QUALITY]
     if hidden:  # faces below the gate: summed up by reason unless --verbose
-        reasons = Counter(reason for row in hidden for reason in row["quality"].split(", "))
+        reasons = Counter(reason.split(" (")[0] for row in hidden for reason in row["quality"].split(", "))
         lines.append(
             f"{len(hidden)} {'tracks' if hidden[0]['frames'] is not None else 'faces'} below the "
             f"quality gate, not decided (--verbose lists them): "
-            + ", ".join(f"{reason.split(' (')[0]} x{n}" for reason, n in reasons.most_common())
+            + ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common())
         )
     counted = ", ".join(f"{s[d]} {d.replace('_', ' ')}" for d in ("identified", "ambiguous", "unknown", "low_quality"))
     people = ", ".join(f"{name!r} x{n}" for name, n in s["people"].items())

@@ -23,6 +23,7 @@ import pytest
 
 from faceid.app import render
 from faceid.app.actions import run_action
+from faceid.app.annotate import COLOURS
 from faceid.app.cli import parse_args
 from faceid.app.decision import identify_threshold
 from faceid.app.face_rows import CSV_COLUMNS
@@ -194,12 +195,21 @@ def test_two_people_photo_names_both(module_tmp, shared_data, options, pipeline)
             os.symlink(photos / f, folder / f)
         code, reg, _ = act(pipeline, "--data-dir", data, *options, "--source", folder, "register", "--name", name)
         assert code == 0, reg
+    drawn = module_tmp / "two_annotated.png"
     code, out, _ = act(
-        pipeline, "--data-dir", data, *options, "--source", photos / "two_people.jpg", "identify", "--all-faces"
-    )
+        pipeline, "--data-dir", data, *options, "--source", photos / "two_people.jpg", "identify", "--all-faces",
+        "--annotate", drawn,
+    )  # fmt: skip
     faces = sorted(out["faces"], key=lambda f: f["box"][0])  # left to right: Obama, then Biden
     assert code == 0 and [f["name"] for f in faces] == ["Obama", "Biden"], faces
     assert [f["decision"] for f in faces] == ["identified", "identified"]
+    # the annotated copy: the source's size, each box drawn in the "identified" green on its left edge
+    picture, source = cv2.imread(str(drawn)), cv2.imread(str(photos / "two_people.jpg"))
+    assert picture.shape == source.shape
+    for f in faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in f["box"])
+        edge = picture[(y1 + y2) // 2, x1].astype(int)
+        assert np.abs(edge - np.array(COLOURS["identified"])).max() < 40, (edge, f)
     # the faces are where face_recognition's example finds them (its face_locations on this file)
     assert faces[0]["box"][0] < 300 < faces[0]["box"][2] and faces[1]["box"][0] < 860 < faces[1]["box"][2], faces
 
@@ -219,12 +229,14 @@ def test_a_folder_streams_rows_to_csv_and_jsonl_and_skips_bad_files(module_tmp, 
     shutil.copy(path, folder / "a_group.png")
     (folder / "b_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
     shutil.copy(path, folder / "c_again.png")
-    out_csv, out_jsonl = module_tmp / "rows.csv", module_tmp / "rows.jsonl"
+    out_csv, out_jsonl, drawn = module_tmp / "rows.csv", module_tmp / "rows.jsonl", module_tmp / "drawn"
     code, data, lines = act(
         pipeline, "--data-dir", gallery, *options, "--source", folder,
-        "identify", "--all-faces", "--csv", out_csv, "--jsonl", out_jsonl,
+        "identify", "--all-faces", "--csv", out_csv, "--jsonl", out_jsonl, "--annotate", drawn,
     )  # fmt: skip
     assert code == 0, data
+    assert sorted(p.name for p in drawn.iterdir()) == ["a_group.png", "c_again.png"]  # a copy per readable photo
+    assert cv2.imread(str(drawn / "a_group.png")).shape == (2 * TILE, 3 * TILE, 3)
     summary = data["summary"]
     assert summary["pictures"] == 2 and summary["faces"] == 12 and summary["skipped_files"] == 1, summary
     assert summary["skipped"][0]["file"] == "b_broken.jpg" and any("skipped b_broken.jpg" in n for n in data["notes"])
@@ -262,8 +274,10 @@ def two_person_clip(videos: Path, path: Path, frames: int = 36) -> Path:
 
 
 def test_a_video_with_two_people_gives_two_tracks(module_tmp, gallery, videos, options, pipeline):
-    clip = two_person_clip(videos, module_tmp / "two.avi")
-    code, data, lines = act(pipeline, "--data-dir", gallery, *options, "--source", clip, "identify", "--all-faces")
+    clip, drawn = two_person_clip(videos, module_tmp / "two.avi"), module_tmp / "two_annotated.mp4"
+    code, data, lines = act(
+        pipeline, "--data-dir", gallery, *options, "--source", clip, "identify", "--all-faces", "--annotate", drawn
+    )
     tracks = data["faces"]
     assert code == 0 and len(tracks) == 2, tracks
     left, right = sorted(tracks, key=lambda t: t["box"][0])
@@ -273,6 +287,11 @@ def test_a_video_with_two_people_gives_two_tracks(module_tmp, gallery, videos, o
         assert t["last_time_s"] == pytest.approx(35 / 25) and t["best_frame_score"] >= t["score"] - 0.3, t
     assert left["box"][2] <= TILE + 20 and right["box"][0] >= TILE - 20  # each where its person is
     assert any("track 0 frames 0-35" in line for line in lines), lines
+    annotated = cv2.VideoCapture(str(drawn))
+    assert (
+        int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 36 and int(annotated.get(cv2.CAP_PROP_FRAME_WIDTH)) == 2 * TILE
+    )
+    annotated.release()
     # --per-frame: the raw rows, one per face per analysed frame, each with its track
     code, per, _ = act(
         pipeline, "--data-dir", gallery, *options, "--source", clip, "identify", "--all-faces", "--per-frame",
