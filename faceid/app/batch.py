@@ -2,8 +2,9 @@
 
 The source is read a few pictures at a time (`CHUNK`, or `CHUNK_PIXELS`: detection and embedding are batched
 over them) and nothing of a picture is kept once its rows are made, so a folder of 10,000 photos runs in
-constant memory for its frames (the rows themselves are kept for the one JSON object or text at the end: a few
-hundred bytes a face). Rows go to ``--csv`` / ``--jsonl`` as they are made, so a killed run keeps what it did.
+constant memory: rows go to ``--csv`` / ``--jsonl`` as they are made (a killed run keeps what it did), and only
+the counts stay; the rows are kept for stdout only when they are printed there (``--json``'s one object, or the
+text without a file: about a kilobyte a face).
 A file the decode gate refuses is skipped with a note and counted; an error that stops the run is one sentence,
 exit 2 (the rows written so far stay).
 
@@ -80,11 +81,13 @@ class Tally:
     def rate(self) -> float:
         return self.faces / max(time.perf_counter() - self.started, 1e-9)
 
-    def summary(self, skipped: list[tuple[str, str]], unit: str) -> dict:
+    def summary(self, skipped: list[tuple[str, str]], unit: str, rows: str, files: list[str]) -> dict:
         seconds = time.perf_counter() - self.started
         return {
             "pictures": self.pictures,
             "unit": unit,
+            "rows": rows,
+            "written_to": files,
             "faces": self.faces,
             **{d: self.decisions[d] for d in DECISIONS},
             "people": dict(self.people.most_common()),
@@ -114,7 +117,12 @@ def identify_all_faces(session: Session, model_info) -> FacesFound:
         files.close()
     return FacesFound(
         rows=run.rows,
-        summary=run.tally.summary(run.source.skipped, run.unit),
+        summary=run.tally.summary(
+            run.source.skipped,
+            run.unit,
+            "faces" if run.per_frame else "tracks",
+            [report.printable(f) for f in (args.csv, args.jsonl) if f is not None],
+        ),
         notes=run.notes,
         model=model_info(session),
         source=run.source.description,
@@ -134,6 +142,8 @@ class _Run:
         self.video = not self.source.stills
         self.per_frame = bool(getattr(self.args, "per_frame", False)) or not self.video
         self.unit = "photo" if self.source.stills else "frame"
+        # the rows are kept for stdout (the JSON object, or the text), unless they go only to --csv / --jsonl files
+        self.keep_rows = bool(self.args.json) or not (self.args.csv or self.args.jsonl)
         self.rows: list[dict] = []
         self.notes: list[str] = []
         self.tally = Tally()
@@ -274,5 +284,6 @@ class _Run:
     def _emit(self, rows: list[tuple[dict, Face]]) -> None:
         self.files.write([r for r, _ in rows])
         for row, face in rows:
-            self.rows.append(row)
+            if self.keep_rows:
+                self.rows.append(row)
             self.tally.add(row, face)

@@ -190,19 +190,21 @@ def _faces_found(r: FacesFound) -> Rendered:
     if hidden:  # faces below the gate: summed up by reason unless --verbose
         reasons = Counter(reason.split(" (")[0] for row in hidden for reason in row["quality"].split(", "))
         lines.append(
-            f"{len(hidden)} {'tracks' if hidden[0]['frames'] is not None else 'faces'} below the "
+            f"{len(hidden)} {s['rows']} below the "
             f"quality gate, not decided (--verbose lists them): "
             + ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common())
         )
     counted = ", ".join(f"{s[d]} {d.replace('_', ' ')}" for d in ("identified", "ambiguous", "unknown", "low_quality"))
     people = ", ".join(f"{name!r} x{n}" for name, n in s["people"].items())
-    what = "tracks" if r.rows and r.rows[0]["frames"] is not None else "faces"
+    what = s["rows"]
     lines.append(
         f"{s['faces']} {what} in {s['pictures']} {s['unit']}{'s' if s['pictures'] != 1 else ''} of {r.source}: "
         f"{counted}" + (f"; seen: {people}" if people else "") + f" ({s['faces_per_s']:.1f} faces/s)."
     )
     if s["skipped_files"]:
         lines.append(f"{s['skipped_files']} unreadable files skipped (see the notes).")
+    if s["written_to"]:
+        lines.append(f"One row per {what[:-1]} written to {' and '.join(s['written_to'])}.")
     lines += [f"{t}." for t in s["thresholds"]]
     lines += _notes(r.notes)
     data = {
