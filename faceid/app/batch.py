@@ -135,7 +135,7 @@ class _Run:
     def __init__(self, session: Session, decider: FaceDecider, files: RowFiles, annotator: Annotator | None):
         self.args = session.args
         self.annotator = annotator
-        self.finder = FaceFinder(session.embedder, session.limits)
+        self.finder = FaceFinder(session.embedder, session.limits, session.args.threads)
         self.decider = decider
         self.files = files
         self.source = session.take_source()

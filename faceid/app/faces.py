@@ -61,13 +61,12 @@ class Face:
 class FaceFinder:
     """Pictures -> every face in each, gated, the good ones embedded (one detector and embedder batch per call)."""
 
-    def __init__(self, embedder: Embedder, limits: QualityThresholds):
-        from ..model.face import FaceDetector, FacePipeline
+    def __init__(self, embedder: Embedder, limits: QualityThresholds, threads: int = 1):
+        from ..model.face import FacePipeline, detector_for
 
         self.limits = limits
-        self.pipeline = FacePipeline(
-            embedder, FaceDetector(device=embedder.device, min_face_size=ALL_FACES_MIN_FACE, max_side=None)
-        )
+        detector = detector_for(embedder, threads, min_face_size=ALL_FACES_MIN_FACE, max_side=None)
+        self.pipeline = FacePipeline(embedder, detector)
 
     def find(self, pictures: list[np.ndarray]) -> list[list[Face]]:
         """Per picture, its faces largest first; those that pass the gate carry their embedding."""

@@ -149,16 +149,24 @@ class FaceDetector:
         return small, scale
 
 
-def detector_for(embedder: Embedder, threads: int = 1) -> FaceDetector:
+def detector_for(
+    embedder: Embedder,
+    threads: int = 1,
+    min_face_size: int = DETECT_MIN_FACE,
+    max_side: int | None = DETECT_MAX_SIDE,
+) -> FaceDetector:
     """The detector that goes with `embedder`: MTCNN on onnxruntime when the embedder runs there and its export
-    has the detector's files beside it (no torch), else facenet-pytorch's on the embedder's device."""
+    has the detector's files beside it (no torch), else facenet-pytorch's on the embedder's device.
+    (`identify --all-faces` searches whole frames for smaller faces: `min_face_size`, `max_side`.)"""
     if embedder.runtime == "onnx":
         from .mtcnn_onnx import has_detector
 
         # without facenet-pytorch (the slim install) missing detector files are the error to name
         if has_detector(embedder.source) or not _installed("facenet_pytorch"):
-            return FaceDetector(onnx_stages=embedder.source, threads=threads)
-    return FaceDetector(device=embedder.device)
+            return FaceDetector(
+                min_face_size=min_face_size, max_side=max_side, onnx_stages=embedder.source, threads=threads
+            )
+    return FaceDetector(device=embedder.device, min_face_size=min_face_size, max_side=max_side)
 
 
 def _installed(module: str) -> bool:
