@@ -50,14 +50,15 @@ def label(row: dict) -> str:
     return text.encode("ascii", "replace").decode()
 
 
-def draw(frame_rgb: np.ndarray, rows: list[dict]) -> np.ndarray:
-    """A BGR copy of the frame with every row's box and label."""
+def draw(frame_rgb: np.ndarray, rows: list[dict], scale: float = 1.0) -> np.ndarray:
+    """A BGR copy of the frame with every row's box and label (boxes in source pixels, `scale` of them per frame
+    pixel: a photo over the working size is drawn on at that size)."""
     out = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
     scale = max(out.shape[:2]) / 640
     thick, font = max(1, round(2 * scale)), 0.5 * max(scale, 0.6)
     for row in rows:
         colour = COLOURS[row["decision"]]
-        x1, y1, x2, y2 = (int(round(v)) for v in row["box"])
+        x1, y1, x2, y2 = (int(round(v / scale)) for v in row["box"])
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
         text = label(row)
         (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, thick)
@@ -94,19 +95,21 @@ class Annotator:
         if not self.out.parent.is_dir():
             raise FaceIDError(f"--annotate {self.out}: the folder {self.out.parent} does not exist.")
         self._frames: dict[int, list[tuple[list[float], int | None, dict]]] = {}  # a video's boxes per frame
+        self._scale = 1.0
 
-    def picture(self, frame_rgb: np.ndarray, file: str, index: int | None, rows: list[dict]) -> None:
+    def picture(self, frame_rgb: np.ndarray, file: str, index: int | None, rows: list[dict], scale: float) -> None:
         """A photo's copy is written now; a video frame's boxes are kept for `finish` (`rows`: the frame's rows,
         or under tracking just each face's box and track)."""
         if not self.stills:
             assert index is not None
             self._frames[index] = [(r["box"], r.get("track"), r) for r in rows]
+            self._scale = scale
             return
         target = self.out
         if self.folder:
             self.out.mkdir(exist_ok=True)
             target = self.out / file
-        ok, data = cv2.imencode(target.suffix or ".jpg", draw(frame_rgb, rows))
+        ok, data = cv2.imencode(target.suffix or ".jpg", draw(frame_rgb, rows, scale))
         if not ok:
             raise FaceIDError(f"Cannot encode the annotated copy of {file} as {target.suffix}.")
         atomic_write_bytes(target, data.tobytes())
@@ -135,7 +138,7 @@ class Annotator:
                     writer = cv2.VideoWriter(str(tmp), code, fps or 25.0, (w, h))
                     if not writer.isOpened():
                         raise FaceIDError(f"OpenCV cannot write a {self.out.suffix} video at {self.out}.")
-                writer.write(draw(frame, current))
+                writer.write(draw(frame, current, self._scale))
             if writer is None:
                 raise FaceIDError("The video gave no frames to annotate.")
             writer.release()

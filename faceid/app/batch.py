@@ -21,10 +21,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..core import report
+from ..core.decode import WORKING_MAX_PIXELS, check_image_file
 from ..core.errors import FaceIDError
 from ..model.margin import AMBIGUOUS, IDENTIFIED, UNKNOWN
 from .annotate import Annotator
@@ -47,6 +49,7 @@ class Picture:
     file: str
     index: int | None = None
     time_s: float | None = None
+    scale: float = 1.0  # source pixels per frame pixel (a photo or video over WORKING_MAX_PIXELS is read shrunk)
 
 
 @dataclass
@@ -149,6 +152,7 @@ class _Run:
         self.tally = Tally()
         self.tracker = Tracker() if self.video else None
         self.tracks: list[_TrackResult] = []
+        self.track_scale = 1.0  # a video's source pixels per frame pixel
         self._skipped_seen = 0
 
     def run(self) -> None:
@@ -180,11 +184,25 @@ class _Run:
         fps = src.fps
         for frame in src:
             if src.stills:
-                yield Picture(frame, src.current)
+                yield Picture(frame, src.current, scale=self._photo_scale(src.current, frame))
                 continue
             index = src.start + src.frames_read - 1
             if (index - src.start) % every == 0:
-                yield Picture(frame, src.current or src.description, index, None if fps is None else index / fps)
+                time_s = None if fps is None else index / fps
+                yield Picture(frame, src.current or src.description, index, time_s, self._video_scale(frame))
+
+    def _photo_scale(self, name: str, frame: np.ndarray) -> float:
+        """A photo read shrunk to WORKING_MAX_PIXELS: its header's width over the frame's, so boxes are given in
+        the file's own pixels (a header read, only for a frame at the working limit)."""
+        if frame.shape[0] * frame.shape[1] < 0.9 * WORKING_MAX_PIXELS:
+            return 1.0
+        root = Path(str(self.args.source)).expanduser()
+        width, _ = check_image_file(root / name if root.is_dir() else root)
+        return width / frame.shape[1]
+
+    def _video_scale(self, frame: np.ndarray) -> float:
+        width = self.source.source_width
+        return width / frame.shape[1] if width else 1.0
 
     def _chunks(self) -> Iterator[list[Picture]]:
         chunk: list[Picture] = []
@@ -211,6 +229,7 @@ class _Run:
         closed: list[Track] = []
         if self.tracker is not None:
             assert picture.index is not None
+            self.track_scale = picture.scale
             found_ids, closed = self.tracker.update(faces, picture.index, picture.time_s)
             ids = list(found_ids)
         if self.per_frame:
@@ -220,9 +239,12 @@ class _Run:
             drawn = [r for r, _ in rows]
         else:
             self._closed(closed)
-            drawn = [{"box": [float(v) for v in f.detection.box], "track": ids[i]} for i, f in enumerate(faces)]
+            drawn = [
+                {"box": [float(v) * picture.scale for v in f.detection.box], "track": ids[i]}
+                for i, f in enumerate(faces)
+            ]
         if self.annotator is not None:
-            self.annotator.picture(picture.frame, picture.file, picture.index, drawn)
+            self.annotator.picture(picture.frame, picture.file, picture.index, drawn, picture.scale)
 
     def _closed(self, tracks: list[Track]) -> None:
         """Tracks that ended: their probe (the template of their gated frames) searched now, decided at the end."""
@@ -245,7 +267,13 @@ class _Run:
         rows = []
         for t in sorted(self.tracks, key=lambda t: t.track.id):
             row = self._face_row(
-                Picture(np.zeros((0, 0, 3), np.uint8), self.source.current, t.track.first_frame, t.track.first_time),
+                Picture(
+                    np.zeros((0, 0, 3), np.uint8),
+                    self.source.current,
+                    t.track.first_frame,
+                    t.track.first_time,
+                    self.track_scale,
+                ),
                 t.track.id,
                 t.face,
                 t.track.id,
@@ -265,7 +293,7 @@ class _Run:
         return FaceRow(
             file=picture.file,
             face=i,
-            box=[float(v) for v in d.box],
+            box=[float(v) * picture.scale for v in d.box],
             detector_score=d.prob,
             decision=face.decision,
             name=face.name,

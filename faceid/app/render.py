@@ -206,7 +206,6 @@ def _faces_found(r: FacesFound) -> Rendered:
     if s["written_to"]:
         lines.append(f"One row per {what[:-1]} written to {' and '.join(s['written_to'])}.")
     lines += [f"{t}." for t in s["thresholds"]]
-    lines += _notes(r.notes)
     data = {
         "action": "identify",
         "faces": r.rows,

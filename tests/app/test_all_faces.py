@@ -212,6 +212,15 @@ def test_two_people_photo_names_both(module_tmp, shared_data, options, pipeline)
         assert np.abs(edge - np.array(COLOURS["identified"])).max() < 40, (edge, f)
     # the faces are where face_recognition's example finds them (its face_locations on this file)
     assert faces[0]["box"][0] < 300 < faces[0]["box"][2] and faces[1]["box"][0] < 860 < faces[1]["box"][2], faces
+    # a photo over the working size (read shrunk): the boxes are still in the file's own pixels
+    big = module_tmp / "two_people_x5.jpg"
+    source = cv2.imread(str(photos / "two_people.jpg"))
+    assert cv2.imwrite(str(big), cv2.resize(source, (source.shape[1] * 5, source.shape[0] * 5)))
+    code, large, _ = act(pipeline, "--data-dir", data, *options, "--source", big, "identify", "--all-faces")
+    boxes = sorted((f["box"] for f in large["faces"] if f["decision"] == "identified"), key=lambda b: b[0])
+    assert len(boxes) == 2, large["faces"]
+    for small, scaled in zip(faces, boxes):
+        assert np.allclose(np.array(scaled) / 5, small["box"], atol=0.05 * (small["box"][2] - small["box"][0]))
 
 
 def test_strangers_in_couple_photo_are_unknown(gallery, shared_data, options, pipeline):
