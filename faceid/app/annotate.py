@@ -54,8 +54,8 @@ def draw(frame_rgb: np.ndarray, rows: list[dict], scale: float = 1.0) -> np.ndar
     """A BGR copy of the frame with every row's box and label (boxes in source pixels, `scale` of them per frame
     pixel: a photo over the working size is drawn on at that size)."""
     out = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
-    scale = max(out.shape[:2]) / 640
-    thick, font = max(1, round(2 * scale)), 0.5 * max(scale, 0.6)
+    size = max(out.shape[:2]) / 640
+    thick, font = max(1, round(2 * size)), 0.5 * max(size, 0.6)
     for row in rows:
         colour = COLOURS[row["decision"]]
         x1, y1, x2, y2 = (int(round(v / scale)) for v in row["box"])
