@@ -22,7 +22,14 @@ import torch
 from faceid.core.errors import FaceIDError
 from faceid.synthetic.detector_config import DetectorConfig
 from faceid.synthetic.detector_model import load_synthetic_detector, read_detector_checkpoint
-from faceid.synthetic.detector_train import DETECTOR_BEST, DetectorRun, detector_metrics, threshold_at_frr
+from faceid.synthetic.detector_train import (
+    DETECTOR_BEST,
+    DETECTOR_FINAL,
+    DETECTOR_LAST,
+    DetectorRun,
+    detector_metrics,
+    threshold_at_frr,
+)
 from faceid.synthetic.gan_checkpoint import GAN_FINAL
 from faceid.synthetic.gan_config import GanConfig
 from faceid.synthetic.gan_train import GanRun
@@ -85,6 +92,19 @@ def test_a_damaged_detector_file_is_one_sentence(detector, tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(FaceIDError, match="corrupt"):
         load_synthetic_detector(tmp_path / "junk.pth")
+
+
+@pytest.mark.e2e
+def test_a_resumed_detector_run_ends_bit_for_bit_where_an_uninterrupted_one_does(detector, stand_in, tmp_path):
+    trained = read_detector_checkpoint(detector).training
+    assert trained is not None
+    base = {**trained["config"], "epochs": 2, "limit_steps": 2}
+    DetectorRun(DetectorConfig(**{**base, "out": str(tmp_path / "whole")})).run()
+    DetectorRun(DetectorConfig(**{**base, "out": str(tmp_path / "parts"), "epochs": 1})).run()
+    DetectorRun.resume(tmp_path / "parts" / DETECTOR_LAST, epochs=2).run()
+    whole, parts = (read_detector_checkpoint(tmp_path / p / DETECTOR_FINAL) for p in ("whole", "parts"))
+    assert all(torch.equal(whole.model[k], parts.model[k]) for k in whole.model)
+    assert whole.metrics == parts.metrics
 
 
 def run_app(*argv) -> tuple[int, dict, str]:
