@@ -47,23 +47,13 @@ def scan_synthetic(folder: str | os.PathLike, limit: int | None = None) -> Synth
         raise FaceIDError(f"Synthetic-face folder not found: {root}.", "synthetic")
     manifest = root / MANIFEST
     described: dict = {"folder": str(root)}
-    if manifest.is_file():
-        files, groups = _from_manifest(root, manifest, described)
-    else:
-        files, groups = [], []
-        with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
-        for e in entries:
-            if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS):
-                files.append(Path(e.path))
-                groups.append(len(groups))
-        for g, sub in enumerate(subdirs, start=len(groups)):
-            for name in sorted(os.listdir(sub.path)):
-                if name.lower().endswith(IMAGE_EXTENSIONS) and (Path(sub.path) / name).is_file():
-                    files.append(Path(sub.path) / name)
-                    groups.append(g)
-        described["kind"] = "folder"
+    try:
+        files, groups = _from_manifest(root, manifest, described) if manifest.is_file() else _from_folder(root)
+    except OSError as err:
+        raise FaceIDError(
+            f"Cannot read the synthetic-face folder {root}: {err.strerror or err}.", "synthetic"
+        ) from None
+    described.setdefault("kind", "folder")
     if limit is not None and len(files) > limit:
         keep = np.sort(np.random.default_rng(0).choice(len(files), limit, replace=False))
         files, groups = [files[i] for i in keep], [groups[i] for i in keep]
@@ -77,13 +67,36 @@ def scan_synthetic(folder: str | os.PathLike, limit: int | None = None) -> Synth
     return SyntheticSource(root, files, groups, described)
 
 
+def _from_folder(root: Path) -> tuple[list[Path], list[int]]:
+    """Images directly in `root` (one group each) and in its subfolders (one group per subfolder)."""
+    files: list[Path] = []
+    groups: list[int] = []
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+    for e in entries:
+        if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS):
+            files.append(Path(e.path))
+            groups.append(len(groups))
+    for g, sub in enumerate(subdirs, start=len(groups)):
+        for name in sorted(os.listdir(sub.path)):
+            if name.lower().endswith(IMAGE_EXTENSIONS) and (Path(sub.path) / name).is_file():
+                files.append(Path(sub.path) / name)
+                groups.append(g)
+    return files, groups
+
+
 def _from_manifest(root: Path, manifest: Path, described: dict) -> tuple[list[Path], list[int]]:
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
-        assert isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT and isinstance(data.get("faces"), list)
+        if not (
+            isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT and isinstance(data.get("faces"), list)
+        ):
+            raise ValueError("not a manifest")
         names = [f["file"] for f in data["faces"]]
-        assert all(isinstance(n, str) and n == Path(n).name and not n.startswith(".") for n in names)
-    except (OSError, ValueError, AssertionError, KeyError, TypeError):
+        if not all(isinstance(n, str) and n == Path(n).name and not n.startswith(".") for n in names):
+            raise ValueError("a file name outside the folder")
+    except (OSError, ValueError, KeyError, TypeError):
         raise FaceIDError(f"{manifest} is not a manifest written by generate_faces.py.", "synthetic") from None
     files = [root / n for n in names]
     missing = [f for f in files if not f.is_file()]

@@ -48,6 +48,26 @@ def test_the_threshold_flags_at_most_the_asked_share_of_real_faces():
     assert m["auc"] == 1.0 and m["synthetic_caught"] == 1.0 and m["frr"] <= 0.01
 
 
+def test_synthetic_folders_are_grouped_and_a_foreign_manifest_is_refused(tmp_path):
+    from builders import face_jpeg
+
+    from faceid.synthetic.detector_data import scan_synthetic
+
+    (tmp_path / "flat").mkdir()
+    for k in range(3):
+        (tmp_path / "flat" / f"{k}.jpg").write_bytes(face_jpeg(k, 0))
+    for who in ("a", "b"):
+        (tmp_path / "flat" / who).mkdir()
+        for k in range(2):
+            (tmp_path / "flat" / who / f"{k}.jpg").write_bytes(face_jpeg(k, 1))
+    source = scan_synthetic(tmp_path / "flat")
+    assert source.groups == [0, 1, 2, 3, 3, 4, 4]  # three loose images, then one group per subfolder
+    (tmp_path / "flat" / "manifest.json").write_text(json.dumps({"format": "faceid-generated-faces",
+                                                                  "faces": [{"file": "../../etc/passwd"}]}))  # fmt: skip
+    with pytest.raises(FaceIDError, match="not a manifest written by generate_faces.py"):
+        scan_synthetic(tmp_path / "flat")
+
+
 @pytest.fixture(scope="module")
 def detector(shared_data, stand_in, module_tmp) -> Path:
     """An early GAN (a few steps), 160 of its faces, and a detector trained on them and on pins90 faces."""
