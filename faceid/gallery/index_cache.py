@@ -181,10 +181,9 @@ class IndexCache:
                     {INDEX_VERSION_KEY: version, "fingerprints": fingerprints},
                     FILE_MODE,
                 )
-        except OSError as err:
-            report.warn(
-                f"Could not save the search index to {self.path} ({err.strerror}); the next command will rebuild it."
-            )
+        except (OSError, ValueError) as err:  # ValueError: a header too long to save (thousands of models)
+            why = err.strerror if isinstance(err, OSError) else err
+            report.warn(f"Could not save the search index to {self.path} ({why}); the next command will rebuild it.")
         self._index, self._ids, self._fingerprints, self._version = index, ids, fingerprints, version
 
     def _snapshot(self) -> tuple[str, np.ndarray, np.ndarray, dict[str, int]]:
@@ -239,6 +238,12 @@ class IndexCache:
         version = self._database_version()
         if self._index is not None and self._version == version:
             return self._index
+        self._conn.execute("BEGIN")  # the version and the count of one state of the database
+        try:
+            version = self._database_version()
+            templates = self._conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+        finally:
+            self._conn.execute("COMMIT")
         file = self._open_checked()
         if file is None or file.extra.get(INDEX_VERSION_KEY) != version:
             return None  # missing, damaged (noted) or of another version (a write it did not follow)
@@ -248,7 +253,7 @@ class IndexCache:
             not isinstance(counts, dict)
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values())
             or sum(counts.values()) != live
-            or self._conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0] != live
+            or templates != live
         ):
             self._damaged("its template counts differ from the database's")
             return None
@@ -277,7 +282,7 @@ class IndexCache:
             file = IndexFile.open(self.path)
         except FileNotFoundError:
             return
-        except (IndexDamaged, OSError) as err:
+        except (IndexDamaged, OSError, ValueError) as err:
             return self._drop_file(err)
         if file.extra.get(INDEX_VERSION_KEY) != old:
             return  # already stale: the next search rebuilds it
@@ -285,7 +290,7 @@ class IndexCache:
         extra = {INDEX_VERSION_KEY: new, "fingerprints": dict(self._conn.execute(_FINGERPRINTS_SQL))}
         try:
             outcome = update_in_place(file, extra, *added, sorted(changes.removed), FILE_MODE)
-        except (IndexDamaged, OSError) as err:
+        except (IndexDamaged, OSError, ValueError) as err:
             return self._drop_file(err)
         if outcome == "compacted":
             report.detail(f"Compacted the search index {self.path}.")

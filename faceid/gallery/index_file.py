@@ -170,7 +170,12 @@ class IndexFile:
         bits = _int_field(header, "sketch_bits", 0, SKETCH_BITS)
         tombstones = _int_field(header, "tombstones", 0, count)
         crc, extra = header.get("crc"), header.get("extra")
-        if bits not in (0, SKETCH_BITS) or not isinstance(extra, dict) or not isinstance(crc, dict):
+        if (
+            bits not in (0, SKETCH_BITS)
+            or not isinstance(extra, dict)
+            or not isinstance(crc, dict)
+            or type(crc.get("matrix")) is not int
+        ):
             raise IndexDamaged("its header is not readable")
         ids_at, checks_at, matrix_at, sketch_at, end = _layout(capacity, dim, bits)
         if size != end:
