@@ -192,7 +192,9 @@ class DetectorRun:
             while self.epoch < cfg.epochs:
                 if not self.train_epoch(model, stop, started + limit):
                     if stop.requested:
-                        self._save(DETECTOR_LAST, "last", self.history[-1]["val"] if self.history else {})
+                        rng = gather_rng_states(env)  # collective: every rank
+                        if env.main:
+                            self._save(DETECTOR_LAST, "last", self.history[-1]["val"] if self.history else {}, rng)
                         self.log.line(
                             f"Stopped at epoch {self.epoch + 1}, step {self.step_in_epoch}; resume with: "
                             f"{report.invocation('train_detector.py')} --resume {self.out / DETECTOR_LAST}"
@@ -205,8 +207,9 @@ class DetectorRun:
         finally:
             stop.restore()
             self.log.close()
+        rng = gather_rng_states(env)  # collective: every rank
         if env.main:
-            self._save(DETECTOR_FINAL, "final", self.history[-1]["val"])
+            self._save(DETECTOR_FINAL, "final", self.history[-1]["val"], rng)
             self.log.line(summary_table(self.best["val"], self.out / DETECTOR_BEST, self.best["epoch"]))
         return 0
 
@@ -319,9 +322,8 @@ class DetectorRun:
             f"{100 * val['frr']:.1f}% it catches {100 * val['synthetic_caught']:.1f}% (threshold {val['threshold']:.3f})"
         )
 
-    def _save(self, name: str, kind: str, val: dict, rng: list | None = None) -> None:
-        if rng is None:
-            rng = gather_rng_states(self.env)
+    def _save(self, name: str, kind: str, val: dict, rng: list) -> None:
+        """Rank 0 writes `name`; `rng` is every rank's RNG states (`gather_rng_states`, called by every rank)."""
         state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
         training = {
             "config": self.cfg.to_dict(),
