@@ -288,6 +288,10 @@ def test_a_tiny_photo_in_a_folder_of_good_ones_is_a_rejected_photo_not_the_end(s
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["samples"] == 2
     assert "1 photo rejected: no face (image is 1x1)" in out.stderr
+    verbose = app(
+        "--data-dir", tmp_path / "g2", *stand_in_args, "--verbose", "--source", folder, "register", "--name", "x"
+    )
+    assert "photo 0tiny.png rejected: no face (image is 1x1)" in verbose.stderr
 
 
 @pytest.mark.e2e

@@ -92,6 +92,13 @@ class FrameSource:
         return width or None
 
     @property
+    def last_read(self) -> str:
+        """The frame or photo read last, for a note: "frame 41", or a folder's file name ("photo IMG_2.jpg")."""
+        if self.stills and self._images:
+            return f"photo {self._images[max(self._consumed - 1, 0)].name}"
+        return f"frame {self.position - 1}"
+
+    @property
     def position(self) -> int:
         """The frame (video) or file (folder) the next read would return: `start` plus what was taken."""
         return self.start + self._consumed

@@ -74,7 +74,7 @@ def collect(session: Session, n: int, key: str, per_key: int = 1) -> tuple[list[
                 continue
             if reason is not None:
                 rejections[reason] += 1
-                report.detail(f"{unit} {source.position - 1} rejected: {reason}")
+                report.detail(f"{source.last_read} rejected: {reason}")
                 continue
             # reason is None only for a face that was assessed and passed
             assert result.face is not None and quality is not None
