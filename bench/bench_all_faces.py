@@ -120,6 +120,7 @@ def main() -> None:
         default=2_000,
         help="photos for the --json memory run, whose one object keeps every row (default: 2000; 0 skips it)",
     )
+    parser.add_argument("--memory-only", action="store_true", help="only the memory runs (default: everything)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
     args = parser.parse_args()
     if not STAND_IN.is_file() or not (SHARED / "lfw").is_dir():
@@ -139,66 +140,75 @@ def main() -> None:
         print(f"peak RSS of one photo ({photos_for_base.name}), 2 threads: {base_peak} MB")
         photos = lfw_photos(args.photos, skip=set())
         folder = link_folder(work / "lfw", photos, len(photos))
-        clip = SHARED / "videos" / "hamilton_short.mp4"
-        print(f"# identify --all-faces, stand-in weights, gallery of {len(ENROLLED)} people; process start to answer")
-        print("| source | threads | faces | seconds | faces/s | photos or frames/s | peak RSS |")
-        print("|---|---|---|---|---|---|---|")
-        for threads in args.threads:
-            for what, source, extra in (
-                (f"{len(photos)} LFW photos", folder, []),
-                (f"hamilton_short.mp4, {args.clip_frames} frames", clip, ["--max-frames", str(args.clip_frames)]),
-            ):
-                out = work / f"rows_{threads}_{source.name}.jsonl"
-                seconds, text, peak = app(
-                    *gallery, *model_options(threads), "--source", str(source), *extra, "identify", "--all-faces",
-                    "--per-frame", "--jsonl", str(out), "--json", "--quiet",
-                )  # fmt: skip
-                s = json.loads(text)["summary"]
-                print(
-                    f"| {what} | {threads} | {s['faces']} | {seconds:.1f} | {s['faces'] / seconds:.1f} | "
-                    f"{s['pictures'] / seconds:.1f} | {peak} MB |"
-                )
-        print("\n# in one process, the same photos: plain per-photo, per-face loop vs FaceFinder's batches")
-        print("| threads | plain faces/s | batched faces/s | batched / plain |")
-        print("|---|---|---|---|")
-        for threads in args.threads:
-            r = in_process(photos[: min(len(photos), 80)], threads)
-            print(f"| {threads} | {r['plain']:.1f} | {r['batched']:.1f} | {r['batched'] / r['plain']:.2f}x |")
-        try:
-            import face_recognition  # noqa: F401
-
-            peer = shutil.which("face_recognition")
-        except ImportError:
-            peer = None
-        if peer is None:
-            print("\nface_recognition's CLI: not installed here, not measured.")
-        else:
-            start = time.perf_counter()
-            subprocess.run([peer, "--cpus", "1", str(known), str(folder)], capture_output=True, check=True)
-            print(f"\nface_recognition CLI on the same folder, 1 CPU: {time.perf_counter() - start:.1f} s")
-        if args.memory_photos:
-            many = link_folder(work / "many", photos, args.memory_photos)
-            print(f"\n# memory over {args.memory_photos:,} photos (the {len(photos)} above, reused), 2 threads")
-            print("| output | faces | seconds | faces/s | peak RSS |")
-            print("|---|---|---|---|---|")
-            for label, mode, count in (
-                ("--jsonl FILE (rows not kept)", ["--jsonl", str(work / "many.jsonl")], args.memory_photos),
-                ("--json (rows kept for the one object)", ["--json"], args.memory_json_photos),
-            ):
-                if not count:
-                    continue
-                seconds, text, peak = app(
-                    *gallery, *model_options(2), "--source", str(many), "--max-frames", str(count),
-                    "identify", "--all-faces", *mode, "--quiet",
-                )  # fmt: skip
-                faces = (
-                    json.loads(text)["summary"]["faces"]
-                    if "--json" in mode
-                    else len((work / "many.jsonl").read_text().splitlines())
-                )
-                print(f"| {label}, {count:,} photos | {faces:,} | {seconds:.0f} | {faces / seconds:.1f} | {peak} MB |")
+        if not args.memory_only:
+            speed(args, work, gallery, photos, folder, known)
+        if args.memory_photos or args.memory_json_photos:
+            memory(args, work, gallery, photos)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def speed(args, work: Path, gallery: list[str], photos: list[Path], folder: Path, known: Path) -> None:
+    """faces/s: the program on the folder and the clip, in-process plain vs batched, the peer if installed."""
+    clip = SHARED / "videos" / "hamilton_short.mp4"
+    print(f"# identify --all-faces, stand-in weights, gallery of {len(ENROLLED)} people; process start to answer")
+    print("| source | threads | faces | seconds | faces/s | photos or frames/s | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    for threads in args.threads:
+        for what, source, extra in (
+            (f"{len(photos)} LFW photos", folder, []),
+            (f"hamilton_short.mp4, {args.clip_frames} frames", clip, ["--max-frames", str(args.clip_frames)]),
+        ):
+            out = work / f"rows_{threads}_{source.name}.jsonl"
+            seconds, text, peak = app(
+                *gallery, *model_options(threads), "--source", str(source), *extra, "identify", "--all-faces",
+                "--per-frame", "--jsonl", str(out), "--json", "--quiet",
+            )  # fmt: skip
+            s = json.loads(text)["summary"]
+            print(
+                f"| {what} | {threads} | {s['faces']} | {seconds:.1f} | {s['faces'] / seconds:.1f} | "
+                f"{s['pictures'] / seconds:.1f} | {peak} MB |"
+            )
+    print("\n# in one process, the same photos: plain per-photo, per-face loop vs FaceFinder's batches")
+    print("| threads | plain faces/s | batched faces/s | batched / plain |")
+    print("|---|---|---|---|")
+    for threads in args.threads:
+        r = in_process(photos[: min(len(photos), 80)], threads)
+        print(f"| {threads} | {r['plain']:.1f} | {r['batched']:.1f} | {r['batched'] / r['plain']:.2f}x |")
+    try:
+        import face_recognition  # noqa: F401
+
+        peer = shutil.which("face_recognition")
+    except ImportError:
+        peer = None
+    if peer is None:
+        print("\nface_recognition's CLI: not installed here, not measured.")
+    else:
+        start = time.perf_counter()
+        subprocess.run([peer, "--cpus", "1", str(known), str(folder)], capture_output=True, check=True)
+        print(f"\nface_recognition CLI on the same folder, 1 CPU: {time.perf_counter() - start:.1f} s")
+
+
+def memory(args, work: Path, gallery: list[str], photos: list[Path]) -> None:
+    """Peak memory over many photos (links to the same ones, reused), rows to a file vs rows kept for --json."""
+    total = max(args.memory_photos, args.memory_json_photos)
+    many = link_folder(work / "many", photos, total)
+    print(f"\n# memory over up to {total:,} photos (the {len(photos)} above, reused), 2 threads")
+    print("| output | faces | seconds | faces/s | peak RSS |")
+    print("|---|---|---|---|---|")
+    for label, mode, count in (
+        ("--jsonl FILE (rows not kept)", ["--jsonl", str(work / "many.jsonl")], args.memory_photos),
+        ("--json (rows kept for the one object)", ["--json"], args.memory_json_photos),
+    ):
+        if not count:
+            continue
+        seconds, text, peak = app(
+            *gallery, *model_options(2), "--source", str(many), "--max-frames", str(count),
+            "identify", "--all-faces", *mode, "--quiet",
+        )  # fmt: skip
+        rows = (work / "many.jsonl").read_text().splitlines() if "--jsonl" in mode else []
+        faces = len(rows) if "--jsonl" in mode else json.loads(text)["summary"]["faces"]
+        print(f"| {label}, {count:,} photos | {faces:,} | {seconds:.0f} | {faces / seconds:.1f} | {peak} MB |")
 
 
 if __name__ == "__main__":
