@@ -34,8 +34,9 @@ import torch
 
 from ..core.errors import FaceIDError
 from ..core.fileio import atomic_torch_save, require_regular_file
-from ..core.validate import Fields, check_depth, is_whole, shown
-from .network import DEFAULT_NETWORK, NETWORKS
+from ..core.validate import is_whole, shown
+from .inference_fields import check_fields, field_error
+from .network import DEFAULT_NETWORK
 
 FORMAT = "faceid-checkpoint"
 VERSION = 1
@@ -172,57 +173,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
 
 
-MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024  # network input side: InceptionResnetV1 needs >= ~32 px to pool
-
-
-def check_inference_fields(ckpt: dict[str, Any], where: str, weights: bool = True) -> None:
-    """Validate every field the app relies on (`INFERENCE_KEYS`; `weights` False: all but the weights, for an
-    ONNX file's metadata), naming the first bad one in one sentence (`faceid.core.validate`).
-
-    A checkpoint that loads safely can still lie: ``threshold: -5`` would make every face MATCH (reported as
-    calibrated), ``size: 0`` would crash deep inside the network, ``size: 100000`` would allocate 120 GB.
-    Weights are checked where they are loaded into the network (`model.load_backbone_weights`: shapes, finite
-    values). A threshold is a cosine above 0: at or below it, about half of all strangers would be accepted
-    (different people's faces score around a positive mean: `Calibration.check_plausible`)."""
-    from .preprocessing import CROP_STYLES
-
-    check_depth({k: v for k, v in ckpt.items() if k != "model"}, f"Checkpoint {where}")
-    f = Fields(ckpt, f"Checkpoint {where}")
-    f.choice("network", NETWORKS, default=DEFAULT_NETWORK)
-    if weights:
-        model = ckpt.get("model")
-        if (
-            not isinstance(model, dict)
-            or not model
-            or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
-        ):
-            raise f.error("model", type(model).__name__, "a non-empty state_dict of named tensors")
-    pre = f.sub("preprocess")
-    pre.choice("crop", CROP_STYLES)
-    size = pre.whole("size", MIN_INPUT_SIZE, MAX_INPUT_SIZE, default=160)
-    pre.whole("margin", 0, size // 2 - 1, default=0)
-    pre.flag("flip", default=True)
-    pre.choice("normalize", ("fixed_image_standardization",), default="fixed_image_standardization")
-    if f.has("threshold"):
-        f.real("threshold", THRESHOLD_FLOOR, 1.0, expected="a cosine similarity above 0 and at most 1 (or none)")
-    if f.has("threshold_info"):
-        info = f.sub("threshold_info")
-        for key in ("threshold", "tar"):
-            if info.has(key):
-                info.cosine(key)
-        if info.has("target_far"):
-            info.real("target_far", 0.0, 1.0, what="a rate")
-    if ckpt.get("calibration") is not None:
-        from .calibration import Calibration
-
-        Calibration.from_dict(ckpt["calibration"], where=f"checkpoint {where}")
-    if ckpt.get("validation") is not None:
-        from .validation_record import read_record
-
-        read_record(ckpt["validation"], f"checkpoint {where}")
-
-
-THRESHOLD_FLOOR = 1e-6  # a model's own threshold must be a cosine above 0 (see check_inference_fields)
+def check_inference_fields(ckpt: dict[str, Any], where: str) -> None:
+    """Validate every field the app relies on (`INFERENCE_KEYS`), naming the first bad one in one sentence: the
+    weights here (named tensors; their shapes and values are checked where they are loaded into the network,
+    `model.load_backbone_weights`), every other field by `inference_fields.check_fields`, which an ONNX file's
+    metadata gets too."""
+    check_fields(ckpt, where)
+    model = ckpt.get("model")
+    if (
+        not isinstance(model, dict)
+        or not model
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
+    ):
+        raise field_error(where, "model", type(model).__name__, "a non-empty state_dict of named tensors")
 
 
 def inference_checkpoint(checkpoint: Checkpoint) -> Checkpoint:

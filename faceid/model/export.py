@@ -1,8 +1,9 @@
 """Taking the model elsewhere: writing the ONNX file (`onnx_model` describes the format and runs it) and the
 slim inference checkpoint beside it (export_model.py).
 
-The export is checked before it is written: onnxruntime must reproduce torch's embeddings of a fixed batch
-(cosine >= MATCH_COSINE). onnx/onnxscript are needed to export; both are optional, imported lazily, and their
+The export is checked before it is written: it must pass the checks every ONNX file gets before it runs
+(`onnx_graph.read_onnx_file`: only the operators of `onnx_graph.EXPORT_OPS`, bounded memory), and onnxruntime must
+reproduce torch's embeddings of a fixed batch (cosine >= MATCH_COSINE). onnx/onnxscript are needed to export; both are optional, imported lazily, and their
 absence is one sentence. Without them everything runs on torch.
 """
 
@@ -54,7 +55,8 @@ def export_onnx(
     checking that onnxruntime reproduces torch's embeddings. Returns what was written (for the report)."""
     import torch
 
-    from .network import EmbeddingNetwork, backbone_fingerprint, build_backbone, load_backbone_weights
+    from .network import EmbeddingNetwork, build_backbone, load_backbone_weights
+    from .onnx_graph import fingerprint
     from .preprocessing import PreprocessSpec
 
     onnx = require_module("onnx", "export to ONNX")
@@ -81,7 +83,8 @@ def export_onnx(
             )
         assert program is not None  # torch.onnx.export returns the ONNXProgram when dynamo=True
         proto = program.model_proto
-        meta: dict[str, Any] = {"format": ONNX_FORMAT, "fingerprint": backbone_fingerprint(backbone, spec)}
+        # the file's own fingerprint, of its graph and weights (BatchNorm folded in): what the app computes again
+        meta: dict[str, Any] = {"format": ONNX_FORMAT, "fingerprint": fingerprint(proto, spec.to_dict())}
         meta.update({k: getattr(checkpoint, k) for k in INFERENCE_KEYS if k != "model"})
         meta["preprocess"] = spec.to_dict()
         meta["sources"] = list(sources)

@@ -26,6 +26,7 @@ from torch import nn
 from ..core.errors import FaceIDError
 from ..core.fileio import require_regular_file
 from .embeddings import EMBEDDING_DIM
+from .inference_fields import DEFAULT_NETWORK, NETWORK_NAMES
 from .preprocessing import PreprocessSpec
 
 VGGFACE2_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
@@ -43,7 +44,7 @@ def _inception_resnet_v1() -> nn.Module:
 # name -> builder of a network without weights. The name is recorded in every checkpoint (`Checkpoint.network`)
 # and in ONNX metadata, so a file says which network its weights are for; add an entry to train another.
 NETWORKS: dict[str, Callable[[], nn.Module]] = {"inception_resnet_v1": _inception_resnet_v1}
-DEFAULT_NETWORK = "inception_resnet_v1"
+assert tuple(NETWORKS) == NETWORK_NAMES  # the names model files are checked against (`inference_fields`)
 
 
 def build_backbone(name: str = DEFAULT_NETWORK) -> nn.Module:

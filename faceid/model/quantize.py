@@ -5,7 +5,7 @@ What is written: ``<stem>.int8.onnx`` beside the fp32 ``<stem>.onnx`` (QDQ forma
 channel, uint8 activations, MinMax ranges), with the same input, output and preprocessing as the fp32 file, and
 copies of the fp32 file's detector stages under its own name (``<stem>.int8.pnet.onnx``, ...), so it runs without
 torch like the fp32 file. Its embeddings are not the fp32 model's, so it gets a fingerprint of its own
-(`int8_fingerprint`): a gallery registered on one is not silently used by the other, and the fp32 file's threshold
+(`onnx_graph.fingerprint`, of its own graph and weights, computed again when it is loaded): a gallery registered on one is not silently used by the other, and the fp32 file's threshold
 table does not carry over. Measure one for it with ``evaluate_model.py --calibrate HELD_OUT_PEOPLE --model
 <stem>.int8.onnx`` and pass the table with ``--calibration``.
 
@@ -16,7 +16,6 @@ as it is for an ``aligned5`` model, any other goes through the exported detector
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from ..core.fileio import atomic_write_bytes
 from ..core.report import note, progress
 from .benchmark import benchmark_reason
 from .mtcnn_onnx import detector_files
+from .onnx_graph import fingerprint as graph_fingerprint
 from .onnx_model import INPUT_NAME, META_PREFIX, OnnxForward, read_metadata, require_module
 from .preprocessing import PreprocessSpec, crop_face, to_network_array
 
@@ -43,12 +43,6 @@ def int8_path(fp32_onnx: str | os.PathLike) -> Path:
     """Where --int8 writes: ``X.onnx`` -> ``X.int8.onnx``."""
     path = Path(fp32_onnx)
     return path.with_name(f"{path.stem}.int8.onnx")
-
-
-def int8_fingerprint(fp32_fingerprint: str, quantised: bytes) -> str:
-    """The INT8 model's own fingerprint: of the fp32 model's and of the quantised graph and weights."""
-    digest = hashlib.sha256(quantised).hexdigest()
-    return hashlib.sha256(f"{fp32_fingerprint}|int8|{digest}".encode()).hexdigest()[: len(fp32_fingerprint)]
 
 
 def check_int8_data(folder: str | os.PathLike) -> Path:
@@ -149,7 +143,7 @@ def quantize_embedder(
         for leftover in out.parent.glob(f".{out.name}.quantize-{os.getpid()}*"):
             leftover.unlink(missing_ok=True)
     del proto.metadata_props[:]
-    fingerprint = int8_fingerprint(meta["fingerprint"], proto.SerializeToString())
+    fingerprint = graph_fingerprint(proto, spec.to_dict())  # of its own graph and weights, as every ONNX file
     int8_meta = {k: v for k, v in meta.items() if k not in ("threshold", "threshold_info", "calibration")}
     int8_meta["fingerprint"] = fingerprint
     int8_meta["quantization"] = {
