@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import FaceIDError
+from ..core.fileio import require_regular_file
 from ..core.report import command
 
 MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit, counted with external data before anything is read
@@ -85,12 +86,7 @@ def read_onnx_file(path: str | os.PathLike) -> OnnxFile:
     """The checked file (module docstring), or one sentence saying what is wrong with it."""
     onnx = require_module("onnx", "check an ONNX model before it runs")
     path = Path(path)
-    try:
-        st = path.stat()
-    except OSError as err:
-        raise FaceIDError(f"Cannot read the ONNX model {path}: {err.strerror}.") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise FaceIDError(f"The ONNX model {path} is not a regular file; give the .onnx file itself.")
+    st = require_regular_file(path, "The ONNX model", "model")  # a pipe would block the read below forever
     if st.st_size > MAX_ONNX_BYTES:
         raise FaceIDError(f"{path} is {st.st_size / 2**30:.1f} GiB, larger than any ONNX model (2 GiB); refusing it.")
     try:
