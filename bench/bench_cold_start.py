@@ -315,11 +315,23 @@ def main() -> int:
 
 def compare_runtimes(args, work: Path, probe: np.ndarray, fingerprint: str) -> int:
     """--onnx: the floor, the ONNX path and the torch path, alternating, on the smallest gallery."""
+    from faceid.model.onnx_model import load_onnx_embedder
+
     n = min(args.sizes)
-    gallery = work / f"gallery-{n}"
-    build_gallery(gallery, n, probe, fingerprint)
-    common = ["--data-dir", str(gallery), "--offline", "--no-preview", "--probe-samples", "1", "--source", args.image]
-    runtimes = {"onnx": ["--model", args.onnx], "torch": ["--weights", args.weights, "--crop", args.crop]}
+    # The export's fingerprint is computed from its own (BatchNorm-folded) weights, so each runtime gets its
+    # own copy of the gallery, registered under that runtime's fingerprint (as `reenroll` would make it).
+    fingerprints = {"onnx": load_onnx_embedder(args.onnx).fingerprint, "torch": fingerprint}
+    galleries = {runtime: work / f"gallery-{n}-{runtime}" for runtime in fingerprints}
+    for runtime, gallery in galleries.items():
+        build_gallery(gallery, n, probe, fingerprints[runtime])
+    common = ["--offline", "--no-preview", "--probe-samples", "1", "--source", args.image]
+    runtimes = {
+        runtime: ["--data-dir", str(galleries[runtime]), *flags]
+        for runtime, flags in {
+            "onnx": ["--model", args.onnx],
+            "torch": ["--weights", args.weights, "--crop", args.crop],
+        }.items()
+    }
     actions = {"verify": ["verify", "--name", PROBE_NAME], "identify": ["identify"]}
     floor = ["-c", "import onnxruntime, cv2, numpy; print('{}')"]
     results: list[dict] = []
