@@ -627,7 +627,14 @@ def main(argv: list[str] | None = None) -> int:
     # the dry run's limits: a shared 2-core CPU, where one training step and one validation take seconds each
     limits = {**STEP_LIMITS_S, **OPTIONAL_LIMITS_S}
     if args.dry_run:
-        limits = {**{k: 90 for k in limits}, "throughput": 200, "heads": 240, "synthetic": 300}
+        limits = {
+            **{k: 90 for k in limits},
+            "throughput": 200,
+            "heads": 240,
+            "resume": 150,
+            "app_eval": 150,
+            "synthetic": 300,
+        }
     results = run_steps(check, {s: STEP_FUNCTIONS[s] for s in STEPS + OPTIONAL_STEPS if s in wanted}, limits)
     print(table(results))
     print(f"total {time.monotonic() - check.started:.0f} s; {out / 'gpu_check.json'}, {out / 'gpu_check.log'}")
