@@ -335,7 +335,7 @@ class IndexCache:
             file.verify_all()
             problem = _disagreement(file, version, ids, matrix, fingerprints)
         except FileNotFoundError:
-            pass
+            problem = None  # no saved file: nothing was trusted, so nothing was damaged; the rebuild below saves one
         except IndexDamaged as err:
             problem = str(err)
         except OSError as err:

@@ -112,17 +112,23 @@ def _check_external_data(path: Path, proto, size: int) -> None:
     total = size
     for tensor in external:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        try:
-            st = (path.parent / location).stat()
-            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
-        except (OSError, ValueError):
-            pass
+        total += _external_file_size(path.parent / location)
     if total > MAX_ONNX_BYTES:
         raise FaceIDError(
             f"{path} is {total / 2**30:.1f} GiB with its external data files, larger than any ONNX model (2 GiB); "
             f"refusing it before reading them."
         )
     raise not_ours(path, "its weights are in external data files; an export is one file")
+
+
+def _external_file_size(location: Path) -> int:
+    """Bytes an external data file would add (0 when it is missing, not a regular file or not a valid path):
+    only the size limit's message depends on it, since any external data is refused as not our export."""
+    try:
+        st = location.stat()
+    except (OSError, ValueError):
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def _check_operators(path: Path, proto) -> None:
